@@ -1,0 +1,151 @@
+"""Open, stream and write shower files of any supported format.
+
+Reading validates every batch (shapes against the binning, NaN/inf, negative energies,
+impossible visible/incident ratios) and names the file in every error. Writing goes to a
+temporary name that is renamed only when the file is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from calofm.core.errors import InputError
+from calofm.core.files import partial_path
+from calofm.data.formats import FORMATS, get_format
+from calofm.data.showers import Showers
+from calofm.geometry import readout_from_dict
+
+
+class ShowerFile:
+    """A shower file opened for reading; iterate it in chunks to stay within memory."""
+
+    def __init__(self, path: str | os.PathLike, readout=None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(path, "no such file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise InputError(path, f"not an HDF5 file, or truncated ({_reason(exc)})") from None
+        try:
+            matches = [fmt for fmt in FORMATS.values() if fmt.sniff(self._file)]
+            if not matches:
+                raise InputError(path, f"not a shower file in any known format (holds: {', '.join(self._file.keys()) or 'nothing'}); "
+                                       f"known formats: {', '.join(FORMATS)}")
+            self.format = matches[0]
+            if readout is None and "readout" in self._file.attrs:  # written by calofm
+                readout = readout_from_dict(json.loads(self._file.attrs["readout"]))
+            self._n, self.readout = self._guard(self.format.open, self._file, path, readout)
+        except BaseException:
+            self._file.close()
+            raise
+        self.metadata = {k: v for k, v in self._file.attrs.items() if k != "readout"}
+
+    def _guard(self, fn, *args):
+        """Run a read step, turning low-level HDF5 failures into an error naming the file."""
+        try:
+            return fn(*args)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise InputError(self.path, f"cannot read {self.format.name} data ({_reason(exc)})") from None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def read(self, index=None) -> Showers:
+        """Read all showers, a slice, or the showers at integer ``index`` (any order)."""
+        if index is None:
+            index = slice(0, self._n)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._n)
+            if step != 1:
+                return self.read(np.arange(start, stop, step))
+            showers = self._guard(self.format.read, self._file, slice(start, stop), self.readout)
+            showers.validate(self.path, first=start)
+            return showers
+        index = np.asarray(index, dtype=np.int64)
+        if np.any((index < 0) | (index >= self._n)):
+            raise IndexError(f"{self.path}: shower index outside 0..{self._n - 1}")
+        unique, inverse = np.unique(index, return_inverse=True)  # HDF5 wants increasing indices
+        showers = self._guard(self.format.read, self._file, unique, self.readout)
+        showers.validate(self.path)
+        return showers.take(inverse)
+
+    def iter_chunks(self, chunk_size: int = 10_000, progress: bool = False) -> Iterator[Showers]:
+        """Yield consecutive batches of at most ``chunk_size`` showers."""
+        starts = range(0, self._n, chunk_size)
+        if progress:
+            from rich.progress import track
+            starts = track(starts, description=f"reading {self.path.name}")
+        for start in starts:
+            yield self.read(slice(start, start + chunk_size))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "ShowerFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_showers(path, readout=None) -> ShowerFile:
+    return ShowerFile(path, readout)
+
+
+class ShowerWriter:
+    """Write showers batch by batch; the file appears under its name only after :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike, format: str, readout, metadata: dict | None = None):
+        self.path = Path(path)
+        self.format = get_format(format)
+        self.readout = readout
+        self.metadata = dict(metadata or {})
+        self.dropped: set[str] = set()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = partial_path(self.path)
+        self._file = h5py.File(self._tmp, "w")
+        self._file.attrs["readout"] = json.dumps(readout.to_dict())
+        for key, value in self.metadata.items():
+            value = value.item() if isinstance(value, np.generic) else value
+            self._file.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+
+    def append(self, showers: Showers) -> None:
+        self.dropped.update(self.format.dropped(showers))
+        self.format.append(self._file, showers, self.readout)
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Discard what was written; an earlier file at ``path`` stays untouched."""
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShowerWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_showers(path, showers: Showers, format: str, readout, metadata: dict | None = None) -> set[str]:
+    """Write ``showers`` in one go; returns the fields the format could not store."""
+    with ShowerWriter(path, format, readout, metadata) as writer:
+        writer.append(showers)
+    return writer.dropped
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,31 @@
+"""What every readout shares: a stack of layers along the shower axis, given by z edges (mm)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from calofm.geometry.axis import Axis
+
+
+class LayerStack:
+    """Mixin for readouts with a ``z_edges`` attribute: layer lookup and layer centres."""
+
+    z_edges: tuple[float, ...]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.z_edges) - 1
+
+    @cached_property
+    def z_axis(self) -> Axis:
+        return Axis(self.z_edges)
+
+    def layer_of(self, z: np.ndarray) -> np.ndarray:
+        """Layer index of depths ``z`` (-1 before the first layer, >= n_layers after the last)."""
+        return self.z_axis.bin(z)
+
+    def layer_centres(self) -> np.ndarray:
+        z = np.asarray(self.z_edges)
+        return (z[:-1] + z[1:]) / 2

@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+
+from calofm.cli.main import build_parser, main
+from calofm.data import open_showers, write_showers
+from calofm.data.toy import toy_showers
+
+
+def _inspect(path, capsys, *extra):
+    assert main(["inspect", str(path), "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_inspect_dataset_2_file(ds2_file, capsys):
+    info = _inspect(ds2_file, capsys)
+    assert info["format"] == "calochallenge" and info["showers"] == 40 and info["valid"]
+    assert info["n_voxels"] == 6480 and "45 x 16 x 9" in info["binning"]
+    assert 1 <= info["incident_energy_GeV"][0] < info["incident_energy_GeV"][1] <= 100
+    assert 0.5 < info["mean_sparsity"] < 1
+
+
+def test_inspect_dataset_1_photon_file(tmp_path, ds1_photons, capsys):
+    path = tmp_path / "photons.h5"
+    showers = toy_showers(ds1_photons, 10, seed=0)
+    write_showers(path, showers, "calochallenge", ds1_photons)
+    info = _inspect(path, capsys)
+    assert info["n_voxels"] == 368 and info["binning"].startswith("dataset_1_photons: 368 voxels")
+    expected = np.mean(showers.showers == 0)
+    assert info["mean_sparsity"] == pytest.approx(expected)
+
+
+def test_inspect_human_readable(ds2_file, capsys):
+    assert main(["inspect", str(ds2_file)]) == 0
+    out = capsys.readouterr().out
+    assert "6480 voxels = 45 x 16 x 9" in out and "calochallenge" in out
+
+
+def test_convert_command(tmp_path, ds2_file, capsys):
+    out = tmp_path / "pc.h5"
+    assert main(["convert", str(ds2_file), str(out), "--to", "caloclouds", "--seed", "3"]) == 0
+    assert "smeared" in capsys.readouterr().out
+    back = tmp_path / "back.h5"
+    assert main(["convert", str(out), str(back), "--to", "lemurs", "--target-binning", "dataset_2"]) == 0
+    with open_showers(back) as f, open_showers(ds2_file) as g:
+        np.testing.assert_allclose(f.read().showers, g.read().showers, rtol=1e-6)
+
+
+def test_unknown_binning_file_is_a_one_line_error(ds2_file, capsys):
+    assert main(["inspect", str(ds2_file), "--binning", "nope.xml"]) == 2
+    assert "nope.xml: no such binning file" in capsys.readouterr().err
+
+
+def test_every_subcommand_explains_itself():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, sub_parser in sub.choices.items():
+        assert sub_parser.description and len(sub_parser.description) > 40, name
+
+
+def test_demo_runs_the_chain(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--n", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "not Geant4" in out and "largest relative voxel difference" in out
+    assert (tmp_path / "toy_calofm.h5").is_file() and (tmp_path / "toy_back_from_points.h5").is_file()
