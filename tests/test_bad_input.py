@@ -128,3 +128,15 @@ def test_inspect_reports_invalid_files_with_status_1(tmp_path, capsys):
     assert main(["inspect", str(_cc(tmp_path, showers)), "--json"]) == 1
     out = capsys.readouterr().out
     assert '"valid": false' in out and "shower 1: a voxel energy is NaN or infinite" in out
+
+
+def test_converting_an_irregular_binning_to_lemurs_is_refused(tmp_path, ds1_photons):
+    from calofm.data import write_showers
+    from calofm.data.toy import toy_showers
+
+    src = tmp_path / "photons.h5"
+    write_showers(src, toy_showers(ds1_photons, 3), "calochallenge", ds1_photons)
+    out = tmp_path / "out.h5"
+    with pytest.raises(InputError, match="out.h5: needs a regular cylindrical mesh"):
+        main(["--debug", "convert", str(src), str(out), "--to", "lemurs"])
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["photons.h5"]

@@ -105,6 +105,7 @@ class ShowerWriter:
     def __init__(self, path: str | os.PathLike, format: str, readout, metadata: dict | None = None):
         self.path = Path(path)
         self.format = get_format(format)
+        self.format.check_readout(self.path, readout)
         self.readout = readout
         self.metadata = dict(metadata or {})
         self.dropped: set[str] = set()

@@ -85,6 +85,9 @@ class ShowerFormat:
     def append(self, f: h5py.File, showers: Showers, readout) -> None:
         raise NotImplementedError
 
+    def check_readout(self, path, readout) -> None:
+        """Raise :class:`InputError` if this format cannot describe showers on ``readout``."""
+
     def dropped(self, showers: Showers) -> list[str]:
         """Fields of ``showers`` this format cannot store."""
         return [name for name in ("showers", "theta", "phi", "particle", "points")
@@ -100,9 +103,9 @@ class CaloChallengeFormat(ShowerFormat):
 
     def open(self, f, path, readout):
         require(f, path, "incident_energies", "showers")
-        n, n_vox = f["showers"].shape if f["showers"].ndim == 2 else (None, None)
-        if n is None:
+        if f["showers"].ndim != 2:
             raise InputError(path, f"'showers' has shape {f['showers'].shape}, expected (N, n_voxels)")
+        n, n_vox = f["showers"].shape
         if f["incident_energies"].shape[0] != n:
             raise InputError(path, f"{f['incident_energies'].shape[0]} incident energies for {n} showers")
         if readout is None:
@@ -156,8 +159,10 @@ class LemursFormat(ShowerFormat):
             phi=f["incident_phi"][index].reshape(-1).astype(np.float64),
         )
 
+    def check_readout(self, path, readout):
+        _check_regular(path, readout)
+
     def append(self, f, showers, readout):
-        _check_regular(f.filename, readout)
         zeros = np.zeros(len(showers))
         append_rows(f, "showers", reorder(showers.showers, "calochallenge", "lemurs", readout.shape).astype(np.float32))
         append_rows(f, "incident_energy", showers.energy / GeV)
