@@ -77,8 +77,8 @@ def _print_summary(summary: dict) -> None:
 
     table = Table(show_header=False, box=None, pad_edge=False)
     for key, value in summary.items():
-        if key == "metadata":
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        if key == "metadata":  # long JSON values are for --json; show their start
+            value = "\n".join(f"{k} = {_shorten(str(v))}" for k, v in value.items()) or "-"
         elif key == "incident_energy_GeV" and value:
             value = f"{value[0]:.4g} .. {value[1]:.4g} GeV"
         elif isinstance(value, float):
@@ -87,6 +87,10 @@ def _print_summary(summary: dict) -> None:
             value = "[green]yes[/]" if value else "[red]no[/]"
         table.add_row(key.replace("_", " "), "-" if value is None else str(value))
     Console().print(table)
+
+
+def _shorten(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def convert(args) -> int:

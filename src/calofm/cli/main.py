@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calofm import __version__
-from calofm.cli import commands
+from calofm.cli import commands, simulate
 from calofm.core.errors import CalofmError
 
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the smearing (default 0)")
     p.add_argument("--chunk-size", type=int, default=10_000, help="showers per streamed batch (default 10000)")
     p.set_defaults(run=commands.convert)
+
+    simulate.add_parsers(sub)
 
     p = sub.add_parser("demo", help="run the main job on a built-in default",
                        description="Run the longest chain calofm has on built-in defaults and print what each "

@@ -5,7 +5,7 @@
 | ``calochallenge`` | ``incident_energies`` (N, 1), ``showers`` (N, n_voxels), z-alpha-r order | MeV |
 | ``lemurs`` | ``showers`` (N, n_r, n_phi, n_z), ``incident_energy``, ``incident_theta``, ``incident_phi`` | showers MeV, energy GeV, angles rad |
 | ``caloclouds`` | ``events`` (N, 4, max_points) = [x, y = layer, z, E] zero-padded, ``energy`` (N, 1) | mm, E and energy GeV |
-| ``calofm`` | ``energy``, ``theta``, ``phi``, ``particle``, ``showers``, ragged ``points/{data,offsets}`` | MeV, mm, rad |
+| ``calofm`` | ``energy``, ``theta``, ``phi``, ``particle``, ``event``, ``showers``, ragged ``points/{data,offsets}`` | MeV, mm, rad |
 
 Every file calofm writes also carries attributes: ``readout`` (the binning as JSON) and the
 provenance given to the writer (simulator, data versions, seed, ...). Other tools ignore them.
@@ -23,7 +23,7 @@ import numpy as np
 
 from calofm.core.errors import InputError
 from calofm.core.units import GeV
-from calofm.data.showers import PointClouds, Showers
+from calofm.data.showers import OPTIONAL_ARRAYS, PointClouds, Showers
 from calofm.geometry import (
     CylindricalBinning,
     PlanarGrid,
@@ -90,7 +90,7 @@ class ShowerFormat:
 
     def dropped(self, showers: Showers) -> list[str]:
         """Fields of ``showers`` this format cannot store."""
-        return [name for name in ("showers", "theta", "phi", "particle", "points")
+        return [name for name in OPTIONAL_ARRAYS + ("points",)
                 if getattr(showers, name) is not None and name not in self.stores]
 
 
@@ -216,7 +216,7 @@ class CalofmFormat(ShowerFormat):
     """calofm's own file: every condition, optional ragged points, and provenance attributes."""
 
     name = "calofm"
-    stores = frozenset({"energy", "showers", "theta", "phi", "particle", "points"})
+    stores = frozenset({"energy", "showers", "theta", "phi", "particle", "event", "points"})
     MARK = "calofm_format_version"
 
     def sniff(self, f):
@@ -228,7 +228,7 @@ class CalofmFormat(ShowerFormat):
         if readout != stored:
             raise InputError(path, f"file binning {stored.describe()} differs from the one given ({readout.describe()})")
         n = f["energy"].shape[0]
-        for name in ("showers", "theta", "phi", "particle", "points/offsets"):
+        for name in OPTIONAL_ARRAYS + ("points/offsets",):
             rows = f[name].shape[0] - (name == "points/offsets") if name in f else n
             if rows != n:
                 raise InputError(path, f"'{name}' has {rows} rows for {n} showers")
@@ -245,7 +245,7 @@ class CalofmFormat(ShowerFormat):
             points = self._read_points(f, np.arange(f["energy"].shape[0])[index])
         return Showers(energy=get("energy", np.float64), showers=get("showers", np.float32),
                        theta=get("theta", np.float64), phi=get("phi", np.float64),
-                       particle=get("particle", np.int64), points=points)
+                       particle=get("particle", np.int64), event=get("event", np.int64), points=points)
 
     @staticmethod
     def _read_points(f, rows: np.ndarray) -> PointClouds:
@@ -260,10 +260,10 @@ class CalofmFormat(ShowerFormat):
         if first:
             f.attrs[self.MARK] = FORMAT_VERSION
             f.attrs.update({"energy_unit": "MeV", "length_unit": "mm", "angle_unit": "rad"})
-        for name in ("showers", "theta", "phi", "particle", "points"):
+        for name in OPTIONAL_ARRAYS + ("points",):
             if not first and (getattr(showers, name) is None) == (name in f):
                 raise ValueError(f"'{name}' must be given in every batch or in none")
-        for name in ("showers", "theta", "phi", "particle"):
+        for name in OPTIONAL_ARRAYS:
             if getattr(showers, name) is not None:
                 append_rows(f, name, getattr(showers, name))
         append_rows(f, "energy", showers.energy.astype(np.float64))

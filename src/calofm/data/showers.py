@@ -55,6 +55,10 @@ class PointClouds:
         return PointClouds(np.concatenate([p.points for p in parts]), offsets.astype(np.int64))
 
 
+# optional per-shower arrays of :class:`Showers` (besides ``energy`` and the ragged ``points``)
+OPTIONAL_ARRAYS = ("showers", "theta", "phi", "particle", "event")
+
+
 @dataclass
 class Showers:
     """A batch of showers. ``energy`` is always present; other fields are None when unknown."""
@@ -64,6 +68,7 @@ class Showers:
     theta: np.ndarray | None = None         # (N,) polar angle of incidence, rad
     phi: np.ndarray | None = None           # (N,) azimuth of incidence, rad
     particle: np.ndarray | None = None      # (N,) PDG code
+    event: np.ndarray | None = None         # (N,) index of the event in the run that simulated it
     points: PointClouds | None = None       # ragged point clouds, MeV and mm
 
     def __len__(self) -> int:
@@ -108,7 +113,7 @@ class Showers:
                 raise InputError(path, f"shower {first + int(np.argmax(bad_per_shower))}: {problem}")
 
         n = len(self)
-        for name in ("theta", "phi", "particle"):
+        for name in OPTIONAL_ARRAYS:
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise InputError(path, f"{name} has {len(value)} entries for {n} showers")

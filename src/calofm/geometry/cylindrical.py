@@ -84,6 +84,18 @@ class CylindricalBinning(LayerStack):
         z_edges = tuple(float(v) for v in np.round(np.arange(len(layers) + 1) * dz, 10))
         return cls(tuple(layers), z_edges, name=Path(path).stem.removeprefix("binning_"))
 
+    def refined(self, factor: int) -> "CylindricalBinning":
+        """The same mesh with every r bin and alpha bin split ``factor`` times (z unchanged)."""
+        layers = []
+        for layer in self.layers:
+            if not layer.n_r:
+                layers.append(layer)
+                continue
+            edges = np.asarray(layer.r_edges)
+            fine = np.concatenate([np.linspace(a, b, factor + 1)[:-1] for a, b in zip(edges[:-1], edges[1:])] + [edges[-1:]])
+            layers.append(Layer(tuple(float(v) for v in fine), layer.n_alpha * factor))
+        return CylindricalBinning(tuple(layers), self.z_edges, f"{self.name}-x{factor}")
+
     def to_dict(self) -> dict:
         return {
             "type": "cylindrical",

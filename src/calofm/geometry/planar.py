@@ -30,6 +30,11 @@ class PlanarGrid(LayerStack):
         z_edges = np.round(np.concatenate([[0.0], np.cumsum(pitches)]), 10)
         return cls(n_x, n_y, cell, cell, tuple(float(v) for v in z_edges), name)
 
+    def refined(self, factor: int) -> "PlanarGrid":
+        """The same grid with every cell split ``factor`` times in x and in y (layers unchanged)."""
+        return PlanarGrid(self.n_x * factor, self.n_y * factor, self.cell_x / factor, self.cell_y / factor,
+                          self.z_edges, f"{self.name}-x{factor}")
+
     def to_dict(self) -> dict:
         return {"type": "planar", "name": self.name, "n_x": self.n_x, "n_y": self.n_y,
                 "cell_x": self.cell_x, "cell_y": self.cell_y, "z_edges": list(self.z_edges)}

@@ -1,0 +1,1 @@
+"""Ground truth: Geant4 shower simulation of many detectors, offline (``calofm simulate``)."""

@@ -1,0 +1,204 @@
+"""Declarative detector descriptions: a layer stack, a lateral size, a readout and a scoring mesh.
+
+A detector is a list of *blocks*, each a sequence of slabs (material, thickness in mm, active
+or not) repeated ``repeat`` times along the beam (z) axis, front face at z = 0. Energy deposited
+in active slabs is scored on
+
+- the **mesh**: the universal cylindrical representation (CaloDiT-2 / LEMURS, CaloChallenge
+  datasets 2 and 3), aligned with the particle direction, energies divided by the sampling fraction;
+- the **readout** (optional point clouds): the detector's own cells, refined 6 times in each
+  transverse direction, one layer per active slab (CaloClouds pre-clustering).
+
+Presets live as YAML files in ``calofm/simulate/presets``; a user adds a detector with a YAML
+file of the same form (``--detector my.yaml``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from calofm.core.errors import InputError
+from calofm.geometry import CylindricalBinning, PlanarGrid, calochallenge_binning
+from calofm.simulate.materials import E_S, MATERIALS, material
+
+
+@dataclass(frozen=True)
+class Slab:
+    material: str
+    thickness: float  # mm
+    active: bool = False
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """Universal cylindrical scoring mesh: n_r x n_alpha x n_z bins of dr x (2 pi / n_alpha) x dz."""
+
+    n_r: int = 9
+    n_alpha: int = 16
+    n_z: int = 45
+    dr: float = 4.65
+    dz: float = 3.4
+
+    def binning(self, name: str) -> CylindricalBinning:
+        if (self.n_r, self.n_alpha, self.n_z, self.dr, self.dz) == (9, 16, 45, 4.65, 3.4):
+            return calochallenge_binning("dataset_2")
+        if (self.n_r, self.n_alpha, self.n_z, self.dr, self.dz) == (18, 50, 45, 2.325, 3.4):
+            return calochallenge_binning("dataset_3")
+        return CylindricalBinning.regular(self.n_r, self.n_alpha, self.n_z, self.dr, self.dz, name=f"{name}-mesh")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A sequence of slabs repeated ``repeat`` times."""
+
+    slabs: tuple[Slab, ...]
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    description: str
+    blocks: tuple[Block, ...]
+    mesh: Mesh
+    lateral_mm: float = 1000.0
+    cell_mm: float | None = None  # planar readout cell size; None: the readout is the mesh itself
+    sampling_fraction: float | None = None  # visible / incident for 10 GeV e-; None: measure it
+    meshes: dict = field(default_factory=dict)  # alternative meshes by name (e.g. dataset_3)
+
+    # --- loading ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<dict>") -> "Detector":
+        """Build from the YAML form; the mesh's dz defaults to the depth over its n_z bins."""
+        try:
+            blocks = tuple(Block(tuple(Slab(s["material"], float(s["thickness"]), bool(s.get("active", False)))
+                                       for s in block["slabs"]), int(block.get("repeat", 1))) for block in d["layers"])
+            det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=blocks, mesh=Mesh(),
+                      lateral_mm=float(d.get("lateral_mm", 1000.0)),
+                      cell_mm=None if d.get("cell_mm") is None else float(d["cell_mm"]),
+                      sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),
+                      meshes={k: Mesh(**v) for k, v in d.get("meshes", {}).items()})
+            unknown = sorted({s.material for s in det.slabs} - set(MATERIALS))
+            if unknown:
+                raise InputError(source, f"unknown material(s) {', '.join(unknown)}; known: {', '.join(MATERIALS)}")
+            if not any(s.active for s in det.slabs):
+                raise InputError(source, "no active slab: nothing would be scored")
+            if any(s.thickness <= 0 for s in det.slabs):
+                raise InputError(source, "slab thicknesses must be positive (mm)")
+            mesh = dict(d.get("mesh", {}))
+            mesh.setdefault("dz", round(det.depth_mm / mesh.get("n_z", 45), 4))
+            return replace(det, mesh=Mesh(**mesh))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(source, f"not a valid detector description ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Detector":
+        import yaml
+
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(path, f"cannot read detector YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise InputError(path, "a detector YAML file must hold a mapping (name, layers, ...)")
+        return cls.from_dict(d, str(path))
+
+    def with_mesh(self, name: str | None) -> "Detector":
+        """This detector scored on one of its alternative meshes (e.g. ``dataset_3``)."""
+        if name is None:
+            return self
+        if name not in self.meshes:
+            raise KeyError(f"detector {self.name!r} has no mesh {name!r}; it has: {', '.join(self.meshes) or 'none'}")
+        return replace(self, mesh=self.meshes[name])
+
+    def to_dict(self) -> dict:
+        """The YAML form (layers as repeated blocks)."""
+        d = asdict(self)
+        d["layers"] = d.pop("blocks")
+        return d
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes the showers (not the name or description)."""
+        d = self.to_dict()
+        for key in ("name", "description", "meshes"):
+            d.pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    # --- derived properties -------------------------------------------------------
+    @cached_property
+    def slabs(self) -> tuple[Slab, ...]:
+        """Every slab from the front face backwards."""
+        return tuple(slab for block in self.blocks for slab in block.slabs * block.repeat)
+
+    @property
+    def depth_mm(self) -> float:
+        return float(sum(s.thickness for s in self.slabs))
+
+    @property
+    def depth_x0(self) -> float:
+        return float(sum(s.thickness / material(s.material).x0_mm for s in self.slabs))
+
+    @property
+    def x0_mm(self) -> float:
+        """Effective radiation length of the stack: depth / depth in X0."""
+        return self.depth_mm / self.depth_x0
+
+    @property
+    def moliere_mm(self) -> float:
+        """Effective Moliere radius: 1/R_M = (1/E_s) sum_i f_i E_c,i / X0_i, f_i thickness fractions."""
+        inv = sum(s.thickness * material(s.material).critical_mev / material(s.material).x0_mm for s in self.slabs)
+        return E_S * self.depth_mm / inv
+
+    @property
+    def critical_mev(self) -> float:
+        """Effective critical energy, consistent with R_M = E_s X0 / E_c."""
+        return E_S * self.x0_mm / self.moliere_mm
+
+    @property
+    def active_layers(self) -> np.ndarray:
+        """Indices (in ``slabs``) of the active slabs: one readout layer each."""
+        return np.array([i for i, s in enumerate(self.slabs) if s.active])
+
+    @property
+    def slab_edges(self) -> np.ndarray:
+        return np.concatenate([[0.0], np.cumsum([s.thickness for s in self.slabs])])
+
+    def mesh_binning(self) -> CylindricalBinning:
+        return self.mesh.binning(self.name)
+
+    def readout(self) -> CylindricalBinning | PlanarGrid:
+        """The detector's own cells: a planar grid over the active-layer pitches, or the mesh."""
+        if self.cell_mm is None:
+            return self.mesh_binning()
+        n = int(round(self.lateral_mm / self.cell_mm))
+        edges = self.slab_edges
+        active = self.active_layers
+        # layer i spans from the end of the previous active slab to the end of active slab i
+        z_edges = np.concatenate([[0.0], edges[active + 1]])
+        return PlanarGrid(n, n, self.cell_mm, self.cell_mm, tuple(float(z) for z in np.round(z_edges, 10)),
+                          name=f"{self.name}-cells")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("calofm.simulate.presets").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def get_detector(spec: str) -> Detector:
+    """A preset by name, or a detector YAML file by path."""
+    if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
+        if not Path(spec).is_file():
+            raise InputError(spec, "no such detector file")
+        return Detector.from_yaml(spec)
+    if spec not in preset_names():
+        raise InputError(spec, f"unknown detector; presets: {', '.join(preset_names())} (or a YAML file)")
+    with resources.as_file(resources.files("calofm.simulate.presets") / f"{spec}.yaml") as path:
+        return Detector.from_yaml(path)

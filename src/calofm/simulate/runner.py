@@ -1,0 +1,311 @@
+"""Run a simulation: worker processes, shards, resumable parts, progress, and the final file.
+
+A run of ``n`` events is cut into shards (``--shard i/k``: contiguous event ranges, one per
+machine of an array job). A shard is simulated in small parts, each written complete to
+``OUT.parts/`` by a worker process; re-running the same command skips the parts that exist, so a
+killed run resumes with no lost or duplicated showers. When all parts exist they are merged
+into ``OUT`` (written under a temporary name, then renamed) and the parts are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from calofm import __version__
+from calofm.core.errors import CalofmError, InputError
+from calofm.core.units import GeV
+from calofm.data import PointClouds, ShowerFile, ShowerWriter, Showers
+from calofm.simulate.detectors import Detector
+from calofm.simulate.gun import Gun, Spectrum
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything that determines the showers of a run (and so must match when resuming)."""
+
+    detector: Detector
+    gun: Gun
+    n: int
+    seed: int = 0
+    shard: tuple[int, int] = (0, 1)
+    points: bool = False
+    range_cut_mm: float = 0.7
+
+    def __post_init__(self):
+        i, k = self.shard
+        if not (k >= 1 and 0 <= i < k):
+            raise ValueError(f"shard {i}/{k}: need 0 <= i < k")
+        if self.n < 1:
+            raise ValueError("need at least one event")
+
+    @property
+    def events(self) -> range:
+        """The global event indices of this shard."""
+        i, k = self.shard
+        bounds = np.linspace(0, self.n, k + 1).round().astype(int)
+        return range(int(bounds[i]), int(bounds[i + 1]))
+
+    def settings(self) -> dict:
+        """JSON-able description, stored in every part and output file."""
+        return {"detector": self.detector.name, "detector_fingerprint": self.detector.fingerprint,
+                "gun": self.gun.describe(), "n_events": self.n, "seed": self.seed, "shard": list(self.shard),
+                "points": self.points, "range_cut_mm": self.range_cut_mm,
+                "sampling_fraction": self.detector.sampling_fraction}
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _part_name(a: int, b: int) -> str:
+    return f"events-{a:09d}-{b:09d}.h5"
+
+
+def _existing_parts(folder: Path) -> list[tuple[int, int]]:
+    ranges = []
+    for path in folder.glob("events-*-*.h5"):
+        _, a, b = path.stem.split("-")
+        ranges.append((int(a), int(b)))
+    return sorted(ranges)
+
+
+def plan(events: range, done: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Ranges of at most ``size`` events covering ``events`` minus the ``done`` ranges."""
+    todo = np.ones(len(events), dtype=bool)
+    for a, b in done:
+        todo[max(a, events.start) - events.start:max(min(b, events.stop) - events.start, 0)] = False
+    chunks = []
+    i = 0
+    while i < len(events):
+        if not todo[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(events) and todo[j] and j - i < size:
+            j += 1
+        chunks.append((events.start + i, events.start + j))
+        i = j
+    return chunks
+
+
+# --- worker side ---------------------------------------------------------------------
+_session = None
+
+
+def _init_worker(detector: Detector, particle: str, range_cut_mm: float, log: str) -> None:
+    """Start Geant4 once per worker; its console output goes to ``log`` (read when a worker dies)."""
+    global _session
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    from calofm.simulate import g4env
+
+    g4env.configure()
+    from calofm.simulate.g4app import Session
+
+    _session = (Session(detector, particle, range_cut_mm), detector)
+
+
+def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: str,
+                   metadata: dict) -> tuple[int, float, float]:
+    """Simulate events [a, b) and write them as one complete part file; returns (n, seconds, GeV)."""
+    from calofm.simulate.scoring import cluster, score_mesh, to_mesh_frame
+
+    session, detector = _session
+    t0 = time.perf_counter()
+    conditions = [gun.event(seed, i) for i in range(a, b)]
+    all_steps = session.simulate([(e, theta, g4_seed) for e, theta, _, g4_seed in conditions])
+    mesh, readout = detector.mesh_binning(), detector.readout()
+    scale = 1.0 / detector.sampling_fraction
+    showers, clouds = [], []
+    for (energy, theta, phi, _), steps in zip(conditions, all_steps):
+        steps[:, 3] *= scale
+        in_mesh_frame = to_mesh_frame(steps, theta)
+        showers.append(score_mesh(in_mesh_frame, mesh))
+        if points:
+            clouds.append(cluster(in_mesh_frame if detector.cell_mm is None else steps, readout))
+    batch = Showers(energy=np.array([c[0] for c in conditions]), showers=np.stack(showers),
+                    theta=np.array([c[1] for c in conditions]), phi=np.array([c[2] for c in conditions]),
+                    particle=np.full(b - a, gun.pdg), event=np.arange(a, b),
+                    points=PointClouds.from_list(clouds) if points else None)
+    with ShowerWriter(Path(folder) / _part_name(a, b), "calofm", mesh, {**metadata, "event_start": a, "event_stop": b}) as w:
+        w.append(batch)
+    return b - a, time.perf_counter() - t0, float(batch.energy.sum() / GeV)
+
+
+# --- orchestration ---------------------------------------------------------------------
+def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> dict:
+    """Simulate ``run`` into ``out`` (calofm format), resuming from ``OUT.parts`` if present."""
+    if run.detector.sampling_fraction is None:
+        raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure it with "
+                          "`calofm detectors --measure` and put it in its YAML file")
+    from calofm.simulate import g4env
+
+    provenance = g4env.configure()  # builds the tables once, before the workers start
+    out = Path(out)
+    folder = parts_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {**run.settings(), "calofm_version": __version__, "physics": "G4EmStandardPhysics_option1",
+                "geant4": f"geant4-pybind {_package_version('geant4_pybind')}", "g4data": provenance}
+    _check_or_write_settings(folder, settings)
+    for stale in folder.glob(".*.partial-*"):
+        stale.unlink()
+    events = run.events
+    size = max(5, min(200, math.ceil(len(events) / (8 * workers))))
+    todo = plan(events, _existing_parts(folder), size)
+    metadata = _metadata(run, settings)
+    stats = {"events": len(events), "resumed": len(events) - sum(b - a for a, b in todo), "seconds": 0.0, "gev": 0.0}
+    t0 = time.perf_counter()
+    if todo:
+        _run_parts(run, todo, folder, workers, metadata, stats, progress)
+    stats["seconds"] = time.perf_counter() - t0
+    _merge_parts(folder, out, events, metadata)
+    shutil.rmtree(folder)
+    return stats
+
+
+def _metadata(run: Run, settings: dict) -> dict:
+    meta = {"simulator": "calofm simulate (Geant4)", "settings": json.dumps(settings), "detector": run.detector.name,
+            "detector_description": json.dumps(run.detector.to_dict()), "seed": run.seed,
+            "sampling_fraction": run.detector.sampling_fraction,
+            "energy_scale": "deposited energy in active material / sampling_fraction"}
+    if run.points:
+        meta["points_readout"] = json.dumps(run.detector.readout().to_dict())
+    return meta
+
+
+def _check_or_write_settings(folder: Path, settings: dict) -> None:
+    path = folder / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(json.dumps(settings)):
+            raise InputError(folder, "holds parts of a run with other settings; re-run the same command, "
+                                     "or delete this folder to start afresh")
+    else:
+        path.write_text(json.dumps(settings, indent=1))
+
+
+def _run_parts(run: Run, todo, folder: Path, workers: int, metadata: dict, stats: dict, progress: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    logs = folder / "worker.log"
+    columns = [TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} showers/s"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar, \
+            ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
+                                initializer=_init_worker,
+                                initargs=(run.detector, run.gun.particle, run.range_cut_mm, str(logs))) as pool:
+        task = bar.add_task("", total=len(run.events), completed=stats["resumed"], rate="-")
+        futures = [pool.submit(_simulate_part, run.gun, run.seed, a, b, run.points, str(folder), metadata)
+                   for a, b in todo]
+        start, done = time.perf_counter(), 0
+        try:
+            for future in as_completed(futures):
+                n, _, gev = future.result()
+                done += n
+                stats["gev"] += gev
+                bar.update(task, advance=n, rate=f"{done / (time.perf_counter() - start):.1f}")
+        except BrokenProcessPool:
+            raise CalofmError(f"a Geant4 worker died ({_log_tail(logs)}); the parts written so far are kept "
+                              f"in {folder}: re-run the same command to resume") from None
+
+
+def _log_tail(log: Path, lines: int = 6) -> str:
+    if not log.exists():
+        return "no log"
+    text = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    interesting = [line for line in text if any(k in line for k in ("Exception", "ERROR", "Error", "FATAL", "G4Exception", "issued by"))]
+    return " | ".join((interesting or text)[-lines:]) or "empty log"
+
+
+def _merge_parts(folder: Path, out: Path, events: range, metadata: dict) -> None:
+    ranges = _existing_parts(folder)
+    covered = np.zeros(len(events), dtype=int)
+    for a, b in ranges:
+        covered[a - events.start:b - events.start] += 1
+    if np.any(covered != 1):
+        raise CalofmError(f"{folder}: parts do not cover events {events.start}..{events.stop - 1} exactly once")
+    with ShowerFile(folder / _part_name(*ranges[0])) as first:
+        mesh = first.readout
+    with ShowerWriter(out, "calofm", mesh, {**metadata, "event_start": events.start, "event_stop": events.stop}) as w:
+        for a, b in ranges:
+            with ShowerFile(folder / _part_name(a, b)) as part:
+                w.append(part.read())
+
+
+def _visible_fractions(gun: Gun, seed: int, n: int) -> list[float]:
+    session, _ = _session
+    conditions = [gun.event(seed, i) for i in range(n)]
+    steps = session.simulate([(e, theta, g4_seed) for e, theta, _, g4_seed in conditions])
+    return [float(s[:, 3].sum(dtype=np.float64) / c[0]) for s, c in zip(steps, conditions)]
+
+
+def measure_sampling_fraction(detector: Detector, n: int = 50, energy_gev: float = 10.0) -> tuple[float, float]:
+    """Mean and error of (energy deposited in active material) / (incident energy) for ``n``
+    electrons of ``energy_gev`` at normal incidence: the sampling fraction, leakage included."""
+    from calofm.simulate import g4env
+
+    g4env.configure()
+    gun = Gun("e-", Spectrum("fixed", energy_gev, energy_gev))
+    with tempfile.TemporaryDirectory() as tmp, \
+            ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker,
+                                initargs=(detector, "e-", 0.7, str(Path(tmp) / "worker.log"))) as pool:
+        try:
+            fractions = np.array(pool.submit(_visible_fractions, gun, 12345, n).result())
+        except BrokenProcessPool:
+            raise CalofmError(f"the Geant4 worker died ({_log_tail(Path(tmp) / 'worker.log')})") from None
+    return float(fractions.mean()), float(fractions.std(ddof=1) / math.sqrt(n))
+
+
+def merge_shards(inputs: list[Path], out: Path, progress: bool = True) -> int:
+    """Merge shard files of one run into ``out``; refuses gaps, overlaps and mixed runs."""
+    shards = []
+    for path in inputs:
+        with ShowerFile(path) as f:
+            if "settings" not in f.metadata:
+                raise InputError(path, "not a file written by `calofm simulate` (no run settings)")
+            settings = json.loads(f.metadata["settings"])
+            shards.append((int(f.metadata["event_start"]), int(f.metadata["event_stop"]), Path(path), settings))
+    shards.sort(key=lambda s: s[0])
+    reference = {k: v for k, v in shards[0][3].items() if k != "shard"}
+    for a, b, path, settings in shards:
+        if {k: v for k, v in settings.items() if k != "shard"} != reference:
+            raise InputError(path, f"comes from a different run than {shards[0][2]} (settings differ)")
+    expected, n = 0, reference["n_events"]
+    for a, b, path, _ in shards:
+        if a != expected:
+            raise InputError(path, f"events {expected}..{a - 1} are missing" if a > expected else
+                                   f"events {a}..{min(b, expected) - 1} appear twice")
+        expected = b
+    if expected != n:
+        raise CalofmError(f"events {expected}..{n - 1} of the run's {n} are missing from the inputs")
+    with ShowerFile(shards[0][2]) as first:
+        mesh, metadata = first.readout, dict(first.metadata)
+    metadata.update(event_start=0, event_stop=n)
+    with ShowerWriter(out, "calofm", mesh, metadata) as w:
+        for _, _, path, _ in shards:
+            with ShowerFile(path) as f:
+                for batch in f.iter_chunks(progress=progress):
+                    w.append(batch)
+    return n
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"

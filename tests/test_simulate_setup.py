@@ -1,0 +1,124 @@
+"""The parts of `calofm simulate` that need no Geant4: detectors, gun, planning, scoring."""
+
+import math
+
+import numpy as np
+import pytest
+
+from calofm.core.errors import InputError
+from calofm.geometry import calochallenge_binning, ild_ecal, project
+from calofm.simulate.detectors import Detector, get_detector, preset_names
+from calofm.simulate.gun import Gun, Spectrum, direction
+from calofm.simulate.materials import material
+from calofm.simulate.runner import Run, plan
+from calofm.simulate.scoring import cluster, to_mesh_frame
+
+
+def test_all_presets_exist_and_load():
+    assert {"par04-siw", "par04-scipb", "ild-w", "ild-ta", "ild-pb", "pbwo4", "lar-pb"} <= set(preset_names())
+    for name in preset_names():
+        det = get_detector(name)
+        assert det.name == name and det.depth_x0 > 14 and len(det.active_layers) >= 1
+
+
+def test_material_constants_match_the_pdg_figures_of_the_notes():
+    assert material("G4_W").moliere_mm == pytest.approx(9.3, rel=0.01)
+    assert material("G4_Pb").moliere_mm == pytest.approx(16.0, rel=0.01)
+
+
+def test_par04_siw_is_the_calochallenge_geometry():
+    det = get_detector("par04-siw")
+    assert len(det.slabs) == 180 and det.depth_mm == pytest.approx(153.0)
+    assert det.mesh_binning() == calochallenge_binning("dataset_2")
+    assert det.with_mesh("dataset_3").mesh_binning() == calochallenge_binning("dataset_3")
+    # each 3.4 mm z bin holds two W/Si pairs of 0.4 X0
+    assert 2 * (1.4 / 3.504 + 0.3 / 93.7) == pytest.approx(0.8, abs=0.01)
+
+
+def test_ild_presets_share_the_stack_and_differ_in_absorber():
+    w, ta, pb = (get_detector(n) for n in ("ild-w", "ild-ta", "ild-pb"))
+    assert [s.thickness for s in w.slabs] == [s.thickness for s in pb.slabs]
+    assert w.depth_x0 > ta.depth_x0 > pb.depth_x0
+    assert w.readout().z_edges == pytest.approx(ild_ecal(n_cells=200).z_edges)
+    assert w.readout().cell_x == 5.0
+
+
+def test_user_detector_from_yaml(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nlayers:\n  - repeat: 10\n    slabs:\n      - {material: G4_Fe, thickness: 5}\n"
+                    "      - {material: G4_POLYSTYRENE, thickness: 3, active: true}\nsampling_fraction: 0.05\n")
+    det = get_detector(str(path))
+    assert det.depth_mm == 80 and det.mesh.dz == pytest.approx(80 / 45, abs=1e-4) and det.sampling_fraction == 0.05
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("name: x\nlayers:\n  - slabs:\n      - {material: G4_Unobtainium, thickness: 1, active: true}\n", "unknown material"),
+    ("name: x\nlayers:\n  - slabs:\n      - {material: G4_W, thickness: 1}\n", "no active slab"),
+    ("name: x\nlayers:\n  - slabs:\n      - {material: G4_Si, thickness: -1, active: true}\n", "positive"),
+    ("name: x\n", "not a valid detector description"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_bad_detector_yaml(tmp_path, text, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=problem) as info:
+        get_detector(str(path))
+    assert str(info.value).startswith(str(path))
+
+
+def test_unknown_preset():
+    with pytest.raises(InputError, match="unknown detector; presets: "):
+        get_detector("cms-hgcal")
+
+
+def test_spectra():
+    rng = np.random.default_rng(0)
+    assert Spectrum.parse("10").draw(rng) == 10 and Spectrum.parse("fixed:3").draw(rng) == 3
+    draws = np.array([Spectrum.parse("loguniform:1:100").draw(rng) for _ in range(4000)])
+    assert draws.min() >= 1 and draws.max() <= 100
+    assert np.mean(np.log10(draws) < 1) == pytest.approx(0.5, abs=0.03)  # log-uniform: half below 10
+    for bad in ("uniform:5:1", "loguniform:0:3", "gauss:1:2", "x"):
+        with pytest.raises(ValueError, match="bad spectrum"):
+            Spectrum.parse(bad)
+
+
+def test_gun_events_depend_only_on_seed_and_index():
+    gun = Gun("gamma", Spectrum.parse("uniform:1:50"), Spectrum.parse("uniform:1.2:1.9"))
+    assert gun.event(3, 17) == gun.event(3, 17)
+    assert gun.event(3, 17) != gun.event(3, 18) and gun.event(3, 17) != gun.event(4, 17)
+    energy, theta, phi, seed = gun.event(3, 17)
+    assert 1e3 <= energy <= 5e4 and 1.2 <= theta <= 1.9 and seed > 0 and gun.pdg == 22
+
+
+def test_shards_and_resume_planning_cover_every_event_once():
+    det = get_detector("par04-siw")
+    shards = [Run(det, Gun(), 103, shard=(i, 4)).events for i in range(4)]
+    assert sum(len(s) for s in shards) == 103 and shards[0].start == 0 and shards[-1].stop == 103
+    assert all(a.stop == b.start for a, b in zip(shards, shards[1:]))
+    events = range(10, 60)
+    todo = plan(events, [(10, 20), (35, 40)], size=8)
+    assert todo == [(20, 28), (28, 35), (40, 48), (48, 56), (56, 60)]
+    assert plan(events, [(10, 60)], size=8) == []
+
+
+def test_mesh_frame_follows_the_particle():
+    d = direction(1.0)
+    steps = np.array([[0.0, *(d[1:] * 7.0), 1.0]], np.float32)  # 7 mm along the particle direction
+    moved = to_mesh_frame(steps, 1.0)
+    np.testing.assert_allclose(moved[0, :3], [0, 0, 7], atol=1e-5)
+    normal = to_mesh_frame(np.array([[1.0, 2.0, 3.0, 1.0]], np.float32), math.pi / 2)
+    np.testing.assert_allclose(normal[0], [1, 2, 3, 1], atol=1e-6)
+
+
+@pytest.mark.parametrize("readout", [calochallenge_binning("dataset_2"), ild_ecal()])
+def test_clustering_keeps_every_cell_energy(readout):
+    rng = np.random.default_rng(0)
+    n = 20_000
+    steps = np.stack([rng.normal(0, 8, n), rng.normal(0, 8, n), rng.uniform(0, 99, n),
+                      rng.exponential(0.1, n)], 1).astype(np.float32)
+    points = cluster(steps, readout)
+    assert len(points) < n
+    np.testing.assert_allclose(project(readout, points, [0, len(points)]), project(readout, steps, [0, n]),
+                               rtol=1e-5, atol=1e-6)
+    fine = readout.refined(6)
+    assert len(np.unique(fine.voxel_ids(*points[:, :3].T))) == len(points)  # one point per fine cell
