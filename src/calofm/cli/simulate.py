@@ -80,7 +80,7 @@ def simulate(args) -> int:
     stats = run_simulation(run, Path(args.out), workers=args.workers)
     rate = (stats["events"] - stats["resumed"]) / max(stats["seconds"], 1e-9)
     print(f"wrote {stats['events']} showers to {args.out} ({stats['resumed']} from an earlier run; "
-          f"{rate:.1f} showers/s, {1e3 * stats['seconds'] * args.workers / max(stats['gev'], 1e-9):.2f} ms per GeV per core)")
+          f"{rate:.1f} showers/s, {1e3 * stats['worker_seconds'] / max(stats['gev'], 1e-9):.2f} ms per GeV per core)")
     return 0
 
 

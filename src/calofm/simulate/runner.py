@@ -147,7 +147,11 @@ def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: st
 
 # --- orchestration ---------------------------------------------------------------------
 def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> dict:
-    """Simulate ``run`` into ``out`` (calofm format), resuming from ``OUT.parts`` if present."""
+    """Simulate ``run`` into ``out`` (calofm format), resuming from ``OUT.parts`` if present.
+
+    Returns statistics: events, resumed (events found done), seconds (wall), worker_seconds
+    (summed time inside workers, without start-up) and gev (incident energy simulated now).
+    """
     if run.detector.sampling_fraction is None:
         raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure it with "
                           "`calofm detectors --measure` and put it in its YAML file")
@@ -166,7 +170,8 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
     size = max(5, min(200, math.ceil(len(events) / (8 * workers))))
     todo = plan(events, _existing_parts(folder), size)
     metadata = _metadata(run, settings)
-    stats = {"events": len(events), "resumed": len(events) - sum(b - a for a, b in todo), "seconds": 0.0, "gev": 0.0}
+    stats = {"events": len(events), "resumed": len(events) - sum(b - a for a, b in todo), "seconds": 0.0,
+             "worker_seconds": 0.0, "gev": 0.0}
     t0 = time.perf_counter()
     if todo:
         _run_parts(run, todo, folder, workers, metadata, stats, progress)
@@ -213,21 +218,29 @@ def _run_parts(run: Run, todo, folder: Path, workers: int, metadata: dict, stats
         start, done = time.perf_counter(), 0
         try:
             for future in as_completed(futures):
-                n, _, gev = future.result()
+                n, seconds, gev = future.result()
                 done += n
                 stats["gev"] += gev
+                stats["worker_seconds"] += seconds
                 bar.update(task, advance=n, rate=f"{done / (time.perf_counter() - start):.1f}")
         except BrokenProcessPool:
             raise CalofmError(f"a Geant4 worker died ({_log_tail(logs)}); the parts written so far are kept "
                               f"in {folder}: re-run the same command to resume") from None
 
 
-def _log_tail(log: Path, lines: int = 6) -> str:
+def _log_tail(log: Path, lines: int = 4) -> str:
+    """The last Geant4 exception in a worker log (code, origin, message), else its last lines."""
     if not log.exists():
-        return "no log"
+        return ("it never started; when calling calofm.simulate from a Python script, guard the call "
+                "with `if __name__ == '__main__':` (workers are spawned)")
     text = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    interesting = [line for line in text if any(k in line for k in ("Exception", "ERROR", "Error", "FATAL", "G4Exception", "issued by"))]
-    return " | ".join((interesting or text)[-lines:]) or "empty log"
+    starts = [i for i, line in enumerate(text) if "G4Exception-START" in line]
+    if starts:
+        block = text[starts[-1] + 1:]
+        block = [line for line in block[:next((i for i, l in enumerate(block) if "G4Exception-END" in l), len(block))]
+                 if not line.startswith("****")]
+        return " ".join(block)
+    return " | ".join(text[-lines:]) or "empty log"
 
 
 def _merge_parts(folder: Path, out: Path, events: range, metadata: dict) -> None:
