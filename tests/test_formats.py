@@ -150,3 +150,14 @@ def test_convert_points_onto_another_readout(tmp_path, ds2_file):
     with open_showers(tmp_path / "ds3.h5") as f, open_showers(ds2_file) as g:
         assert f.readout == ds3
         np.testing.assert_allclose(f.read().visible_energy(), g.read().visible_energy(), rtol=1e-5)
+
+
+def test_provenance_travels_but_format_attributes_do_not(tmp_path, toy, ds2):
+    own = tmp_path / "own.h5"
+    write_showers(own, toy, "calofm", ds2, {"simulator": "test", "seed": 3})
+    for fmt in ("calochallenge", "lemurs"):
+        convert(own, tmp_path / f"{fmt}.h5", fmt)
+        with open_showers(tmp_path / f"{fmt}.h5") as f:
+            assert f.format.name == fmt and f.metadata["simulator"] == "test" and f.metadata["seed"] == 3
+        with h5py.File(tmp_path / f"{fmt}.h5") as f:
+            assert "energy_unit" not in f.attrs and "calofm_format_version" not in f.attrs

@@ -128,3 +128,18 @@ def test_a_geant4_fatal_error_in_a_worker_is_a_clear_error(tmp_path, monkeypatch
 def test_detector_without_sampling_fraction_is_refused(tmp_path):
     with pytest.raises(CalofmError, match="has no sampling fraction"):
         simulate(Run(replace(SIW, sampling_fraction=None), GUN, 2), tmp_path / "x.h5", progress=False)
+
+
+def test_the_mesh_follows_an_inclined_particle(tmp_path):
+    """At theta = 1.0 rad (33 degrees off normal) the mesh axis is the particle direction, so the
+    shower stays centred on it: its centre of energy in the mesh frame is near r = 0."""
+    out = tmp_path / "inclined.h5"
+    simulate(Run(SIW, Gun("e-", Spectrum.parse("10"), Spectrum.parse("1.0")), 4, seed=2), out, progress=False)
+    showers, _ = _read(out)
+    mesh = SIW.mesh_binning()
+    r, alpha, _ = mesh.centres()
+    x, y = r * np.cos(alpha), r * np.sin(alpha)
+    for shower in showers.showers:
+        assert abs(np.average(x, weights=shower)) < 2.0 and abs(np.average(y, weights=shower)) < 2.0
+    assert np.all(showers.theta == 1.0)
+    assert np.mean(showers.visible_energy() / showers.energy) > 0.85

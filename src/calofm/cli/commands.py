@@ -11,8 +11,7 @@ from calofm.core.errors import CalofmError, InputError
 from calofm.core.units import GeV
 from calofm.data import FORMATS, ShowerFile, open_showers, write_showers
 from calofm.data.convert import convert as convert_file
-from calofm.data.toy import toy_showers
-from calofm.geometry import CALOCHALLENGE, CylindricalBinning, calochallenge_binning, ild_ecal, project
+from calofm.geometry import CALOCHALLENGE, CylindricalBinning, calochallenge_binning, ild_ecal
 
 FORMAT_NAMES = list(FORMATS)
 
@@ -106,33 +105,34 @@ def convert(args) -> int:
 
 
 def demo(args) -> int:
-    """Toy showers -> CaloChallenge file -> every other format -> back, checking each step."""
+    """Geant4 showers in two detectors -> inspect -> CaloChallenge / LEMURS files -> point clouds."""
+    from calofm.simulate.detectors import get_detector
+    from calofm.simulate.gun import Gun, Spectrum
+    from calofm.simulate.runner import Run, simulate
+
     out = args.out
-    binning = calochallenge_binning("dataset_2")
-    print("calofm demo: `calofm simulate` is not available yet, so showers come from the analytic toy "
-          "generator (not Geant4).")
-    showers = toy_showers(binning, args.n, seed=args.seed)
-    source = out / "toy_dataset_2.h5"
-    write_showers(source, showers, "calochallenge", binning, {"simulator": "calofm-toy", "seed": args.seed})
-    print(f"1. wrote {len(showers)} toy electron showers (1-1000 GeV) to {source}")
-    for fmt in ("lemurs", "calofm", "caloclouds"):
-        report = convert_file(source, out / f"toy_{fmt}.h5", fmt, seed=args.seed)
-        print(f"2. converted to {fmt}: {out / f'toy_{fmt}.h5'}" + (" (voxels smeared into points)" if report["smeared"] else ""))
-    back = out / "toy_back_from_points.h5"
-    convert_file(out / "toy_caloclouds.h5", back, "calochallenge", target=binning)
-    with open_showers(source) as a, open_showers(back) as b:
-        original, returned = a.read().showers, b.read().showers
-    worst = float(np.max(np.abs(original - returned) / np.maximum(original, np.finfo(np.float32).tiny)))
-    print(f"3. smeared points projected back onto the mesh: largest relative voxel difference {worst:.2g} "
-          "(float32 GeV rounding of the CaloClouds format)")
-    with open_showers(out / "toy_calofm.h5") as f:
-        summary = summarise(f)
-    print("4. inspect of the calofm file:")
-    _print_summary(summary)
-    points = toy_showers(ild_ecal(), 1, e_min=50 * GeV, e_max=50 * GeV, seed=args.seed, keep_points=True).points
-    total = points.points[:, 3].sum()
-    for name, readout in (("ILD planar grid", ild_ecal()), ("dataset-3 mesh", calochallenge_binning("dataset_3"))):
-        cells = project(readout, points.points, points.offsets)
-        print(f"5. a 50 GeV toy point cloud ({len(points.points)} points) on the {name} ({readout.n_voxels} cells): "
-              f"{cells.sum() / total:.1%} of its energy inside, {np.count_nonzero(cells)} cells hit")
-    return 0 if worst < 1e-6 else 1
+    siw = out / "par04-siw_e-_1-100GeV.h5"
+    print(f"1. simulating {args.n} electrons (1-100 GeV, log-uniform) in par04-siw with Geant4, {args.workers} workers")
+    stats = simulate(Run(get_detector("par04-siw"), Gun("e-", Spectrum.parse("loguniform:1:100")), args.n, args.seed),
+                     siw, workers=args.workers)
+    print(f"   {stats['events']} showers in {stats['seconds']:.0f} s "
+          f"({1e3 * stats['worker_seconds'] / max(stats['gev'], 1e-9):.1f} ms per GeV per core)")
+    print("2. inspect:")
+    with open_showers(siw) as f:
+        _print_summary(summarise(f))
+    for fmt in ("calochallenge", "lemurs"):
+        path = out / f"par04-siw_e-_1-100GeV.{fmt}.h5"
+        convert_file(siw, path, fmt)
+        with open_showers(path) as f, open_showers(siw) as g:
+            same = np.array_equal(f.read().showers, g.read().showers)
+        print(f"3. converted to {fmt}: {path} (voxels identical after the round trip: {same})")
+    ild = out / "ild-w_gamma_50GeV_points.h5"
+    n_points = max(args.n // 10, 5)
+    simulate(Run(get_detector("ild-w"), Gun("gamma", Spectrum.parse("50")), n_points, args.seed, points=True),
+             ild, workers=args.workers, progress=False)
+    with open_showers(ild) as f:
+        showers = f.read()
+    per_shower = showers.points.counts.mean()
+    print(f"4. {n_points} photons of 50 GeV in ild-w with point clouds pre-clustered on 5/6 mm cells: "
+          f"{per_shower:.0f} points per shower; {ild}")
+    return 0

@@ -49,10 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on a built-in default",
                        description="Run the longest chain calofm has on built-in defaults and print what each "
-                                   "step did. Until `calofm simulate` exists the showers come from an analytic "
-                                   "toy generator (clearly not Geant4).")
+                                   "step did: Geant4 showers in par04-siw (the CaloChallenge dataset-2 geometry), "
+                                   "inspection, conversion to CaloChallenge and LEMURS files, and photon point "
+                                   "clouds in the ILD-like Si-W ECAL.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    p.add_argument("--n", type=int, default=2000, help="number of showers (default 2000)")
+    p.add_argument("--n", type=int, default=300, help="number of par04-siw showers (default 300)")
+    p.add_argument("--workers", type=int, default=2, help="Geant4 worker processes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(run=commands.demo)
     return parser

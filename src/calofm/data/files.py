@@ -17,7 +17,7 @@ import numpy as np
 
 from calofm.core.errors import InputError
 from calofm.core.files import partial_path
-from calofm.data.formats import FORMATS, get_format
+from calofm.data.formats import FORMAT_ATTRS, FORMATS, get_format
 from calofm.data.showers import Showers
 from calofm.geometry import readout_from_dict
 
@@ -45,7 +45,7 @@ class ShowerFile:
         except BaseException:
             self._file.close()
             raise
-        self.metadata = {k: v for k, v in self._file.attrs.items() if k != "readout"}
+        self.metadata = {k: v for k, v in self._file.attrs.items() if k not in FORMAT_ATTRS}
 
     def _guard(self, fn, *args):
         """Run a read step, turning low-level HDF5 failures into an error naming the file."""

@@ -35,6 +35,8 @@ from calofm.geometry import (
 )
 
 FORMAT_VERSION = 1
+# attributes a format owns (not provenance): never copied from one file to another
+FORMAT_ATTRS = frozenset({"readout", "calofm_format_version", "energy_unit", "length_unit", "angle_unit"})
 
 
 def append_rows(f: h5py.File | h5py.Group, name: str, rows: np.ndarray, compress: bool = True) -> None:
@@ -217,7 +219,7 @@ class CalofmFormat(ShowerFormat):
 
     name = "calofm"
     stores = frozenset({"energy", "showers", "theta", "phi", "particle", "event", "points"})
-    MARK = "calofm_format_version"
+    MARK = "calofm_format_version"  # in FORMAT_ATTRS
 
     def sniff(self, f):
         return self.MARK in f.attrs

@@ -131,6 +131,7 @@ class Session:
         for command in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0"):
             ui.ApplyCommand(command)
         self.run_manager.Initialize()
+        self.run_manager.BeamOn(0)  # build the physics tables now, not inside the first timed events
 
     def simulate(self, events: list[tuple[float, float, int]]) -> list[np.ndarray]:
         """Steps [x, y, z, E] (detector frame, mm, MeV) of each (energy MeV, theta, seed) event."""
