@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calofm import __version__
-from calofm.cli import commands, simulate
+from calofm.cli import commands, evaluate, simulate
 from calofm.core.errors import CalofmError
 
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.convert)
 
     simulate.add_parsers(sub)
+    evaluate.add_parser(sub)
 
     p = sub.add_parser("demo", help="run the main job on a built-in default",
                        description="Run the longest chain calofm has on built-in defaults and print what each "

@@ -1,0 +1,1 @@
+"""CaloChallenge-compatible evaluation: features, distances, classifier tests, FPD/KPD, reports."""

@@ -1,0 +1,94 @@
+"""Histograms with ratio panels (matplotlib + mplhep HEP style, no LaTeX), one PNG per observable.
+
+Every histogram also yields its separation power, so plots and numbers never disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep as hep  # noqa: E402
+import numpy as np  # noqa: E402
+
+from calofm.evaluate.distances import histogram_edges, separation_power  # noqa: E402
+
+REFERENCE, MODEL = "Geant4", "model"
+_STYLE = {**hep.style.ROOT, "text.usetex": False, "font.size": 11, "axes.labelsize": 11}
+
+
+def _draw(ax, ax_ratio, reference, generated, bins, label, log):
+    h_ref, _ = np.histogram(reference, bins, density=True)
+    h_gen, _ = np.histogram(generated, bins, density=True)
+    hep.histplot(h_ref, bins, ax=ax, label=REFERENCE, color="0.4", histtype="fill", alpha=0.4)
+    hep.histplot(h_gen, bins, ax=ax, label=MODEL, color="C0", lw=1.5)
+    ratio = np.divide(h_gen, h_ref, out=np.full_like(h_gen, np.nan), where=h_ref > 0)
+    ax_ratio.stairs(ratio, bins, color="C0", lw=1.5)
+    ax_ratio.axhline(1, color="0.4", lw=0.8)
+    ax_ratio.set_ylim(0.5, 1.5)
+    ax_ratio.set_xlabel(label)
+    ax_ratio.set_ylabel("model / G4", fontsize=9)
+    if log:
+        ax.set_xscale("log")
+        ax_ratio.set_xscale("log")
+    return separation_power(reference, generated, bins)
+
+
+def histogram(reference, generated, label: str, path: Path, log: bool = False, n_bins: int = 50) -> float:
+    """One observable: histogram + ratio panel saved to ``path``; returns its separation power."""
+    bins = histogram_edges(reference, generated, n_bins=n_bins, log=log)
+    with plt.style.context(_STYLE):
+        fig, (ax, ax_ratio) = plt.subplots(2, 1, figsize=(5, 5), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+        sep = _draw(ax, ax_ratio, reference, generated, bins, label, log)
+        ax.set_ylabel("normalised")
+        ax.legend(title=f"separation power {sep:.2g}", fontsize=9, title_fontsize=9)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return sep
+
+
+def layer_grid(reference, generated, layers, label: str, path: Path, log: bool = False, n_bins: int = 30) -> np.ndarray:
+    """A per-layer observable, (N, L) arrays: one small panel per layer; returns each layer's separation power."""
+    count = reference.shape[1]
+    cols = min(count, 5)
+    rows = -(-count // cols)
+    seps = np.zeros(count)
+    with plt.style.context(_STYLE):
+        fig = plt.figure(figsize=(3 * cols, 2.6 * rows))
+        grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows, hspace=0.08, wspace=0.3)
+        for j in range(count):
+            r, c = divmod(j, cols)
+            ax = fig.add_subplot(grid[2 * r, c])
+            ax_ratio = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+            bins = histogram_edges(reference[:, j], generated[:, j], n_bins=n_bins, log=log)
+            seps[j] = _draw(ax, ax_ratio, reference[:, j], generated[:, j], bins, f"{label}, layer {layers[j]}", log)
+            ax.tick_params(labelbottom=False, labelsize=7)
+            ax_ratio.tick_params(labelsize=7)
+            ax_ratio.xaxis.label.set_size(8)
+            ax.set_title(f"sep {seps[j]:.2g}", fontsize=8, loc="right")
+        fig.axes[0].legend(fontsize=7)
+        fig.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+    return seps
+
+
+def profile(reference: np.ndarray, generated: np.ndarray, centres: np.ndarray, label: str, path: Path) -> None:
+    """Mean energy profile (e.g. per layer or per r bin) of both samples with their ratio."""
+    with plt.style.context(_STYLE):
+        fig, (ax, ax_ratio) = plt.subplots(2, 1, figsize=(5, 5), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+        ax.plot(centres, reference, "o", color="0.4", ms=3, label=REFERENCE)
+        ax.plot(centres, generated, "-", color="C0", lw=1.5, label=MODEL)
+        ax.set_yscale("log")
+        ax.set_ylabel("mean energy [MeV]")
+        ax.legend(fontsize=9)
+        ratio = np.divide(generated, reference, out=np.full_like(generated, np.nan, dtype=float), where=reference > 0)
+        ax_ratio.plot(centres, ratio, "-", color="C0")
+        ax_ratio.axhline(1, color="0.4", lw=0.8)
+        ax_ratio.set_ylim(0.5, 1.5)
+        ax_ratio.set_xlabel(label)
+        ax_ratio.set_ylabel("model / G4", fontsize=9)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)

@@ -1,0 +1,122 @@
+"""The evaluation suite: compare a generated sample with Geant4, beside the Geant4-vs-Geant4 floor.
+
+The reference is split in two halves A and B (when large enough). A is the reference of both
+comparisons: "model" (generated vs A) and "geant4" (B vs A), so the floor is measured with the
+same statistics a perfect model would have. Every metric is a {"value", "error"} pair.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calofm.evaluate import classifier as cls
+from calofm.evaluate.distances import SIX_OBSERVABLES, observable_distances, six_observable_geometric_mean
+from calofm.evaluate.features import high_level_vector
+from calofm.evaluate.fpd import fpd, kpd, prdc, prdc_inputs
+from calofm.evaluate.samples import Sample
+
+METRICS = ("distances", "classifier", "fpd", "prdc")
+CLASSIFIERS = ("high", "low", "low-normed", "cnn")
+MIN_FLOOR_SHOWERS = 200  # a reference smaller than 2 x this is not split for the floor
+
+
+@dataclass
+class Settings:
+    metrics: tuple[str, ...] = METRICS
+    classifiers: tuple[str, ...] = ("high", "low")
+    epochs: int = 50
+    repeats: int = 1
+    device: str = "cpu"
+    seed: int = 0
+    n_bootstrap: int = 20
+    progress: bool = False
+    classifier_kwargs: dict = field(default_factory=dict)
+
+
+def pair(value, error=None) -> dict:
+    """A metric as stored in metrics.json."""
+    return {"value": None if value is None else float(value), "error": None if error is None else float(error)}
+
+
+def observables(sample: Sample, binning) -> dict[str, np.ndarray]:
+    """The samples the distances compare (``distances.OBSERVABLE_DEFINITIONS``): 1D per-shower or
+    per-voxel values, and 2D (N, bins) energy profiles whose bin index is energy-weighted."""
+    f = sample.features
+    out = {
+        "voxel_energy": sample.voxel_energies,
+        "energy_ratio": f.e_tot / f.e_inc,
+        "visible_energy": f.e_tot,
+        "occupancy": f.n_hit / binning.n_voxels,
+        "longitudinal_profile": f.e_layer,
+        "radial_profile": f.e_radial,
+    }
+    return {k: v for k, v in out.items() if v.size}
+
+
+def compare(reference: Sample, generated: Sample, binning, settings: Settings) -> dict:
+    """All selected metrics for one (reference, generated) pair."""
+    out: dict = {"n_reference": len(reference), "n_generated": len(generated)}
+    if "distances" in settings.metrics:
+        distances = observable_distances(observables(reference, binning), observables(generated, binning),
+                                         n_bootstrap=settings.n_bootstrap, seed=settings.seed)
+        out["observables"] = {name: {kind: pair(*value) for kind, value in d.items()} for name, d in distances.items()}
+        if all(name in distances for name in SIX_OBSERVABLES):
+            out["geometric_mean_wasserstein"] = pair(*six_observable_geometric_mean(distances))
+    hl_ref, hl_gen = high_level_vector(reference.features), high_level_vector(generated.features)
+    if "fpd" in settings.metrics:
+        out["fpd"] = pair(*fpd(hl_ref, hl_gen, seed=settings.seed))
+        out["kpd"] = pair(*kpd(hl_ref, hl_gen, seed=settings.seed))
+    if "prdc" in settings.metrics:
+        result = prdc(prdc_inputs(reference.voxels), prdc_inputs(generated.voxels), seed=settings.seed)
+        out["prdc"] = {k: pair(v) for k, v in result.items()}
+    if "classifier" in settings.metrics:
+        out["classifier"] = {name: _classifier(name, reference, generated, binning, hl_ref, hl_gen, settings)
+                             for name in settings.classifiers}
+    return out
+
+
+def _classifier(name, reference: Sample, generated: Sample, binning, hl_ref, hl_gen, settings: Settings) -> dict:
+    kw = dict(epochs=settings.epochs, repeats=settings.repeats, device=settings.device, seed=settings.seed,
+              progress=settings.progress, **settings.classifier_kwargs)
+    n_ref, n_gen = len(reference.voxels), len(generated.voxels)
+    e_ref, e_gen = reference.features.e_inc[:n_ref], generated.features.e_inc[:n_gen]
+    if name == "high":
+        result = cls.classifier_test(hl_ref, hl_gen, **kw)
+    elif name == "low":
+        result = cls.classifier_test(cls.low_level_inputs(reference.voxels, e_ref),
+                                     cls.low_level_inputs(generated.voxels, e_gen), **kw)
+    elif name == "low-normed":
+        sizes = [layer.n_voxels for layer in binning.layers]
+        result = cls.classifier_test(cls.low_normed_inputs(reference.voxels, e_ref, sizes),
+                                     cls.low_normed_inputs(generated.voxels, e_gen, sizes), **kw)
+    elif name == "cnn":
+        if not binning.is_regular:
+            return {"skipped": "the ResNet needs a regular (z, alpha, r) mesh"}
+        (x_ref, c_ref), (x_gen, c_gen) = cls.resnet_inputs(reference.voxels, e_ref), cls.resnet_inputs(generated.voxels, e_gen)
+        result = cls.classifier_test(x_ref, x_gen, model="cnn", extra_reference=c_ref, extra_generated=c_gen,
+                                     shape=binning.shape, **kw)
+    else:
+        raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
+    return {"auc": pair(result["auc"], result["auc_std"]), "jsd": pair(result["jsd"], result["jsd_std"]),
+            "n_train": result["n_train"], "n_test": result["n_test"], "n_val": result["n_val"],
+            "best_epochs": result["best_epochs"]}
+
+
+def split_reference(reference: Sample, seed: int) -> tuple[Sample, Sample] | None:
+    """Halves A and B of the reference for the Geant4-vs-Geant4 floor, or None if too small."""
+    if len(reference) < 2 * MIN_FLOOR_SHOWERS:
+        return None
+    order = np.random.default_rng(seed).permutation(len(reference))
+    half = len(reference) // 2
+    return reference.take(np.sort(order[:half])), reference.take(np.sort(order[half:2 * half]))
+
+
+def slice_bins(values: np.ndarray, edges: list[float] | None) -> list[tuple[float, float]]:
+    """Slices of ``values``: given edges, or decades of incident energy covering the data."""
+    if edges is None:
+        lo, hi = math.floor(np.log10(values.min())), math.ceil(np.log10(values.max()))
+        edges = [10.0**k for k in range(lo, hi + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
