@@ -78,8 +78,12 @@ def test_a_killed_run_resumes_with_every_event_exactly_once(tmp_path, reference)
     deadline = time.time() + 120
     while not list(parts_dir(out).glob("events-*.h5")) and time.time() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole run: parent and Geant4 workers
+    os.kill(proc.pid, signal.SIGKILL)  # the main process only: its Geant4 workers must die with it
     proc.wait()
+    deadline = time.time() + 10
+    while _workers_of(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _workers_of(proc.pid)
     done = list(parts_dir(out).glob("events-*.h5"))
     assert 0 < len(done) and not out.exists()
     assert main(["simulate", "--detector", "par04-siw", "--energy", "loguniform:1:4", "--n", "12", "--seed", "5",
@@ -88,6 +92,19 @@ def test_a_killed_run_resumes_with_every_event_exactly_once(tmp_path, reference)
     assert sorted(showers.event) == list(range(12))
     np.testing.assert_array_equal(showers.showers, reference[0].showers)
     assert not parts_dir(out).exists()
+
+
+def _workers_of(pgid: int) -> list[int]:
+    """Live processes of the killed run's process group."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    alive.append(int(entry))
+            except ProcessLookupError:
+                pass
+    return alive
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

@@ -13,6 +13,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -107,6 +109,7 @@ _session = None
 def _init_worker(detector: Detector, particle: str, range_cut_mm: float, log: str) -> None:
     """Start Geant4 once per worker; its console output goes to ``log`` (read when a worker dies)."""
     global _session
+    _die_with_parent()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -116,6 +119,16 @@ def _init_worker(detector: Detector, particle: str, range_cut_mm: float, log: st
     from calofm.simulate.g4app import Session
 
     _session = (Session(detector, particle, range_cut_mm), detector)
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the run's main process dies (e.g. kill -9),
+    instead of leaving a Geant4 process behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: str,
