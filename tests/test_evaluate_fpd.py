@@ -1,5 +1,7 @@
 """FPD / KPD (JetNet definitions) and PRDC: known answers, properties, determinism."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import linalg
@@ -124,6 +126,39 @@ def test_fpd_normalisation_uses_reference_max():
     xz = np.concatenate([x, np.zeros((len(x), 1), np.float32)], axis=1)
     yz = np.concatenate([y, np.zeros((len(y), 1), np.float32)], axis=1)
     assert np.isfinite(fpd(xz, yz, **FAST_FPD)[0])
+
+
+def test_fpd_warns_on_degenerate_inputs_without_changing_values():
+    x = gaussian(3000, MU1, S1, 28)
+    y = gaussian(3000, MU1, S1, 29)
+    # a reference feature that is ~0 (float noise) but not in the generated sample
+    xz = np.concatenate([x, np.full((len(x), 1), 1e-10, np.float32)], axis=1)
+    yz = np.concatenate([y, np.full((len(y), 1), 0.05, np.float32)], axis=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fpd(xz, yz, **FAST_FPD)
+        kpd_value = kpd(xz, yz, **FAST_KPD)
+    messages = [str(w.message) for w in caught]
+    assert sum("reference's max" in m for m in messages) == 2
+    # JetNet's curve_fit does not move from its start on values ~1e17: flagged
+    assert value == (1.0, 0.0) and any("non-negative least-squares" in m for m in messages)
+    assert np.isfinite(kpd_value[0]) and kpd_value[0] > 1e10  # huge, but no float32 overflow
+    # batches not larger than the number of features: singular covariances
+    wide = np.random.default_rng(0).normal(size=(400, 50)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fpd(wide, wide, min_samples=40, max_samples=200, num_batches=2, num_points=3)
+    assert any("singular" in str(w.message) for w in caught)
+
+
+def test_fpd_fit_agrees_with_exact_least_squares_in_normal_use():
+    x = gaussian(5000, MU1, S1, 30)
+    y = gaussian(5000, MU2, S2, 31)
+    val, err, det = fpd(x, y, return_details=True, **FAST_FPD)
+    assert abs(val - det["intercept_lstsq"]) <= err
+    inv_n = 1 / det["batch_sizes"]
+    resid = det["values"] - (det["intercept_lstsq"] + det["slope_lstsq"] * inv_n)
+    assert np.abs(resid).max() < 0.1 * det["values"].mean()
 
 
 def test_fpd_deterministic_with_seed():

@@ -91,7 +91,9 @@ def _centre_and_width(block: np.ndarray, energy: np.ndarray, x: np.ndarray) -> t
     """Energy-weighted mean of ``x`` and its standard deviation (CaloChallenge HighLevelFeatures)."""
     centre = block @ x / (energy + _EPS)
     second = block @ (x * x) / (energy + _EPS)
-    return centre, np.sqrt(np.clip(second - centre**2, 0, None))
+    variance = second - centre**2
+    variance[variance < 1e-9 * second] = 0  # rounding residue of a single-voxel layer is no width
+    return centre, np.sqrt(variance)
 
 
 def high_level_vector(f: Features) -> np.ndarray:

@@ -18,13 +18,14 @@ from calofm.evaluate.distances import histogram_edges, separation_power  # noqa:
 
 REFERENCE, MODEL = "Geant4", "model"
 _STYLE = {**hep.style.ROOT, "text.usetex": False, "font.size": 11, "axes.labelsize": 11}
+_GRID_STYLE = {**_STYLE, "xtick.minor.visible": False, "ytick.minor.visible": False}  # 45 panels draw 2x faster
 
 
 def _draw(ax, ax_ratio, reference, generated, bins, label, log):
     h_ref, _ = np.histogram(reference, bins, density=True)
     h_gen, _ = np.histogram(generated, bins, density=True)
-    hep.histplot(h_ref, bins, ax=ax, label=REFERENCE, color="0.4", histtype="fill", alpha=0.4)
-    hep.histplot(h_gen, bins, ax=ax, label=MODEL, color="C0", lw=1.5)
+    ax.stairs(h_ref, bins, label=REFERENCE, color="0.4", fill=True, alpha=0.4)
+    ax.stairs(h_gen, bins, label=MODEL, color="C0", lw=1.5)
     ratio = np.divide(h_gen, h_ref, out=np.full_like(h_gen, np.nan), where=h_ref > 0)
     ax_ratio.stairs(ratio, bins, color="C0", lw=1.5)
     ax_ratio.axhline(1, color="0.4", lw=0.8)
@@ -56,7 +57,7 @@ def layer_grid(reference, generated, layers, label: str, path: Path, log: bool =
     cols = min(count, 5)
     rows = -(-count // cols)
     seps = np.zeros(count)
-    with plt.style.context(_STYLE):
+    with plt.style.context(_GRID_STYLE):
         fig = plt.figure(figsize=(3 * cols, 2.6 * rows))
         grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows, hspace=0.08, wspace=0.3)
         for j in range(count):
@@ -64,13 +65,15 @@ def layer_grid(reference, generated, layers, label: str, path: Path, log: bool =
             ax = fig.add_subplot(grid[2 * r, c])
             ax_ratio = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
             bins = histogram_edges(reference[:, j], generated[:, j], n_bins=n_bins, log=log)
-            seps[j] = _draw(ax, ax_ratio, reference[:, j], generated[:, j], bins, f"{label}, layer {layers[j]}", log)
+            seps[j] = _draw(ax, ax_ratio, reference[:, j], generated[:, j], bins, "", log)
             ax.tick_params(labelbottom=False, labelsize=7)
             ax_ratio.tick_params(labelsize=7)
-            ax_ratio.xaxis.label.set_size(8)
-            ax.set_title(f"sep {seps[j]:.2g}", fontsize=8, loc="right")
+            ax_ratio.set_ylabel("")
+            ax.set_title(f"layer {layers[j]}   sep {seps[j]:.2g}", fontsize=8)
         fig.axes[0].legend(fontsize=7)
-        fig.savefig(path, dpi=80, bbox_inches="tight")
+        fig.suptitle(f"{label}   (lower panels: model / Geant4)", fontsize=12)
+        fig.subplots_adjust(left=0.05, right=0.98, top=1 - 0.5 / (2.6 * rows), bottom=0.3 / (2.6 * rows))
+        fig.savefig(path, dpi=70)
         plt.close(fig)
     return seps
 

@@ -34,6 +34,8 @@ class Settings:
     n_bootstrap: int = 20
     progress: bool = False
     classifier_kwargs: dict = field(default_factory=dict)
+    fpd_kwargs: dict = field(default_factory=dict)  # e.g. smaller min/max_samples for quick looks
+    kpd_kwargs: dict = field(default_factory=dict)
 
 
 def pair(value, error=None) -> dict:
@@ -67,8 +69,8 @@ def compare(reference: Sample, generated: Sample, binning, settings: Settings) -
             out["geometric_mean_wasserstein"] = pair(*six_observable_geometric_mean(distances))
     hl_ref, hl_gen = high_level_vector(reference.features), high_level_vector(generated.features)
     if "fpd" in settings.metrics:
-        out["fpd"] = pair(*fpd(hl_ref, hl_gen, seed=settings.seed))
-        out["kpd"] = pair(*kpd(hl_ref, hl_gen, seed=settings.seed))
+        out["fpd"] = pair(*fpd(hl_ref, hl_gen, seed=settings.seed, **settings.fpd_kwargs))
+        out["kpd"] = pair(*kpd(hl_ref, hl_gen, seed=settings.seed, **settings.kpd_kwargs))
     if "prdc" in settings.metrics:
         result = prdc(prdc_inputs(reference.voxels), prdc_inputs(generated.voxels), seed=settings.seed)
         out["prdc"] = {k: pair(v) for k, v in result.items()}

@@ -1,0 +1,144 @@
+"""The evaluation suite on deliberately distorted samples: every metric must move the right way."""
+
+import json
+
+import numpy as np
+import pytest
+
+from calofm.cli.main import main
+from calofm.data import Showers, write_showers
+from calofm.data.toy import toy_showers
+from calofm.evaluate.features import FeatureExtractor, high_level_vector
+from calofm.evaluate.samples import load_sample
+from calofm.evaluate.suite import Settings, compare
+from calofm.geometry import calochallenge_binning
+
+N = 1500
+QUICK = Settings(metrics=("distances", "fpd", "classifier"), classifiers=("high",), epochs=8, n_bootstrap=5,
+                 classifier_kwargs={"model_kwargs": {"hidden": 128}, "lr": 1e-3},
+                 fpd_kwargs={"min_samples": 1000, "max_samples": 3000, "num_batches": 5},
+                 kpd_kwargs={"batch_size": 600, "num_batches": 5})
+
+
+def _toy(binning, seed, **kw):
+    return toy_showers(binning, N, seed=seed, e_min=5e3, e_max=5e4, **kw)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("suite")
+    ds2 = calochallenge_binning("dataset_2")
+    reference = _toy(ds2, 1)
+    same = _toy(ds2, 2)
+    cube = same.showers.reshape(N, 45, 16, 9)
+    variants = {
+        "same": same,
+        "energy x1.05": same.with_fields(showers=same.showers * 1.05),
+        "shifted one layer": same.with_fields(showers=np.roll(cube, 1, axis=1).reshape(N, -1) * (np.arange(45) > 0).repeat(144)),
+        "width x1.2": _toy(ds2, 2, moliere_mm=9.3 * 1.2),
+    }
+    loaded = {}
+    for name, showers in [("reference", reference), *variants.items()]:
+        path = folder / f"{name.replace(' ', '_')}.h5"
+        write_showers(path, showers, "calochallenge", ds2)
+        loaded[name] = load_sample(path)[0]
+    return ds2, loaded
+
+
+@pytest.fixture(scope="module")
+def results(samples):
+    ds2, loaded = samples
+    return {name: compare(loaded["reference"], sample, ds2, QUICK) for name, sample in loaded.items() if name != "reference"}
+
+
+def _w1(result, name):
+    return result["observables"][name]["wasserstein"]["value"]
+
+
+@pytest.mark.parametrize("distortion, observables", [
+    ("energy x1.05", ["energy_ratio", "visible_energy", "voxel_energy"]),
+    ("shifted one layer", ["longitudinal_profile"]),
+    ("width x1.2", ["radial_profile", "occupancy"]),
+])
+def test_distances_grow_where_the_distortion_acts(results, distortion, observables):
+    for name in observables:
+        assert _w1(results[distortion], name) > 2 * _w1(results["same"], name), name
+    assert results[distortion]["geometric_mean_wasserstein"]["value"] > results["same"]["geometric_mean_wasserstein"]["value"]
+
+
+@pytest.mark.parametrize("distortion, strong", [
+    ("energy x1.05", set()),                          # 5 % on log-energy features: subtle for all three
+    ("shifted one layer", {"fpd", "kpd", "auc"}),
+    ("width x1.2", {"fpd", "kpd"}),
+])
+def test_fpd_kpd_and_classifier_move_the_right_way(results, distortion, strong):
+    same, bad = results["same"], results[distortion]
+    values = {"fpd": (same["fpd"]["value"], bad["fpd"]["value"], same["fpd"]["error"]),
+              "kpd": (same["kpd"]["value"], bad["kpd"]["value"], same["kpd"]["error"]),
+              "auc": (same["classifier"]["high"]["auc"]["value"], bad["classifier"]["high"]["auc"]["value"], 0.05)}
+    for name, (good, worse, error) in values.items():
+        assert worse > good, (name, good, worse)
+        if name in strong:
+            assert worse > good + 3 * error, (name, good, worse, error)
+
+
+def test_identical_distributions_look_identical(results):
+    same = results["same"]
+    assert abs(same["classifier"]["high"]["auc"]["value"] - 0.5) < 0.08
+    assert same["kpd"]["value"] < 1e-3
+
+
+def test_features_follow_the_calochallenge_definitions(samples):
+    ds2, _ = samples
+    showers = np.zeros((1, ds2.n_voxels), np.float32)
+    showers[0, ds2.index(3, 0, 2)] = 2.0   # layer 3, alpha bin 0, r bin 2
+    showers[0, ds2.index(3, 8, 2)] = 2.0   # the opposite alpha bin 8 is not opposite: alpha centres -pi+pi/16, pi/16
+    f = FeatureExtractor(ds2)(showers, np.array([100.0]))
+    r, alpha, _ = ds2.centres()
+    x = r * np.cos(alpha)
+    i, j = ds2.index(3, 0, 2), ds2.index(3, 8, 2)
+    assert f.e_layer[0, 3] == 4.0 and f.e_tot[0] == 4.0 and f.n_hit[0] == 2
+    assert f.ec_eta[0, 3] == pytest.approx((x[i] + x[j]) / 2)
+    assert f.width_eta[0, 3] == pytest.approx(abs(x[i] - x[j]) / 2, rel=1e-5)
+    assert f.ec_r[0, 3] == pytest.approx(11.625) and f.width_r[0, 3] == pytest.approx(0, abs=1e-3)
+    assert f.sparsity[0, 3] == pytest.approx(1 - 2 / 144) and f.sparsity[0, 0] == 1.0
+    assert high_level_vector(f).shape == (1, 362)
+
+
+def test_irregular_dataset_1_features(tmp_path):
+    b = calochallenge_binning("dataset_1_photons")
+    f = FeatureExtractor(b)(np.ones((2, 368), np.float32), np.array([1e3, 2e3]))
+    assert f.e_layer.shape == (2, 5) and f.ec_eta.shape == (2, 2)  # layers 1 and 2 are binned in alpha
+    np.testing.assert_allclose(f.e_layer[0], [8, 160, 190, 5, 5])
+    assert f.e_radial.shape == (2, 0)
+
+
+def test_evaluate_command_writes_metrics_report_and_plots(tmp_path, samples):
+    ds2, _ = samples
+    ref, gen = tmp_path / "ref.h5", tmp_path / "gen.h5"
+    write_showers(ref, toy_showers(ds2, 500, seed=5), "calochallenge", ds2)
+    write_showers(gen, toy_showers(ds2, 250, seed=6), "calochallenge", ds2)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--generated", str(gen), "--reference", str(ref), "--out", str(out),
+                 "--metrics", "distances,prdc", "--bootstrap", "3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["schema"] == "calofm-metrics/1"
+    model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"]
+    assert model["n_reference"] == 250 and floor["n_generated"] == 250  # reference split in halves
+    assert set(model["observables"]) == {"voxel_energy", "energy_ratio", "visible_energy", "occupancy",
+                                         "longitudinal_profile", "radial_profile"}
+    assert {"value", "error"} <= set(model["geometric_mean_wasserstein"])
+    assert 0 <= model["prdc"]["coverage"]["value"] <= 1.5
+    assert metrics["slices"] and all(s["variable"] == "energy_MeV" for s in metrics["slices"])
+    report = (out / "report.md").read_text()
+    assert "Geant4 vs Geant4" in report and "![energy_ratio](plots/energy_ratio.png)" in report
+    for name in ("energy_ratio", "e_layer", "ec_eta", "longitudinal_profile", "radial_profile"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 5000
+
+
+def test_mismatched_binnings_are_refused(tmp_path):
+    ds2, ds3 = calochallenge_binning("dataset_2"), calochallenge_binning("dataset_3")
+    write_showers(tmp_path / "a.h5", toy_showers(ds2, 5), "calochallenge", ds2)
+    write_showers(tmp_path / "b.h5", toy_showers(ds3, 5), "calochallenge", ds3)
+    assert main(["evaluate", "--generated", str(tmp_path / "b.h5"), "--reference", str(tmp_path / "a.h5"),
+                 "--out", str(tmp_path / "e")]) == 2
