@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calofm.cli.main import main
-from calofm.data import Showers, write_showers
+from calofm.data import write_showers
 from calofm.data.toy import toy_showers
 from calofm.evaluate.features import FeatureExtractor, high_level_vector
 from calofm.evaluate.samples import load_sample

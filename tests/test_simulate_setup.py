@@ -7,7 +7,7 @@ import pytest
 
 from calofm.core.errors import InputError
 from calofm.geometry import calochallenge_binning, ild_ecal, project
-from calofm.simulate.detectors import Detector, get_detector, preset_names
+from calofm.simulate.detectors import get_detector, preset_names
 from calofm.simulate.gun import Gun, Spectrum, direction
 from calofm.simulate.materials import material
 from calofm.simulate.runner import Run, plan

@@ -9,7 +9,7 @@ import numpy as np
 
 from calofm.core.errors import CalofmError, InputError
 from calofm.core.units import GeV
-from calofm.data import FORMATS, ShowerFile, open_showers, write_showers
+from calofm.data import FORMATS, ShowerFile, open_showers
 from calofm.data.convert import convert as convert_file
 from calofm.geometry import CALOCHALLENGE, CylindricalBinning, calochallenge_binning, ild_ecal
 

@@ -26,7 +26,6 @@ from calofm.core.units import GeV
 from calofm.data.showers import OPTIONAL_ARRAYS, PointClouds, Showers
 from calofm.geometry import (
     CylindricalBinning,
-    PlanarGrid,
     binning_for_n_voxels,
     calochallenge_binning,
     ild_ecal,

@@ -1,4 +1,4 @@
-"""Analytic toy showers, for tests and the demo: NOT Geant4, no physics beyond rough shapes.
+"""Analytic toy showers for tests and benchmarks: NOT Geant4, no physics beyond rough shapes.
 
 Points follow a Gamma longitudinal profile (t_max = ln(E/E_c) - 0.5 radiation lengths), an
 exponential core plus halo radially and a uniform azimuth; they are projected onto the readout.

@@ -148,7 +148,7 @@ def _fmt(metric: dict | None, scale: float = 1.0) -> str:
 def markdown(metrics: dict) -> str:
     """The human report: summary table (model beside the Geant4 floor), observables, slices, plots."""
     model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"] or {}
-    lines = [f"# calofm evaluation", "", f"- generated: `{metrics['generated']}` ({model['n_generated']} showers)",
+    lines = ["# calofm evaluation", "", f"- generated: `{metrics['generated']}` ({model['n_generated']} showers)",
              f"- reference: `{metrics['reference']}` ({model['n_reference']} showers in half A"
              + (f", {floor.get('n_generated')} in half B for the Geant4 floor)" if floor else ", too small to split: no floor)"),
              f"- binning: {metrics['binning']}", "", "## Summary", "", "| metric | model | Geant4 vs Geant4 |", "| --- | --- | --- |"]
