@@ -102,7 +102,9 @@ def _classifier(name, reference: Sample, generated: Sample, binning, hl_ref, hl_
                                      shape=binning.shape, **kw)
     else:
         raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
-    return {"auc": pair(result["auc"], result["auc_std"]), "jsd": pair(result["jsd"], result["jsd_std"]),
+    spread = settings.repeats > 1  # one training has no error estimate
+    return {"auc": pair(result["auc"], result["auc_std"] if spread else None),
+            "jsd": pair(result["jsd"], result["jsd_std"] if spread else None),
             "n_train": result["n_train"], "n_test": result["n_test"], "n_val": result["n_val"],
             "best_epochs": result["best_epochs"]}
 
