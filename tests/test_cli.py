@@ -63,4 +63,5 @@ def test_demo_runs_the_chain(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--n", "10", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "voxels identical after the round trip: True" in out and "points per shower" in out
+    assert "high-level classifier AUC" in out and (tmp_path / "evaluation" / "metrics.json").is_file()
     assert (tmp_path / "par04-siw_e-_1-100GeV.lemurs.h5").is_file()

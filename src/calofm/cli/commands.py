@@ -105,7 +105,8 @@ def convert(args) -> int:
 
 
 def demo(args) -> int:
-    """Geant4 showers in two detectors -> inspect -> CaloChallenge / LEMURS files -> point clouds."""
+    """Geant4 showers -> inspect -> CaloChallenge / LEMURS files -> evaluation of a second Geant4
+    sample against the first (the floor any model is measured against) -> ILD point clouds."""
     from calofm.simulate.detectors import get_detector
     from calofm.simulate.gun import Gun, Spectrum
     from calofm.simulate.runner import Run, simulate
@@ -126,6 +127,19 @@ def demo(args) -> int:
         with open_showers(path) as f, open_showers(siw) as g:
             same = np.array_equal(f.read().showers, g.read().showers)
         print(f"3. converted to {fmt}: {path} (voxels identical after the round trip: {same})")
+    from calofm.evaluate.report import evaluate
+    from calofm.evaluate.suite import Settings
+
+    second = out / "par04-siw_e-_1-100GeV_seed+1.h5"
+    simulate(Run(get_detector("par04-siw"), Gun("e-", Spectrum.parse("loguniform:1:100")), args.n, args.seed + 1),
+             second, workers=args.workers, progress=False)
+    settings = Settings(metrics=("distances", "fpd", "classifier"), classifiers=("high",), epochs=10, seed=args.seed)
+    metrics = evaluate(second, siw, out / "evaluation", settings)
+    model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"] or {}
+    print(f"4. evaluated an independent Geant4 sample as if it were a model ({out / 'evaluation' / 'report.md'}):")
+    for key, label in (("geometric_mean_wasserstein", "geometric mean W1"), ("fpd", "FPD")):
+        print(f"   {label}: {model[key]['value']:.4g}" + (f" (floor {floor[key]['value']:.4g})" if key in floor else ""))
+    print(f"   high-level classifier AUC: {model['classifier']['high']['auc']['value']:.3f} (10 epochs)")
     ild = out / "ild-w_gamma_50GeV_points.h5"
     n_points = max(args.n // 10, 5)
     simulate(Run(get_detector("ild-w"), Gun("gamma", Spectrum.parse("50")), n_points, args.seed, points=True),
@@ -133,6 +147,6 @@ def demo(args) -> int:
     with open_showers(ild) as f:
         showers = f.read()
     per_shower = showers.points.counts.mean()
-    print(f"4. {n_points} photons of 50 GeV in ild-w with point clouds pre-clustered on 5/6 mm cells: "
+    print(f"5. {n_points} photons of 50 GeV in ild-w with point clouds pre-clustered on 5/6 mm cells: "
           f"{per_shower:.0f} points per shower; {ild}")
     return 0

@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the main job on a built-in default",
                        description="Run the longest chain calofm has on built-in defaults and print what each "
                                    "step did: Geant4 showers in par04-siw (the CaloChallenge dataset-2 geometry), "
-                                   "inspection, conversion to CaloChallenge and LEMURS files, and photon point "
-                                   "clouds in the ILD-like Si-W ECAL.")
+                                   "inspection, conversion to CaloChallenge and LEMURS files, evaluation of a second "
+                                   "independent Geant4 sample against the first (the floor every model is measured "
+                                   "against), and photon point clouds in the ILD-like Si-W ECAL.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     p.add_argument("--n", type=int, default=300, help="number of par04-siw showers (default 300)")
     p.add_argument("--workers", type=int, default=2, help="Geant4 worker processes (default 2)")
