@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--energy-bins", help="incident-energy slice edges in GeV, comma separated (default: decades)")
     p.add_argument("--theta-bins", help="theta slice edges in rad, comma separated (default: 3 equal bins if theta varies)")
     p.add_argument("--max-voxel-showers", type=int,
-                   help="showers per sample kept whole for low-level classifiers and PRDC (default 20000)")
+                   help="showers per sample kept whole for low-level classifiers and PRDC "
+                        "(default 20000, fewer for large meshes: 7400 for dataset 3)")
     p.add_argument("--binning", help="binning of both files when they do not carry one (dataset name or XML)")
     p.set_defaults(run=run)
 

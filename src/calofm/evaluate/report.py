@@ -92,9 +92,8 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
     """Run the suite and write ``out/metrics.json``, ``out/report.md`` and the plots; return the metrics."""
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    kw = {} if max_voxel_rows is None else {"max_voxel_rows": max_voxel_rows}
-    gen, gen_binning = load_sample(generated, binning, threshold, **kw)
-    ref, ref_binning = load_sample(reference, binning, threshold, **kw)
+    gen, gen_binning = load_sample(generated, binning, threshold, max_voxel_rows)
+    ref, ref_binning = load_sample(reference, binning, threshold, max_voxel_rows)
     if gen_binning.n_voxels != ref_binning.n_voxels or gen_binning.layers != ref_binning.layers:
         raise InputError(generated, f"binning {gen_binning.describe()} differs from the reference's "
                                     f"({ref_binning.describe()})")

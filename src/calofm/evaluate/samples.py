@@ -19,6 +19,12 @@ from calofm.evaluate.features import FeatureExtractor, Features
 from calofm.geometry import CylindricalBinning
 
 DEFAULT_MAX_VOXEL_ROWS = 20_000
+VOXEL_BYTES_PER_SAMPLE = 1.2e9  # kept voxels per sample; classifier inputs add one copy of each
+
+
+def default_voxel_rows(n_voxels: int) -> int:
+    """Showers kept whole per sample: 20 000, fewer for large meshes (7 400 for dataset 3)."""
+    return int(min(DEFAULT_MAX_VOXEL_ROWS, VOXEL_BYTES_PER_SAMPLE // (4 * n_voxels)))
 DEFAULT_MAX_VOXEL_VALUES = 1_000_000  # 20 bootstrap repeats of the W1 take ~5 s
 
 
@@ -43,9 +49,10 @@ class Sample:
                       None if self.theta is None else self.theta[index])
 
 
-def load_sample(path: str | Path, binning=None, threshold: float = 0.0, max_voxel_rows: int = DEFAULT_MAX_VOXEL_ROWS,
+def load_sample(path: str | Path, binning=None, threshold: float = 0.0, max_voxel_rows: int | None = None,
                 chunk_size: int = 5_000) -> tuple[Sample, CylindricalBinning]:
-    """Stream ``path``: features of every shower, voxels of the first ``max_voxel_rows``.
+    """Stream ``path``: features of every shower, voxels of the first ``max_voxel_rows``
+    (default :func:`default_voxel_rows` of the file's mesh).
 
     Voxels below ``threshold`` MeV are set to zero first (0: keep the file's values).
     Returns the sample and the file's binning.
@@ -55,6 +62,8 @@ def load_sample(path: str | Path, binning=None, threshold: float = 0.0, max_voxe
         if not isinstance(f.readout, CylindricalBinning):
             raise InputError(path, "evaluation needs showers on a cylindrical mesh (convert point clouds first)")
         extract = FeatureExtractor(f.readout)
+        if max_voxel_rows is None:
+            max_voxel_rows = default_voxel_rows(f.readout.n_voxels)
         kept = kept_values = 0
         for batch in f.iter_chunks(chunk_size, progress=len(f) > 4 * chunk_size):
             if batch.showers is None:
