@@ -160,3 +160,19 @@ def test_the_mesh_follows_an_inclined_particle(tmp_path):
         assert abs(np.average(x, weights=shower)) < 2.0 and abs(np.average(y, weights=shower)) < 2.0
     assert np.all(showers.theta == 1.0)
     assert np.mean(showers.visible_energy() / showers.energy) > 0.85
+
+
+def test_ild_point_clouds_convert_to_caloclouds_on_their_own_layers(tmp_path):
+    out = tmp_path / "ild.h5"
+    simulate(Run(get_detector("ild-w"), Gun("gamma", Spectrum.parse("5")), 2, points=True), out, progress=False)
+    cc = tmp_path / "ild_caloclouds.h5"
+    from calofm.data.convert import convert
+
+    convert(out, cc, "caloclouds")
+    import h5py
+
+    with h5py.File(cc) as f:
+        layers = f["events"][:, 1][f["events"][:, 3] > 0]
+    assert layers.max() <= 29 and np.all(layers == np.round(layers))
+    with open_showers(out) as a, open_showers(cc) as b:
+        np.testing.assert_allclose(b.read().points.energy_sums(), a.read().points.energy_sums(), rtol=1e-5)

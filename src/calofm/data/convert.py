@@ -15,13 +15,14 @@ def convert(src, dst, to: str, readout=None, target=None, seed: int = 0, chunk_s
             progress: bool = False) -> dict:
     """Convert ``src`` to format ``to`` at ``dst``; returns a small report.
 
-    ``readout`` overrides the input's binning; ``target`` is the output's (default: the input's).
+    ``readout`` overrides the input's binning; ``target`` is the output's (default: the input's, or
+    for a points-only format the readout the input's points were clustered on).
     Point clouds are projected onto the target when the output needs voxels; voxels are smeared
     into points (seed 000 appendix A, with ``seed``) when it needs points.
     """
     fmt = get_format(to)
     with ShowerFile(src, readout) as source:
-        target = target or source.readout
+        target = target or (source.readout if "showers" in fmt.stores else source.points_readout)
         report = {"showers": len(source), "format_in": source.format.name, "format_out": to,
                   "projected": False, "smeared": False}
         rng = np.random.default_rng(seed)
@@ -34,7 +35,7 @@ def convert(src, dst, to: str, readout=None, target=None, seed: int = 0, chunk_s
 
 
 def _adapt(batch: Showers, source: ShowerFile, target, fmt, rng, report) -> Showers:
-    rebinned = target != source.readout
+    rebinned = "showers" in fmt.stores and target != source.readout
     if batch.points is not None and (rebinned or ("showers" in fmt.requires and batch.showers is None)):
         batch = batch.with_fields(showers=project(target, batch.points.points, batch.points.offsets))
         report["projected"] = True

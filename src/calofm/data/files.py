@@ -46,6 +46,9 @@ class ShowerFile:
             self._file.close()
             raise
         self.metadata = {k: v for k, v in self._file.attrs.items() if k not in FORMAT_ATTRS}
+        # point clouds scored on the detector's own cells carry their readout (calofm simulate --points)
+        self.points_readout = readout_from_dict(json.loads(self.metadata["points_readout"])) \
+            if "points_readout" in self.metadata else self.readout
 
     def _guard(self, fn, *args):
         """Run a read step, turning low-level HDF5 failures into an error naming the file."""
