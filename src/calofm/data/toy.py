@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from calofm.core.units import GeV
-from calofm.data.showers import PointClouds, Showers
+from calofm.data.showers import Showers
 from calofm.geometry import project
 
 
 def toy_showers(readout, n: int, seed: int = 0, e_min: float = 1 * GeV, e_max: float = 1000 * GeV,
                 x0_mm: float = 4.25, moliere_mm: float = 9.3, critical_mev: float = 8.0,
-                points_per_gev: float = 20.0, particle: int = 11, keep_points: bool = False) -> Showers:
+                points_per_gev: float = 20.0, particle: int = 11) -> Showers:
     """``n`` showers with log-uniform incident energies in [e_min, e_max] MeV, deposited on ``readout``."""
     rng = np.random.default_rng(seed)
     energy = np.exp(rng.uniform(np.log(e_min), np.log(e_max), n))
@@ -32,5 +32,4 @@ def toy_showers(readout, n: int, seed: int = 0, e_min: float = 1 * GeV, e_max: f
     weight *= (energy / np.bincount(owner, weights=weight, minlength=n))[owner] * 0.95
     points = np.stack([radius * np.cos(alpha), radius * np.sin(alpha), depth, weight], axis=1).astype(np.float32)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    return Showers(energy=energy, showers=project(readout, points, offsets), particle=np.full(n, particle),
-                   points=PointClouds(points, offsets) if keep_points else None)
+    return Showers(energy=energy, showers=project(readout, points, offsets), particle=np.full(n, particle))
