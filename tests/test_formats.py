@@ -10,9 +10,10 @@ from calofm.geometry import calochallenge_binning, ild_ecal, reorder, smear
 def test_calochallenge_file_layout_and_round_trip(tmp_path, toy, ds2):
     path = tmp_path / "cc.h5"
     dropped = write_showers(path, toy, "calochallenge", ds2)
-    assert dropped == {"theta", "phi", "particle"}
+    assert dropped == {"particle"}
     with h5py.File(path) as f:
         assert f["incident_energies"].shape == (40, 1) and f["showers"].shape == (40, 6480)
+        assert f["incident_theta"].shape == (40,) and f["incident_phi"].shape == (40,)
         assert f["showers"].compression == "gzip"
         np.testing.assert_array_equal(f["incident_energies"][:, 0], toy.energy)  # MeV in the file
     with open_showers(path) as f:
@@ -20,6 +21,8 @@ def test_calochallenge_file_layout_and_round_trip(tmp_path, toy, ds2):
         back = f.read()
     np.testing.assert_array_equal(back.showers, toy.showers)
     np.testing.assert_array_equal(back.energy, toy.energy)
+    np.testing.assert_array_equal(back.theta, toy.theta)
+    np.testing.assert_array_equal(back.phi, toy.phi)
 
 
 def test_lemurs_layout_units_and_round_trip(tmp_path, toy, ds2):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calofm import __version__
-from calofm.cli import commands, evaluate, simulate
+from calofm.cli import commands, evaluate, simulate, train
 from calofm.core.errors import CalofmError
 
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate.add_parsers(sub)
     evaluate.add_parser(sub)
+    train.add_parsers(sub)
 
     p = sub.add_parser("demo", help="run the main job on a built-in default",
                        description="Run the longest chain calofm has on built-in defaults and print what each "

@@ -96,8 +96,13 @@ class ShowerFormat:
 
 
 class CaloChallengeFormat(ShowerFormat):
+    """CaloChallenge HDF5; incidence angles, when known, go in extra ``incident_theta`` and
+    ``incident_phi`` datasets (LEMURS names, rad) that CaloChallenge readers ignore."""
+
     name = "calochallenge"
-    stores = requires = frozenset({"energy", "showers"})
+    stores = frozenset({"energy", "showers", "theta", "phi"})
+    requires = frozenset({"energy", "showers"})
+    ANGLES = {"theta": "incident_theta", "phi": "incident_phi"}
 
     def sniff(self, f):
         return "incident_energies" in f or ("showers" in f and f["showers"].ndim == 2 and "energy" not in f)
@@ -115,15 +120,25 @@ class CaloChallengeFormat(ShowerFormat):
                 raise InputError(path, f"{n_vox} voxels match no CaloChallenge binning; pass the binning (--binning XML)")
         if readout.n_voxels != n_vox:
             raise InputError(path, f"showers have {n_vox} voxels but binning {readout.name!r} has {readout.n_voxels}")
+        for key in self.ANGLES.values():
+            if key in f and f[key].shape[0] != n:
+                raise InputError(path, f"'{key}' has {f[key].shape[0]} rows for {n} showers")
         return n, readout
 
     def read(self, f, index, readout):
+        angles = {name: f[key][index].reshape(-1).astype(np.float64) for name, key in self.ANGLES.items() if key in f}
         return Showers(energy=f["incident_energies"][index].reshape(-1).astype(np.float64),
-                       showers=f["showers"][index].astype(np.float32, copy=False))
+                       showers=f["showers"][index].astype(np.float32, copy=False), **angles)
 
     def append(self, f, showers, readout):
+        for name, key in self.ANGLES.items():
+            if "incident_energies" in f and (getattr(showers, name) is None) == (key in f):
+                raise ValueError(f"'{name}' must be given in every batch or in none")
         append_rows(f, "incident_energies", showers.energy.reshape(-1, 1).astype(np.float64))
         append_rows(f, "showers", showers.showers.astype(np.float32, copy=False))
+        for name, key in self.ANGLES.items():
+            if getattr(showers, name) is not None:
+                append_rows(f, key, getattr(showers, name).astype(np.float64))
 
 
 class LemursFormat(ShowerFormat):

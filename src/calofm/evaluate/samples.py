@@ -49,6 +49,12 @@ class Sample:
                       None if self.theta is None else self.theta[index])
 
 
+def sample_from_arrays(name: str, showers: np.ndarray, energy: np.ndarray, binning, theta=None) -> Sample:
+    """A :class:`Sample` of showers already in memory (CaloChallenge order, MeV), e.g. during training."""
+    nonzero = showers[showers > 0][:DEFAULT_MAX_VOXEL_VALUES]
+    return Sample(name, FeatureExtractor(binning)(showers, energy), showers, nonzero.astype(np.float32), theta)
+
+
 def load_sample(path: str | Path, binning=None, threshold: float = 0.0, max_voxel_rows: int | None = None,
                 chunk_size: int = 5_000) -> tuple[Sample, CylindricalBinning]:
     """Stream ``path``: features of every shower, voxels of the first ``max_voxel_rows``

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calofm.evaluate import classifier as cls
-from calofm.evaluate.distances import SIX_OBSERVABLES, observable_distances, six_observable_geometric_mean
+from calofm.evaluate.distances import (SIX_OBSERVABLES, observable_distances, six_observable_geometric_mean,
+                                      wasserstein_normalised)
 from calofm.evaluate.features import high_level_vector
 from calofm.evaluate.fpd import fpd, kpd, prdc, prdc_inputs
 from calofm.evaluate.samples import Sample
@@ -107,6 +108,18 @@ def _classifier(name, reference: Sample, generated: Sample, binning, hl_ref, hl_
             "jsd": pair(result["jsd"], result["jsd_std"] if spread else None),
             "n_train": result["n_train"], "n_test": result["n_test"], "n_val": result["n_val"],
             "best_epochs": result["best_epochs"]}
+
+
+def quick_metrics(reference: Sample, generated: Sample, binning, seed: int = 0) -> dict[str, float]:
+    """The cheap metrics watched during training: the W1 of the visible/incident energy ratio and
+    the six-observable W1 geometric mean (seed 000) with its error. A generated sample without any
+    deposit above threshold (e.g. an untrained model) has no profiles: its geometric mean is inf."""
+    ref, gen = observables(reference, binning), observables(generated, binning)
+    out = {"w1_energy_ratio": wasserstein_normalised(ref["energy_ratio"], gen["energy_ratio"])}
+    if generated.voxel_energies.size == 0:
+        return {**out, "gm_w1": math.inf, "gm_w1_err": math.nan}
+    value, error = six_observable_geometric_mean(observable_distances(ref, gen, n_bootstrap=5, seed=seed))
+    return {**out, "gm_w1": value, "gm_w1_err": error}
 
 
 def split_reference(reference: Sample, seed: int) -> tuple[Sample, Sample] | None:

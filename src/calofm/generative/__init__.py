@@ -1,0 +1,24 @@
+"""Generative processes: model-agnostic training losses and samplers around any backbone.
+
+A backbone is any module called as ``net(x, noise_label, cond)`` that returns a tensor of ``x``'s
+shape (``x``: ``(B, ...)``, ``noise_label``: ``(B,)`` = ln(sigma) / 4, ``cond``: ``(B, n_cond)``).
+A :class:`Process` wraps it (as k-diffusion's Denoiser wraps an inner model): ``forward(x0, cond,
+generator)`` is the training loss, ``after_step()`` runs after each optimiser step, ``sample(noise,
+cond, steps)`` generates from caller-given standard normal noise and ``sampler()`` is what to save.
+
+* :class:`EDM`: Karras et al. 2022 diffusion, Heun sampling (32 steps by default).
+* :class:`Consistency`: a consistency model (Song et al. 2023), one-step sampling by default.
+* :class:`ConsistencyDistillation`: distils a trained EDM into a Consistency; its ``sampler()``
+  is the target model.
+
+``PROCESSES`` maps a saved sampler's ``name`` to its class, so ``PROCESSES[name](net, **hparams)``
+rebuilds it around a fresh backbone before its state dict is loaded.
+"""
+
+from calofm.generative.consistency import Consistency, ConsistencyDistillation
+from calofm.generative.edm import EDM
+from calofm.generative.process import Process, karras_sigmas
+
+PROCESSES = {"edm": EDM, "consistency": Consistency}
+
+__all__ = ["EDM", "PROCESSES", "Consistency", "ConsistencyDistillation", "Process", "karras_sigmas"]

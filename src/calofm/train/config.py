@@ -1,0 +1,148 @@
+"""The training configuration (`calofm train --config FILE.yaml`): a typed tree with clear errors.
+
+Every section is a dataclass; :func:`from_dict` rejects unknown keys and wrong types with a
+one-line message naming the file and the key (``run.yaml: train.lr: expected a number, got 'fast'``).
+Defaults are the CaloDiT-2 values of seed 002 section 3.2.3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from calofm.core.errors import InputError
+
+
+@dataclass
+class DataConfig:
+    detectors: dict[str, list[str]] = field(default_factory=dict)  # name -> shower files (one mesh shape)
+    free_slots: int = 1             # detector one-hot = K pre-training detectors + free slots
+    val_fraction: float = 0.05      # per detector, held out for validation
+    n_train: int | None = None      # per detector: a nested subset of the training part
+    split_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "dit"
+    args: dict = field(default_factory=dict)  # backbone keyword arguments (patch, dim, depth, ...)
+
+
+@dataclass
+class ProcessConfig:
+    name: str = "edm"               # edm | cd (consistency distillation of a trained EDM run)
+    args: dict = field(default_factory=dict)
+    teacher: str | None = None      # cd: the EDM run folder to distil
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100_000
+    batch_size: int = 256           # global, split over DDP processes
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup: float = 0.1             # warmup-stable-decay: fractions of the steps
+    decay: float = 0.4
+    ema: float | None = 0.999       # cap of the EMA decay, which rises from 0; null: no EMA
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"         # fp32 | bf16 (autocast)
+    compile: bool = False
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    validate_every: int = 0         # 0: validate only at the end
+    validate_showers: int = 500     # per detector
+
+
+@dataclass
+class RunConfig:
+    out: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        t = self.train
+        checks = [
+            (t.steps > 0, "train.steps", "must be positive"),
+            (t.batch_size > 0, "train.batch_size", "must be positive"),
+            (t.lr > 0, "train.lr", "must be positive"),
+            (0 <= t.warmup and 0 <= t.decay and t.warmup + t.decay <= 1, "train.warmup",
+             "warmup + decay must be fractions summing to at most 1"),
+            (t.ema is None or 0 <= t.ema < 1, "train.ema", "must be in [0, 1) or null"),
+            (t.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16"),
+            (t.checkpoint_every > 0 and t.log_every > 0, "train.checkpoint_every", "intervals must be positive"),
+            (self.process.name in ("edm", "cd"), "process.name", "must be edm or cd"),
+            (self.process.name != "cd" or self.process.teacher, "process.teacher", "cd needs the EDM run to distil"),
+            (self.process.name == "cd" or self.data.detectors, "data.detectors", "name at least one detector"),
+            (0 <= self.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)"),
+            (self.data.free_slots >= 0, "data.free_slots", "must be >= 0"),
+        ]
+        for ok, key, problem in checks:
+            if not ok:
+                raise ValueError(f"{key}: {problem}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{prefix}{unknown[0]}: unknown key; known: {', '.join(sorted(known))}")
+    return cls(**{key: _convert(hints[key], value, f"{prefix}{key}") for key, value in data.items()})
+
+
+def _convert(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value or {}, key + ".")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, key)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if origin is dict and hint == dict[str, list[str]]:  # data.detectors: a file or a list of files each
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping of detector name to shower file(s)")
+        return {str(k): [str(p) for p in (v if isinstance(v, list) else [v])] for k, v in value.items()}
+    expected = origin or hint
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Read and validate a YAML config; ``overrides`` maps dotted keys (``train.steps``) to values.
+
+    Relative paths in the config are relative to the current directory, like command-line paths.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(path, f"cannot read the YAML config ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    for key, value in (overrides or {}).items():
+        section, _, name = key.rpartition(".")
+        target = raw
+        for part in filter(None, section.split(".")):
+            target = target.setdefault(part, {})
+        target[name] = value
+    try:
+        config = from_dict(RunConfig, raw)
+        config.validate()
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    return config
