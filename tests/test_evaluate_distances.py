@@ -253,6 +253,18 @@ def test_observable_distances_end_to_end():
     assert observable_distances(ref, same, n_bootstrap=5) == d_same
 
 
+def test_a_generated_sample_without_deposits_is_infinitely_far():
+    ref = six_observables(*_toy_showers(100, 1)[:2], (6, 4, 5))
+    showers, e_inc, shape = _toy_showers(100, 2)
+    empty = six_observables(np.zeros_like(showers), e_inc, shape)
+    d = observable_distances(ref, empty, n_bootstrap=3)
+    for key in ("voxel_energy", "longitudinal_profile", "radial_profile"):
+        assert d[key]["wasserstein"][0] == math.inf and d[key]["separation_power"] == (1.0, 0.0)
+    assert math.isfinite(d["energy_ratio"]["wasserstein"][0])  # per-shower observables stay defined
+    gm, err = six_observable_geometric_mean(d)
+    assert gm == math.inf and math.isnan(err)
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="non-finite"):
         wasserstein_normalised([1.0, np.nan], [1.0])

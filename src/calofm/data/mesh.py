@@ -40,7 +40,7 @@ class DetectorShowers:
         n_z, n_a, n_r = self.readout.shape
         return n_r, n_a, n_z
 
-    def take(self, index) -> "DetectorShowers":
+    def take(self, index) -> DetectorShowers:
         return DetectorShowers(self.name, self.showers.take(index), self.readout, self.notes)
 
 

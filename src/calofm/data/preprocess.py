@@ -2,7 +2,9 @@
 
 Voxels: clip below 15.15 keV, then x_hat = (log(x + 1e-6) - mu) / sigma with ONE scalar mu and
 sigma shared by all voxels of all pre-training detectors. The inverse clips again, so
-``inverse(forward(x))`` gives back the clipped showers exactly up to float rounding.
+``inverse(forward(x))`` gives back the clipped showers exactly up to float rounding. The inverse
+also caps log(x + eps) at the largest value seen in the fit: through exp(), a model's rare
+overshoot of a few sigma would otherwise become a voxel of 10^9 MeV.
 
 Conditions: E / E_max, sin phi, cos phi, theta / pi, and a detector one-hot of ``n_slots``
 = K + 1 entries (K pre-training detectors and one free slot for a new detector).
@@ -32,21 +34,24 @@ class VoxelTransform:
 
     mean: float
     std: float
+    log_max: float = math.inf  # largest log(x + eps) of the fitted data
     threshold: float = VOXEL_THRESHOLD
     eps: float = LOG_EPS
 
     @classmethod
-    def fit(cls, arrays, threshold: float = VOXEL_THRESHOLD, eps: float = LOG_EPS) -> "VoxelTransform":
+    def fit(cls, arrays, threshold: float = VOXEL_THRESHOLD, eps: float = LOG_EPS) -> VoxelTransform:
         """mu and sigma of log(x + eps) over every voxel of ``arrays`` (clipped at ``threshold``)."""
-        n, s1, s2 = 0, 0.0, 0.0
+        n, s1, s2, top = 0, 0.0, 0.0, -math.inf
         for a in arrays:
             a = np.asarray(a, dtype=np.float64)
             logs = np.log(np.where(a < threshold, 0.0, a) + eps)
             n, s1, s2 = n + logs.size, s1 + logs.sum(), s2 + np.square(logs).sum()
+            top = max(top, float(logs.max(initial=-math.inf)))
         if n == 0:
             raise ValueError("no voxels to fit the preprocessing on")
         mean = s1 / n
-        return cls(mean=float(mean), std=float(math.sqrt(max(s2 / n - mean**2, 1e-12))), threshold=threshold, eps=eps)
+        return cls(mean=float(mean), std=float(math.sqrt(max(s2 / n - mean**2, 1e-12))), log_max=top,
+                   threshold=threshold, eps=eps)
 
     def clip(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x < self.threshold, torch.zeros_like(x), x)
@@ -55,13 +60,13 @@ class VoxelTransform:
         return (torch.log(self.clip(x) + self.eps) - self.mean) / self.std
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return self.clip(torch.exp(y * self.std + self.mean) - self.eps)
+        return self.clip(torch.exp((y * self.std + self.mean).clamp(max=self.log_max)) - self.eps)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VoxelTransform":
+    def from_dict(cls, d: dict) -> VoxelTransform:
         return cls(**d)
 
 
@@ -105,5 +110,5 @@ class ConditionTransform:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ConditionTransform":
+    def from_dict(cls, d: dict) -> ConditionTransform:
         return cls(**d)

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+import math
+
 import numpy as np
 from scipy.stats import entropy, wasserstein_distance
 
@@ -299,6 +301,8 @@ def geometric_mean(values, errors, weights=None, epsilon: float = GEOMETRIC_MEAN
     s = np.asarray(errors, np.float64).ravel()
     if y.size == 0 or y.shape != s.shape:
         raise ValueError(f"geometric_mean: need equally many values and errors, got {y.size} and {s.size}")
+    if np.any(y == math.inf):  # an observable the generated sample lacks altogether
+        return math.inf, math.nan
     if np.any(y < 0) or not np.all(np.isfinite(y)):
         raise ValueError("geometric_mean: values must be finite and non-negative")
     w = np.full(y.size, 1.0 / y.size) if weights is None else np.asarray(weights, np.float64).ravel()
@@ -434,6 +438,15 @@ def _sample_replicas(reference: np.ndarray, generated: np.ndarray, edges: np.nda
     return dict(zip(("wasserstein", "kl", "separation_power"), out.std(axis=0, ddof=1).tolist()))
 
 
+# an observable one sample does not have at all (e.g. no voxel above threshold): infinitely far
+DISJOINT = {"wasserstein": (math.inf, math.nan), "kl": (math.inf, math.nan), "separation_power": (1.0, 0.0)}
+
+
+def _no_entries(sample: np.ndarray) -> bool:
+    """True for an empty 1D sample or a 2D profile without any energy."""
+    return sample.size == 0 or (sample.ndim == 2 and not np.any(sample > 0))
+
+
 def observable_distances(reference: Mapping[str, np.ndarray], generated: Mapping[str, np.ndarray],
                          n_bootstrap: int = DEFAULT_BOOTSTRAP, seed=0, n_bins: int = DEFAULT_HIST_BINS,
                          log_binned: Iterable[str] = LOG_BINNED, kl_bins: int = KL_BINS,
@@ -463,7 +476,9 @@ def observable_distances(reference: Mapping[str, np.ndarray], generated: Mapping
         ref = np.asarray(reference[key], np.float64)
         gen = np.asarray(generated[key], np.float64)
         key_seed = [int(seed), *key.encode()] if isinstance(seed, (int, np.integer)) else seed
-        if ref.ndim == 2 and gen.ndim == 2:
+        if _no_entries(ref) or _no_entries(gen):
+            out[key] = DISJOINT
+        elif ref.ndim == 2 and gen.ndim == 2:
             pos = positions.get(key)
             _sample(ref, f"reference[{key!r}]", 2)
             _sample(gen, f"generated[{key!r}]", 2)

@@ -97,6 +97,9 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
     if gen_binning.n_voxels != ref_binning.n_voxels or gen_binning.layers != ref_binning.layers:
         raise InputError(generated, f"binning {gen_binning.describe()} differs from the reference's "
                                     f"({ref_binning.describe()})")
+    if not np.any(gen.features.e_tot > 0):
+        raise InputError(generated, "no shower deposits any energy above threshold: nothing to compare "
+                                    "(an untrained model?)")
     halves = split_reference(ref, settings.seed)
     ref_a, ref_b = halves if halves else (ref, None)
     model = compare(ref_a, gen, ref_binning, settings)

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calofm.evaluate import classifier as cls
-from calofm.evaluate.distances import (SIX_OBSERVABLES, observable_distances, six_observable_geometric_mean,
-                                      wasserstein_normalised)
+from calofm.evaluate.distances import SIX_OBSERVABLES, observable_distances, six_observable_geometric_mean
 from calofm.evaluate.features import high_level_vector
 from calofm.evaluate.fpd import fpd, kpd, prdc, prdc_inputs
 from calofm.evaluate.samples import Sample
@@ -40,23 +39,30 @@ class Settings:
 
 
 def pair(value, error=None) -> dict:
-    """A metric as stored in metrics.json."""
-    return {"value": None if value is None else float(value), "error": None if error is None else float(error)}
+    """A metric as stored in metrics.json; null where undefined or infinite (e.g. a generated
+    sample without any deposit is infinitely far from Geant4), so the file stays strict JSON."""
+    def number(v):
+        return None if v is None or not math.isfinite(v) else float(v)
+    return {"value": number(value), "error": number(error)}
 
 
 def observables(sample: Sample, binning) -> dict[str, np.ndarray]:
     """The samples the distances compare (``distances.OBSERVABLE_DEFINITIONS``): 1D per-shower or
-    per-voxel values, and 2D (N, bins) energy profiles whose bin index is energy-weighted."""
+    per-voxel values, and 2D (N, bins) energy profiles whose bin index is energy-weighted.
+
+    Empty showers stay in (they make the distances infinite); the voxel spectrum is left out only
+    when no shower of the sample kept its voxels (a slice beyond the voxel cap)."""
     f = sample.features
     out = {
-        "voxel_energy": sample.voxel_energies,
         "energy_ratio": f.e_tot / f.e_inc,
         "visible_energy": f.e_tot,
         "occupancy": f.n_hit / binning.n_voxels,
         "longitudinal_profile": f.e_layer,
         "radial_profile": f.e_radial,
     }
-    return {k: v for k, v in out.items() if v.size}
+    if len(sample.voxels):
+        out = {"voxel_energy": sample.voxel_energies, **out}
+    return {k: v for k, v in out.items() if len(v)}
 
 
 def compare(reference: Sample, generated: Sample, binning, settings: Settings) -> dict:
@@ -114,12 +120,10 @@ def quick_metrics(reference: Sample, generated: Sample, binning, seed: int = 0) 
     """The cheap metrics watched during training: the W1 of the visible/incident energy ratio and
     the six-observable W1 geometric mean (seed 000) with its error. A generated sample without any
     deposit above threshold (e.g. an untrained model) has no profiles: its geometric mean is inf."""
-    ref, gen = observables(reference, binning), observables(generated, binning)
-    out = {"w1_energy_ratio": wasserstein_normalised(ref["energy_ratio"], gen["energy_ratio"])}
-    if generated.voxel_energies.size == 0:
-        return {**out, "gm_w1": math.inf, "gm_w1_err": math.nan}
-    value, error = six_observable_geometric_mean(observable_distances(ref, gen, n_bootstrap=5, seed=seed))
-    return {**out, "gm_w1": value, "gm_w1_err": error}
+    distances = observable_distances(observables(reference, binning), observables(generated, binning),
+                                     n_bootstrap=5, seed=seed)
+    value, error = six_observable_geometric_mean(distances)
+    return {"w1_energy_ratio": distances["energy_ratio"]["wasserstein"][0], "gm_w1": value, "gm_w1_err": error}
 
 
 def split_reference(reference: Sample, seed: int) -> tuple[Sample, Sample] | None:

@@ -52,9 +52,12 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class NoiseEmbed(nn.Module):
     """Noise label -> sinusoidal features (freq_dim) -> MLP -> out_dim.
 
-    Frequencies run from 1 down to 1/10000 on the unscaled label, as in EDM's own
-    backbones; for ln(sigma)/4, of order 1, the faster ones carry the signal.
+    The label (EDM's ln(sigma)/4, of order 1) is scaled by 1000 first, the range of DiT's
+    timesteps and the consistency-models convention, so that all frequencies (1 down to
+    1/10000) vary over the noise range rather than only the fastest few.
     """
+
+    SCALE = 1000.0
 
     def __init__(self, out_dim: int, freq_dim: int = 256):
         super().__init__()
@@ -64,7 +67,7 @@ class NoiseEmbed(nn.Module):
     def forward(self, noise_label: torch.Tensor) -> torch.Tensor:
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=noise_label.device) / half)
-        angles = noise_label.float()[:, None] * freqs[None]
+        angles = self.SCALE * noise_label.float()[:, None] * freqs[None]
         features = torch.cat([angles.cos(), angles.sin()], dim=1)
         return self.mlp(features.to(self.mlp[0].weight.dtype))
 

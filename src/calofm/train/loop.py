@@ -18,8 +18,8 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -176,7 +176,7 @@ class Trainer:
 
     # --- loop -------------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> dict:
-        """Train to ``settings.steps`` (or stop after ``stop_at`` steps, as a kill would)."""
+        """Train to ``settings.steps``, or stop after step ``stop_at`` as a kill would (nothing saved)."""
         s = self.settings
         self.out.mkdir(parents=True, exist_ok=True)
         start = self.resume()
@@ -212,7 +212,7 @@ class Trainer:
             running += loss.detach().float()
             count += 1
             done = step + 1
-            if done % s.log_every == 0 or done == end:
+            if done % s.log_every == 0 or done == s.steps:
                 mean = running.item() / count
                 if not np.isfinite(mean):
                     raise FloatingPointError(f"loss is {mean} at step {done}; lower train.lr or check the data")
@@ -226,7 +226,7 @@ class Trainer:
                 count = 0
             if bar:
                 bar[0].update(bar[1], advance=1, description=f"step {done}/{s.steps} loss {last.get('loss', float('nan')):.4f}")
-            if self.main and (done % s.checkpoint_every == 0 or done == end):
+            if self.main and (done % s.checkpoint_every == 0 or done == s.steps):
                 self.save_checkpoint(done)
                 self.save_model(done)
             if self.main and self.validate and (done == s.steps or (s.validate_every and done % s.validate_every == 0)):
@@ -242,7 +242,13 @@ class Trainer:
     def _bar(self, start: int, end: int):
         if not self.progress or start >= end:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         task = bar.add_task(f"step {start}/{self.settings.steps}", total=end, completed=start)
         bar.start()

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from calofm.core.errors import InputError
-from calofm.data.mesh import DetectorShowers, from_model_layout, read_detector, split_detector, tensors
+from calofm.data.mesh import (
+    DetectorShowers,
+    from_model_layout,
+    read_detector,
+    split_detector,
+    tensors,
+)
 from calofm.data.preprocess import ConditionTransform, VoxelTransform
 from calofm.generative import EDM, PROCESSES, ConsistencyDistillation
 from calofm.geometry import readout_from_dict
