@@ -60,9 +60,7 @@ def observables(sample: Sample, binning) -> dict[str, np.ndarray]:
         "longitudinal_profile": f.e_layer,
         "radial_profile": f.e_radial,
     }
-    if len(sample.voxels):
-        out = {"voxel_energy": sample.voxel_energies, **out}
-    return {k: v for k, v in out.items() if len(v)}
+    return {"voxel_energy": sample.voxel_energies, **out} if len(sample.voxels) else out
 
 
 def compare(reference: Sample, generated: Sample, binning, settings: Settings) -> dict:
