@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from calofm.data import write_showers
 from calofm.data.toy import toy_showers
@@ -29,3 +30,12 @@ def ds2_file(tmp_path, toy, ds2):
     path = tmp_path / "ds2.h5"
     write_showers(path, toy, "calochallenge", ds2)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest (and least disturbed by other jobs) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,13 +18,7 @@ from calofm.evaluate.classifier import (
 SMALL = {"hidden": 32}  # a narrow DNN keeps these tests fast
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and least disturbed by other jobs) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussians(n_ref, n_gen, d=8, shift=0.0, seed=0):

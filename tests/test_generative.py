@@ -99,13 +99,9 @@ def fixed_loss(process, data, cond, seed=123, repeats=4):
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
+def _seeded(one_thread):
     """Seeded, and on one thread: these tiny models run far slower when threads contend for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_per_sample_broadcasts_over_any_trailing_shape():

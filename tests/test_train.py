@@ -20,13 +20,7 @@ from calofm.train.loop import Batches, Trainer
 from calofm.train.schedule import ema_decay, wsd
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are far faster on one thread on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- preprocessing ----------------------------------------------------------------------

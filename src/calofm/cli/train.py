@@ -121,8 +121,8 @@ def train(args) -> int:
     trainer = Trainer(built.process, built.x, built.cond, config.train, out, built.describe, validate,
                       progress=not args.no_progress)
     result = trainer.run()
-    print(f"done: step {result['step']}, last logged loss {result['loss']:.4f}, {result['seconds']:.0f} s; "
-          f"model in {out / 'model.safetensors'}")
+    loss = "" if result["loss"] is None else f", last logged loss {result['loss']:.4f}"
+    print(f"done: step {result['step']}{loss}, {result['seconds']:.0f} s; model in {out / 'model.safetensors'}")
     return 0
 
 

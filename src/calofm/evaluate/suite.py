@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calofm.evaluate import classifier as cls
-from calofm.evaluate.distances import SIX_OBSERVABLES, observable_distances, six_observable_geometric_mean
+from calofm.evaluate.distances import (
+    SIX_OBSERVABLES,
+    observable_distances,
+    six_observable_geometric_mean,
+)
 from calofm.evaluate.features import high_level_vector
 from calofm.evaluate.fpd import fpd, kpd, prdc, prdc_inputs
 from calofm.evaluate.samples import Sample

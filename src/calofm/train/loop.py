@@ -15,6 +15,7 @@ TensorBoard is installed.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import time
@@ -163,7 +164,6 @@ class Trainer:
     @torch.no_grad()
     def sampler(self) -> torch.nn.Module:
         """The generation model with the EMA weights (a copy; training weights are untouched)."""
-        import copy
         process = copy.deepcopy(self.process)
         if self.ema is not None:
             params = dict(process.named_parameters())
@@ -189,7 +189,9 @@ class Trainer:
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         forward = torch.compile(model) if s.compile else model
         end = min(s.steps, stop_at) if stop_at is not None else s.steps
-        if start:
+        if start >= s.steps:
+            self.log(f"{self.out} has already finished its {s.steps} steps; nothing to do")
+        elif start:
             self.log(f"resuming {self.out} at step {start}")
         running, count, t0, last = torch.zeros((), device=self.device), 0, time.perf_counter(), {}
         bar = self._bar(start, end)

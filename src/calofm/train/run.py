@@ -71,6 +71,7 @@ def assemble(config: RunConfig) -> Assembled:
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone: unknown {backbone!r}; known: {', '.join(BACKBONES)}")
         net_describe = {**config.model.args, "n_cond": conditions.n_cond, "shape": list(train[0].shape)}
+        torch.manual_seed(config.train.seed)  # the initial weights belong to the run's seed
         net = BACKBONES[backbone](**net_describe)
         process = EDM(net, **config.process.args)
     x, cond = tensors(train, voxels, conditions)
