@@ -50,9 +50,8 @@ def assemble(config: RunConfig) -> Assembled:
     a CD run inherits the teacher's model, preprocessing and data)."""
     if config.process.name == "cd":
         teacher = load_model(config.process.teacher)
-        data = config.data if config.data.detectors else _data_config(teacher.describe["data"])
-        detectors = [read_detector(name, files) for name, files in data.detectors.items()]
-        train, val = _split(detectors, data)
+        data = config.data if config.data.detectors else from_dict(DataConfig, teacher.describe["data"])
+        detectors, train, val = _read_split(data)
         voxels, conditions = teacher.voxels, teacher.conditions
         if not isinstance(teacher.process, EDM):
             raise InputError(config.process.teacher, "is not an EDM run; consistency distillation needs an EDM teacher")
@@ -61,8 +60,7 @@ def assemble(config: RunConfig) -> Assembled:
         backbone = teacher.describe["backbone"]
     else:
         data = config.data
-        detectors = [read_detector(name, files) for name, files in data.detectors.items()]
-        train, val = _split(detectors, data)
+        detectors, train, val = _read_split(data)
         voxels = VoxelTransform.fit(d.showers.showers for d in train)
         conditions = ConditionTransform(e_max=float(max(d.showers.energy.max() for d in train)),
                                         detectors=[d.name for d in train],
@@ -85,13 +83,11 @@ def assemble(config: RunConfig) -> Assembled:
     return Assembled(process, x, cond, describe, val, notes)
 
 
-def _split(detectors: list[DetectorShowers], data) -> tuple[list[DetectorShowers], list[DetectorShowers]]:
+def _read_split(data: DataConfig) -> tuple[list[DetectorShowers], ...]:
+    """Every detector's showers, and their (train, validation) parts."""
+    detectors = [read_detector(name, files) for name, files in data.detectors.items()]
     parts = [split_detector(d, data.val_fraction, data.n_train, data.split_seed) for d in detectors]
-    return [p[0] for p in parts], [p[1] for p in parts]
-
-
-def _data_config(d: dict) -> DataConfig:
-    return from_dict(DataConfig, d)
+    return detectors, [p[0] for p in parts], [p[1] for p in parts]
 
 
 class TrainedModel:
