@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/calofm demo --out demo_out
+	$(BIN)/calofm demo --out demo-report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -30,4 +30,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo-report .pytest_cache

@@ -59,9 +59,14 @@ def test_every_subcommand_explains_itself():
         assert sub_parser.description and len(sub_parser.description) > 40, name
 
 
-def test_demo_runs_the_chain(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--n", "10", "--workers", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "voxels identical after the round trip: True" in out and "points per shower" in out
-    assert "high-level classifier AUC" in out and (tmp_path / "evaluation" / "metrics.json").is_file()
-    assert (tmp_path / "par04-siw_e-_1-100GeV.lemurs.h5").is_file()
+def test_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, one_thread):
+    assert main(["demo", "--scale", "smoke", "--out", str(tmp_path), "--workers", "2", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(summary["rows"]) == ["scratch", "full", "bitfit", "lora"]
+    for row in summary["rows"].values():
+        gm = row["sizes"]["40"]["gm"]
+        assert gm["value"] > 0 and gm["error"] > 0
+    assert summary["rows"]["bitfit"]["percent"] < summary["rows"]["lora"]["percent"] < 100
+    report = (tmp_path / "report.md").read_text()
+    assert "| bitfit |" in report and "Gain over scratch" in report and "(study_gm.png)" in report
+    assert "report:" in capsys.readouterr().out

@@ -11,7 +11,12 @@ from calofm.core.errors import CalofmError, InputError
 from calofm.core.units import GeV
 from calofm.data import FORMATS, ShowerFile, open_showers
 from calofm.data.convert import convert as convert_file
-from calofm.geometry import CALOCHALLENGE, CylindricalBinning, calochallenge_binning, ild_ecal
+from calofm.geometry import (
+    CALOCHALLENGE,
+    CylindricalBinning,
+    calochallenge_binning,
+    ild_ecal,
+)
 
 FORMAT_NAMES = list(FORMATS)
 
@@ -101,52 +106,4 @@ def convert(args) -> int:
           f"{', ' + ' and '.join(notes) if notes else ''})")
     if report["dropped"]:
         print(f"note: the {args.to} format cannot hold: {', '.join(report['dropped'])}")
-    return 0
-
-
-def demo(args) -> int:
-    """Geant4 showers -> inspect -> CaloChallenge / LEMURS files -> evaluation of a second Geant4
-    sample against the first (the floor any model is measured against) -> ILD point clouds."""
-    from calofm.simulate.detectors import get_detector
-    from calofm.simulate.gun import Gun, Spectrum
-    from calofm.simulate.runner import Run, simulate
-
-    out = args.out
-    siw = out / "par04-siw_e-_1-100GeV.h5"
-    print(f"1. simulating {args.n} electrons (1-100 GeV, log-uniform) in par04-siw with Geant4, {args.workers} workers")
-    stats = simulate(Run(get_detector("par04-siw"), Gun("e-", Spectrum.parse("loguniform:1:100")), args.n, args.seed),
-                     siw, workers=args.workers)
-    print(f"   {stats['events']} showers in {stats['seconds']:.0f} s "
-          f"({1e3 * stats['worker_seconds'] / max(stats['gev'], 1e-9):.1f} ms per GeV per core)")
-    print("2. inspect:")
-    with open_showers(siw) as f:
-        _print_summary(summarise(f))
-    for fmt in ("calochallenge", "lemurs"):
-        path = out / f"par04-siw_e-_1-100GeV.{fmt}.h5"
-        convert_file(siw, path, fmt)
-        with open_showers(path) as f, open_showers(siw) as g:
-            same = np.array_equal(f.read().showers, g.read().showers)
-        print(f"3. converted to {fmt}: {path} (voxels identical after the round trip: {same})")
-    from calofm.evaluate.report import evaluate
-    from calofm.evaluate.suite import Settings
-
-    second = out / "par04-siw_e-_1-100GeV_seed+1.h5"
-    simulate(Run(get_detector("par04-siw"), Gun("e-", Spectrum.parse("loguniform:1:100")), args.n, args.seed + 1),
-             second, workers=args.workers, progress=False)
-    settings = Settings(metrics=("distances", "fpd", "classifier"), classifiers=("high",), epochs=10, seed=args.seed)
-    metrics = evaluate(second, siw, out / "evaluation", settings)
-    model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"] or {}
-    print(f"4. evaluated an independent Geant4 sample as if it were a model ({out / 'evaluation' / 'report.md'}):")
-    for key, label in (("geometric_mean_wasserstein", "geometric mean W1"), ("fpd", "FPD")):
-        print(f"   {label}: {model[key]['value']:.4g}" + (f" (floor {floor[key]['value']:.4g})" if key in floor else ""))
-    print(f"   high-level classifier AUC: {model['classifier']['high']['auc']['value']:.3f} (10 epochs)")
-    ild = out / "ild-w_gamma_50GeV_points.h5"
-    n_points = max(args.n // 10, 5)
-    simulate(Run(get_detector("ild-w"), Gun("gamma", Spectrum.parse("50")), n_points, args.seed, points=True),
-             ild, workers=args.workers, progress=False)
-    with open_showers(ild) as f:
-        showers = f.read()
-    per_shower = showers.points.counts.mean()
-    print(f"5. {n_points} photons of 50 GeV in ild-w with point clouds pre-clustered on 5/6 mm cells: "
-          f"{per_shower:.0f} points per shower; {ild}")
     return 0

@@ -65,7 +65,8 @@ def _shard(spec: str) -> tuple[int, int]:
 def simulate(args) -> int:
     from pathlib import Path
 
-    from calofm.simulate.runner import Run, simulate as run_simulation
+    from calofm.simulate.runner import Run
+    from calofm.simulate.runner import simulate as run_simulation
 
     try:
         gun = Gun(args.particle, Spectrum.parse(args.energy), Spectrum.parse(args.theta), Spectrum.parse(args.phi))

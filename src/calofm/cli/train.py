@@ -9,15 +9,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from calofm.core.errors import CalofmError, InputError
-from calofm.data import ShowerWriter
-from calofm.data.showers import Showers
-from calofm.evaluate.samples import sample_from_arrays
-from calofm.evaluate.suite import quick_metrics
+from calofm.core.errors import CalofmError
 from calofm.simulate.gun import Spectrum
 from calofm.train.config import load_config
-from calofm.train.loop import Trainer
-from calofm.train.run import TrainedModel, assemble, load_model
+from calofm.train.run import load_model
+from calofm.workflow.fit import fit
 
 EXAMPLE = """\
 example config (CaloDiT-2 pre-training; every key but data.detectors has a default):
@@ -85,44 +81,8 @@ def _overrides(args) -> dict:
     return out
 
 
-def validator(validation, describe: dict, n_showers: int):
-    """Validation callback: generate each detector's validation conditions, compare with Geant4."""
-    def validate(sampler, step: int) -> dict:
-        model = TrainedModel(describe, sampler)
-        row = {}
-        for d in validation:
-            s = d.showers.take(np.arange(min(n_showers, len(d.showers))))
-            rows = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, d.name, seed=step)))
-            reference = sample_from_arrays("geant4", s.showers, s.energy, d.readout)
-            generated = sample_from_arrays("model", rows, s.energy, d.readout)
-            row.update({f"{d.name}/{k}": v for k, v in quick_metrics(reference, generated, d.readout).items()})
-        return row
-    return validate
-
-
 def train(args) -> int:
-    config = load_config(args.config, _overrides(args))
-    if not config.out:
-        raise InputError(args.config, "no run folder: set 'out' in the config or pass --out")
-    out = Path(config.out)
-    try:
-        built = assemble(config)
-    except ValueError as exc:
-        raise InputError(args.config, str(exc)) from None
-    for note in built.notes:
-        print(f"note: {note}")
-    n_params = sum(p.numel() for p in built.process.parameters() if p.requires_grad)
-    print(f"training {config.process.name} on {', '.join(f'{k} ({v})' for k, v in built.describe['n_train'].items())} "
-          f"showers: {n_params / 1e6:.2f} M trainable parameters, {config.train.steps} steps -> {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    validate = validator([d for d in built.validation if len(d.showers)], built.describe,
-                         config.train.validate_showers) if config.data.val_fraction > 0 else None
-    trainer = Trainer(built.process, built.x, built.cond, config.train, out, built.describe, validate,
-                      progress=not args.no_progress)
-    result = trainer.run()
-    loss = "" if result["loss"] is None else f", last logged loss {result['loss']:.4f}"
-    print(f"done: step {result['step']}{loss}, {result['seconds']:.0f} s; model in {out / 'model.safetensors'}")
+    fit(load_config(args.config, _overrides(args)), args.config, progress=not args.no_progress)
     return 0
 
 
@@ -134,20 +94,12 @@ def generate(args) -> int:
     except ValueError as exc:
         raise CalofmError(str(exc)) from None
     model = load_model(args.model, args.device)
-    readout = model.readout(args.detector)
+    model.readout(args.detector)  # an unknown detector fails before any work
     rng = np.random.default_rng(args.seed)
     energy = np.array([energy_gev.draw(rng) for _ in range(args.n)]) * 1000.0
     thetas = np.array([theta.draw(rng) for _ in range(args.n)])
     phis = np.array([phi.draw(rng) for _ in range(args.n)])
-    metadata = {"generator": f"calofm generate ({model.describe['backbone']} + {model.describe['process']})",
-                "model": str(model.path), "model_step": model.describe.get("step", 0), "detector": args.detector,
-                "steps": args.steps or model.default_steps, "seed": args.seed}
-    with ShowerWriter(args.out, "calochallenge", readout, metadata) as w:
-        start = 0
-        for rows in model.generate(energy, thetas, phis, args.detector, steps=args.steps,
-                                   batch_size=args.batch_size, seed=args.seed, progress=True):
-            part = slice(start, start + len(rows))
-            w.append(Showers(energy=energy[part], showers=rows, theta=thetas[part], phi=phis[part]))
-            start += len(rows)
+    model.write(args.out, energy, thetas, phis, args.detector, steps=args.steps, batch_size=args.batch_size,
+                seed=args.seed, progress=True)
     print(f"wrote {args.n} {args.detector} showers to {args.out}")
     return 0

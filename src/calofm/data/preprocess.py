@@ -92,6 +92,15 @@ class ConditionTransform:
             raise CalofmError(f"unknown detector {detector!r}; this model knows: {', '.join(self.detectors)}")
         return self.detectors.index(detector)
 
+    def with_detector(self, detector: str) -> ConditionTransform:
+        """This transform with ``detector`` in the next free slot (unchanged if it has one already)."""
+        if detector in self.detectors:
+            return self
+        if len(self.detectors) == self.n_slots:
+            raise CalofmError(f"no free detector slot for {detector!r}: all {self.n_slots} slots are taken by "
+                              f"{', '.join(self.detectors)}")
+        return ConditionTransform(self.e_max, [*self.detectors, detector], self.n_slots)
+
     def forward(self, energy, theta, phi, slot) -> torch.Tensor:
         """(N, n_cond) float32 from per-shower energy (MeV), theta, phi (rad) and slot index."""
         energy, theta, phi = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (energy, theta, phi))

@@ -104,10 +104,11 @@ class Showers:
             return self.points.energy_sums()
         raise ValueError("showers hold neither voxels nor points")
 
-    def validate(self, path, first: int = 0) -> None:
+    def validate(self, path, first: int = 0, units_check: bool = True) -> None:
         """Raise :class:`InputError` naming ``path`` and the first bad shower, if any.
 
         ``first`` is the index of this batch's first shower in the file, for the message.
+        ``units_check`` flags visible energies far above the incident one as a GeV/MeV mix-up.
         """
         def check(bad_per_shower, problem):
             if np.any(bad_per_shower):
@@ -131,6 +132,8 @@ class Showers:
             rows_bad = ~np.all(np.isfinite(self.points.points), axis=1)
             check(np.bincount(owner[rows_bad], minlength=n) > 0, "a point coordinate or energy is NaN or infinite")
             check(np.bincount(owner[self.points.points[:, 3] < 0], minlength=n) > 0, "a point energy is negative")
+        if not units_check:
+            return
         ratio = self.visible_energy() / self.energy
         over = ratio > MAX_VISIBLE_OVER_INCIDENT
         i = int(np.argmax(over)) if n else 0

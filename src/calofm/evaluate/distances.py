@@ -266,6 +266,8 @@ def profile_distances(reference, generated, positions=None, epsilon: float = KL_
     * ``kl``: :func:`kl_divergence` of the two normalised profiles over the natural bins (quantile
       bins are meaningless for a distribution on ``n_bins`` discrete positions);
     * ``separation_power``: :func:`separation_power_histograms` of the two profiles.
+
+    A profile without any energy is infinitely far (``DISJOINT``).
     """
     reference = _sample(reference, "reference profile", 2)
     generated = _sample(generated, "generated profile", 2)
@@ -277,6 +279,8 @@ def profile_distances(reference, generated, positions=None, epsilon: float = KL_
     if len(positions) != reference.shape[1]:
         raise ValueError(f"positions: {len(positions)} values for {reference.shape[1]} bins")
     wr, wg = reference.sum(axis=0), generated.sum(axis=0)
+    if not (wr.sum() > 0 and wg.sum() > 0):  # e.g. a bootstrap replica of only empty showers
+        return {name: value for name, (value, _) in DISJOINT.items()}
     return {
         "wasserstein": wasserstein_normalised(positions, positions, wr, wg),
         "kl": kl_divergence(wr, wg, epsilon),

@@ -9,8 +9,9 @@ and the head start at zero, so an untrained net outputs exactly zero.
 Call: ``net(x, noise_label, cond)`` with noise_label (B,) (EDM passes ln(sigma)/4) and
 cond (B, n_cond) already preprocessed; returns a tensor of x's shape.
 
-``DiT.ROLES`` names the submodule playing each role, so transfer-learning strategies can
-freeze, reset or adapt parts of any backbone without knowing its layout:
+``DiT.ROLES`` names the submodule playing each role, and ``init_weights(module)`` re-initialises
+any part, so transfer-learning strategies can freeze, reset or adapt parts of any backbone
+without knowing its layout:
 
     input      patch_embed  voxels -> tokens (Conv3d)
     noise      time_embed   noise label -> half of c
@@ -164,17 +165,20 @@ class DiT(nn.Module):
         self.cond_embed = nn.Sequential(nn.Linear(n_cond, dim // 2), nn.SiLU(), nn.Linear(dim // 2, dim // 2))
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim) for _ in range(depth))
         self.final = FinalLayer(dim, math.prod(self.patch))
-        self._init_weights()
+        self.init_weights(self)
 
-    def _init_weights(self):
-        """Xavier-uniform weights and zero biases (patch_embed as a Linear); adaLN and head at zero."""
-        for m in self.modules():
+    @torch.no_grad()
+    def init_weights(self, module: nn.Module) -> None:
+        """(Re-)initialise ``module`` (self or a part): Xavier-uniform weights and zero biases
+        (patch_embed as a Linear); the adaLN modulations and the head at zero."""
+        zero = {id(layer) for layer in [*(b.modulation[-1] for b in self.blocks), self.final.modulation[-1],
+                                        self.final.linear]}
+        for m in module.modules():
             if isinstance(m, (nn.Linear, nn.Conv3d)):
                 nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
                 nn.init.zeros_(m.bias)
-        for layer in [*(b.modulation[-1] for b in self.blocks), self.final.modulation[-1], self.final.linear]:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+                if id(m) in zero:
+                    nn.init.zeros_(m.weight)
 
     @property
     def num_tokens(self) -> int:

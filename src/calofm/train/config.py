@@ -38,6 +38,14 @@ class ProcessConfig:
     name: str = "edm"               # edm | cd (consistency distillation of a trained EDM run)
     args: dict = field(default_factory=dict)
     teacher: str | None = None      # cd: the EDM run folder to distil
+    student: str | None = None      # cd: initialise the student from this CD run (default: the teacher)
+
+
+@dataclass
+class AdaptConfig:
+    base: str | None = None         # the pre-trained EDM run to adapt; None: not an adaptation
+    strategy: str = "full"          # see calofm.adapt: scratch, full, bitfit, top-k, lora, condition, slot, reinit
+    args: dict = field(default_factory=dict)  # strategy arguments (k; r, alpha; lr_mult)
 
 
 @dataclass
@@ -66,6 +74,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def validate(self) -> None:
         t = self.train
@@ -81,6 +90,10 @@ class RunConfig:
             (self.process.name in ("edm", "cd"), "process.name", "must be edm or cd"),
             (self.process.name != "cd" or self.process.teacher, "process.teacher", "cd needs the EDM run to distil"),
             (self.process.name == "cd" or self.data.detectors, "data.detectors", "name at least one detector"),
+            (not (self.adapt.base and self.process.name == "cd"), "adapt.base",
+             "adapt an EDM run; then re-distil with process {name: cd, teacher: ADAPTED, student: PRETRAINED_CD}"),
+            (not self.adapt.base or len(self.data.detectors) == 1, "data.detectors",
+             "an adaptation trains on exactly one (the new) detector"),
             (0 <= self.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)"),
             (self.data.free_slots >= 0, "data.free_slots", "must be >= 0"),
         ]

@@ -114,12 +114,15 @@ class Trainer:
     """Train ``process`` on (x, cond) with ``settings``, writing to the run folder ``out``.
 
     ``describe`` is the JSON description stored with the generation model (what a loader needs
-    to rebuild it); ``validate(sampler, step)`` returns metrics for validation.csv.
+    to rebuild it); ``validate(sampler, step)`` returns metrics for validation.csv. ``lr_scale``
+    maps parameter names to learning-rate multipliers (default 1); ``fold(process)`` turns a copy
+    of the trained process into the generation model's layout (e.g. merges adapters), in place.
     """
 
     def __init__(self, process, x: torch.Tensor, cond: torch.Tensor, settings: TrainConfig, out: str | Path,
                  describe: dict, validate: Validate | None = None, progress: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, lr_scale: dict[str, float] | None = None,
+                 fold: Callable[[torch.nn.Module], None] | None = None):
         self.rank, self.world = init_distributed()
         self.device = resolve_device(settings.device, self.rank)
         self.process, self.x, self.cond, self.settings = process.to(self.device), x, cond, settings
@@ -129,7 +132,11 @@ class Trainer:
         self.trainable = {n: p for n, p in process.named_parameters() if p.requires_grad}
         if not self.trainable:
             raise ValueError("the process has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(self.trainable.values(), lr=settings.lr, weight_decay=settings.weight_decay)
+        scales = {n: (lr_scale or {}).get(n, 1.0) for n in self.trainable}
+        groups = [{"params": [self.trainable[n] for n in scales if scales[n] == scale], "lr_scale": scale}
+                  for scale in sorted(set(scales.values()))]
+        self.optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.fold = fold
         self.ema = {n: p.detach().clone() for n, p in self.trainable.items()} if settings.ema is not None else None
         self.batches = Batches(len(x), settings.batch_size, settings.seed, self.rank, self.world)
 
@@ -169,6 +176,8 @@ class Trainer:
             params = dict(process.named_parameters())
             for name, value in self.ema.items():
                 params[name].copy_(value)
+        if self.fold:
+            self.fold(process)
         return process.sampler().eval()
 
     def save_model(self, step: int) -> None:
@@ -198,7 +207,7 @@ class Trainer:
         for step in range(start, end):
             factor = wsd(step, s.steps, s.warmup, s.decay)
             for group in self.optimizer.param_groups:
-                group["lr"] = s.lr * factor
+                group["lr"] = s.lr * factor * group["lr_scale"]
             index = torch.from_numpy(self.batches(step))
             xb = self.x[index].to(self.device, non_blocking=True)
             cb = self.cond[index].to(self.device, non_blocking=True)

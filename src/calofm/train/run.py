@@ -8,13 +8,16 @@ arguments, the voxel and condition transforms, and each detector's mesh.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from calofm.adapt import Adaptation, apply
 from calofm.core.errors import InputError
+from calofm.data import ShowerWriter
 from calofm.data.mesh import (
     DetectorShowers,
     from_model_layout,
@@ -22,7 +25,8 @@ from calofm.data.mesh import (
     split_detector,
     tensors,
 )
-from calofm.data.preprocess import ConditionTransform, VoxelTransform
+from calofm.data.preprocess import N_KINEMATIC, ConditionTransform, VoxelTransform
+from calofm.data.showers import Showers
 from calofm.generative import EDM, PROCESSES, ConsistencyDistillation
 from calofm.geometry import readout_from_dict
 from calofm.models import BACKBONES
@@ -43,19 +47,24 @@ class Assembled:
     describe: dict
     validation: list[DetectorShowers]
     notes: list[str]
+    lr_scale: dict[str, float] = dataclasses.field(default_factory=dict)  # Trainer's lr_scale
+    fold: Callable[[torch.nn.Module], torch.nn.Module] | None = None     # Trainer's fold
+    adaptation: Adaptation | None = None
 
 
 def assemble(config: RunConfig) -> Assembled:
     """Read the data and build the process a config describes (fits the preprocessing for EDM;
-    a CD run inherits the teacher's model, preprocessing and data)."""
+    a CD run inherits the teacher's model, preprocessing and data; an adaptation the base's)."""
+    if config.adapt.base:
+        return _assemble_adaptation(config)
     if config.process.name == "cd":
-        teacher = load_model(config.process.teacher)
+        teacher = _load_edm(config.process.teacher, "consistency distillation needs an EDM teacher")
         data = config.data if config.data.detectors else from_dict(DataConfig, teacher.describe["data"])
         detectors, train, val = _read_split(data)
         voxels, conditions = teacher.voxels, teacher.conditions
-        if not isinstance(teacher.process, EDM):
-            raise InputError(config.process.teacher, "is not an EDM run; consistency distillation needs an EDM teacher")
         process = ConsistencyDistillation(teacher.process, **config.process.args)
+        if config.process.student:
+            _init_student(process, teacher, config.process.student)
         net_describe = teacher.describe["backbone_args"]
         backbone = teacher.describe["backbone"]
     else:
@@ -81,6 +90,50 @@ def assemble(config: RunConfig) -> Assembled:
                 "data": dataclasses.asdict(data), "n_train": {d.name: len(d.showers) for d in train}}
     notes = [n for d in detectors for n in d.notes]
     return Assembled(process, x, cond, describe, val, notes)
+
+
+def _assemble_adaptation(config: RunConfig) -> Assembled:
+    """The base EDM run's model, its new-detector slot given to the target, prepared by the strategy."""
+    base = _load_edm(config.adapt.base, "adapt an EDM run (then re-distil its CD student)")
+    detectors, train, val = _read_split(config.data)
+    target = train[0]
+    if tuple(target.shape) != base.shape:
+        raise ValueError(f"{target.name}: mesh {target.shape} differs from the base model's {base.shape}")
+    conditions = base.conditions.with_detector(target.name)
+    x, cond = tensors(train, base.voxels, conditions)
+    process = base.process.train()
+    torch.manual_seed(config.train.seed)  # scratch: fresh weights belong to the run's seed
+    adaptation = apply(config.adapt.strategy, process.net, N_KINEMATIC + conditions.slot(target.name),
+                       **config.adapt.args)
+    names = {id(p): n for n, p in process.named_parameters()}
+    lr_scale = {names[id(p)]: adaptation.lr_scale[n] for n, p in process.net.named_parameters()
+                if n in adaptation.lr_scale}
+    describe = {**{k: v for k, v in base.describe.items() if k != "step"},
+                "conditions": conditions.to_dict(),
+                "readouts": {**base.describe["readouts"], target.name: target.readout.to_dict()},
+                "data": dataclasses.asdict(config.data), "n_train": {target.name: len(target.showers)},
+                "adapted": {"from": str(base.path), **adaptation.describe()}}
+    return Assembled(process, x, cond, describe, val, [n for d in detectors for n in d.notes],
+                     lr_scale, Adaptation.fold, adaptation)
+
+
+def _load_edm(path: str, why: str) -> TrainedModel:
+    model = load_model(path)
+    if not isinstance(model.process, EDM):
+        raise InputError(path, f"is a {model.describe['process']} run, not an EDM run; {why}")
+    return model
+
+
+def _init_student(process: ConsistencyDistillation, teacher: TrainedModel, path: str) -> None:
+    """Student and target start from a pre-trained CD run (CaloDiT-2's re-distillation)."""
+    student = load_model(path)
+    if student.describe["process"] != "consistency":
+        raise InputError(path, f"is a {student.describe['process']} run, not a consistency-distilled one")
+    if (student.describe["backbone"], student.describe["backbone_args"]) != (
+            teacher.describe["backbone"], teacher.describe["backbone_args"]):
+        raise InputError(path, "its backbone differs from the teacher's; the student cannot start from it")
+    for model in (process.student, process.target):
+        model.net.load_state_dict(student.process.net.state_dict())
 
 
 def _read_split(data: DataConfig) -> tuple[list[DetectorShowers], ...]:
@@ -125,6 +178,20 @@ class TrainedModel:
             noise = torch.randn((len(cond), *self.shape), generator=generator, device=self.device)
             x = self.process.sample(noise, cond, steps=steps)
             yield from_model_layout(self.voxels.inverse(x.float()))
+
+
+    def write(self, path: str | Path, energy: np.ndarray, theta: np.ndarray, phi: np.ndarray, detector: str,
+              steps: int | None = None, batch_size: int = 1000, seed: int = 0, progress: bool = False) -> None:
+        """Generate showers for these conditions into a CaloChallenge file (with angles and mesh)."""
+        metadata = {"generator": f"calofm generate ({self.describe['backbone']} + {self.describe['process']})",
+                    "model": str(self.path), "model_step": self.describe.get("step", 0), "detector": detector,
+                    "steps": steps or self.default_steps, "seed": seed}
+        with ShowerWriter(path, "calochallenge", self.readout(detector), metadata) as w:
+            start = 0
+            for rows in self.generate(energy, theta, phi, detector, steps, batch_size, seed, progress):
+                part = slice(start, start + len(rows))
+                w.append(Showers(energy=energy[part], showers=rows, theta=theta[part], phi=phi[part]))
+                start += len(rows)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:

@@ -1,0 +1,5 @@
+"""Transfer strategies for adapting a pre-trained backbone to a new detector."""
+
+from calofm.adapt.strategies import ARGS, DEFAULT_LR, STRATEGIES, Adaptation, apply
+
+__all__ = ["ARGS", "DEFAULT_LR", "STRATEGIES", "Adaptation", "apply"]

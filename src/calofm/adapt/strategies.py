@@ -1,0 +1,151 @@
+"""Transfer strategies: which parts of a pre-trained backbone train on a new detector, and how.
+
+A strategy acts on a backbone through its ``ROLES`` (input, noise, condition, blocks, output;
+see :class:`calofm.models.dit.DiT`) and its ``init_weights(module)``, never through its layout,
+so every model family gets the same strategies. Strategies (seed 000 section 4.3, seed 002
+section 5, seed 004 section 2):
+
+    scratch     fresh weights, everything trains (the baseline)
+    full        everything trains from the pre-trained weights
+    bitfit      biases only (+ the new detector slot)
+    top-k       the last k blocks and the noise and condition embeddings (k: ``k``, default 2)
+    lora        low-rank adapters (peft) on the blocks' linear layers, rank ``r``, scale ``alpha``
+                (+ the new detector slot); merged into the weights after training
+    condition   the condition embedding only (+ the new detector slot)
+    slot        only the new detector slot's column of the first condition layer: every other
+                weight is frozen, so pre-training detectors generate bit-identically
+    reinit      input and output layers re-initialised and trained with ``lr_mult`` (default 5)
+                times the learning rate, everything else from the pre-trained weights
+
+The new detector slot: a strategy that freezes the condition input layer still trains its
+column for the new slot, as a separate delta (a parametrisation), so the frozen columns stay
+bit-exact. :meth:`Adaptation.fold` merges deltas and adapters back into plain weights: the
+adapted model has the backbone's own layout and inference cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+STRATEGIES = ("scratch", "full", "bitfit", "top-k", "lora", "condition", "slot", "reinit")
+# learning rates used when a strategy gives none: seed 002 (1e-3 scratch, 1e-4 adaptation) and the
+# ratios of seed 000 table 4 (BitFit 4x, LoRA 2x the full fine-tuning rate)
+DEFAULT_LR = {"scratch": 1e-3, "full": 1e-4, "bitfit": 4e-4, "top-k": 1e-4, "lora": 2e-4,
+              "condition": 1e-3, "slot": 1e-3, "reinit": 1e-4}
+ARGS = {"top-k": {"k": 2}, "lora": {"r": 8, "alpha": 8}, "reinit": {"lr_mult": 5.0}}
+
+
+@dataclass
+class Adaptation:
+    """What a strategy did to a backbone: trainable count, learning-rate multipliers, and how to fold."""
+
+    strategy: str
+    args: dict
+    base_parameters: int                                  # parameters of the backbone as pre-trained
+    trainable: int                                        # parameters that train
+    lr_scale: dict[str, float] = field(default_factory=dict)  # parameter name -> multiplier (if != 1)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / self.base_parameters
+
+    def describe(self) -> dict:
+        return {"strategy": self.strategy, "args": self.args, "trainable": self.trainable,
+                "base_parameters": self.base_parameters, "percent": round(self.percent, 4)}
+
+    @staticmethod
+    def fold(net: nn.Module) -> nn.Module:
+        """Merge slot deltas and LoRA adapters into plain weights, in place; returns ``net``."""
+        for module in list(net.modules()):
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        for name, module in list(net.named_modules()):
+            if type(module).__module__.startswith("peft.") and hasattr(module, "get_base_layer"):  # a LoRA layer
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(net.get_submodule(parent) if parent else net, child, module.get_base_layer())
+        return net
+
+
+class SlotDelta(nn.Module):
+    """weight + delta in one column: the only trainable part of a frozen condition input layer."""
+
+    def __init__(self, out_features: int, column: int):
+        super().__init__()
+        self.column = column
+        self.delta = nn.Parameter(torch.zeros(out_features))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.index_add(1, torch.tensor([self.column], device=weight.device), self.delta[:, None])
+
+
+def role(net: nn.Module, name: str) -> nn.Module:
+    """The submodule of ``net`` that plays ``name`` (one of its ``ROLES``)."""
+    roles = getattr(type(net), "ROLES", None)
+    if roles is None or name not in roles:
+        raise TypeError(f"{type(net).__name__} does not declare the role {name!r} (ROLES: {roles})")
+    return net.get_submodule(roles[name])
+
+
+def condition_input(net: nn.Module) -> nn.Linear:
+    """The first linear layer of the condition role: the one that reads the detector one-hot."""
+    for module in role(net, "condition").modules():
+        if isinstance(module, nn.Linear):
+            return module
+    raise TypeError(f"{type(net).__name__}'s condition role has no linear layer")
+
+
+def apply(strategy: str, net: nn.Module, slot_column: int, **args) -> Adaptation:
+    """Prepare ``net`` (in place) for adaptation with ``strategy``; ``slot_column`` is the index in
+    the condition vector of the new detector's one-hot entry. Unknown names or arguments raise."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    unknown = sorted(set(args) - set(ARGS.get(strategy, {})))
+    if unknown:
+        known = ", ".join(ARGS.get(strategy, {})) or "none"
+        raise ValueError(f"strategy {strategy}: unknown argument {unknown[0]!r} (arguments: {known})")
+    args = {**ARGS.get(strategy, {}), **args}
+    base = sum(p.numel() for p in net.parameters())
+    lr_scale: dict[str, float] = {}
+    net.requires_grad_(strategy in ("scratch", "full", "reinit"))
+    if strategy == "scratch":
+        net.init_weights(net)
+    elif strategy == "reinit":
+        for name in ("input", "output"):
+            net.init_weights(role(net, name))
+            prefix = net.ROLES[name] + "."
+            lr_scale.update({n: float(args["lr_mult"]) for n, _ in net.named_parameters() if n.startswith(prefix)})
+    elif strategy == "bitfit":
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+    elif strategy == "top-k":
+        blocks = role(net, "blocks")
+        if not 1 <= args["k"] <= len(blocks):
+            raise ValueError(f"strategy top-k: k must be in 1..{len(blocks)}, got {args['k']}")
+        for module in [*blocks[len(blocks) - args["k"]:], role(net, "noise"), role(net, "condition")]:
+            module.requires_grad_(True)
+    elif strategy == "condition":
+        role(net, "condition").requires_grad_(True)
+    elif strategy == "lora":
+        _inject_lora(net, args["r"], args["alpha"])
+    if strategy in ("bitfit", "lora", "slot"):  # the condition input layer is frozen: train the new slot's column
+        layer = condition_input(net)
+        if not 0 <= slot_column < layer.in_features:
+            raise ValueError(f"slot column {slot_column} outside the condition input ({layer.in_features})")
+        parametrize.register_parametrization(layer, "weight", SlotDelta(layer.out_features, slot_column))
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return Adaptation(strategy, args, base, trainable, lr_scale)
+
+
+def _inject_lora(net: nn.Module, r: int, alpha: float) -> None:
+    """LoRA (rank r, scale alpha / r) on every linear layer of the blocks, through peft; only the
+    adapters train."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    prefix = net.ROLES["blocks"]
+    targets = [f"{prefix}.{n}" for n, m in role(net, "blocks").named_modules() if isinstance(m, nn.Linear)]
+    inject_adapter_in_model(LoraConfig(r=int(r), lora_alpha=alpha, target_modules=targets, lora_dropout=0.0), net)

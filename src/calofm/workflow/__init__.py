@@ -1,0 +1,1 @@
+"""Workflows that chain the stages: a training run with validation, adaptation studies, the demo."""
