@@ -70,6 +70,16 @@ def test_incident_energies_in_gev_where_mev_is_expected(tmp_path):
     assert "GeV where MeV is expected" in message
 
 
+def test_model_output_is_not_mistaken_for_a_units_error(tmp_path):
+    """A model that deposits more than it was given is a result to measure, not a GeV/MeV mix-up."""
+    path = _cc(tmp_path, _showers() * 0 + 20e3 / 6480, np.full((3, 1), 1e3))  # 20 x the incident energy
+    assert "visible energy is 20 x the incident energy" in _error(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["generator"] = "calofm generate (dit + edm)"
+    with open_showers(path) as f:
+        assert f.read().visible_energy() == pytest.approx(np.full(3, 2e4))
+
+
 def test_error_names_the_shower_in_a_later_chunk(tmp_path):
     showers = _showers(n=25)
     showers[23, 0] = -1

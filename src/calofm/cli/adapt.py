@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from calofm.adapt import ARGS, DEFAULT_LR, STRATEGIES
+from calofm.cli.train import key_values
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import open_showers
 from calofm.train.config import RunConfig, from_dict
@@ -55,7 +54,7 @@ def add_parsers(sub) -> None:
                        description="Run a data-efficiency study: every (strategy, training size, seed) cell adapts "
                                    "the base run (or trains from scratch), generates the test set's conditions and "
                                    "evaluates against it (six-observable W1 geometric mean, high-level classifier "
-                                   "AUC, FPD). Writes OUT/cells/*/ (run folder, metrics.json), OUT/study.json, "
+                                   "AUC, FPD). Writes OUT/cells/*/ (run folder, generated.h5, metrics.json), OUT/metrics.json, "
                                    "OUT/report.md with the table of seed 000 table 2 and the gain over scratch, and "
                                    "one plot per metric against training size. Finished cells are not rerun.",
                        epilog=STUDY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,16 +81,6 @@ example study.yaml:
 """
 
 
-def _strategy_args(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise CalofmError(f"--arg {item!r}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def adapt(args) -> int:
     detector = args.detector
     if detector is None:
@@ -104,7 +93,7 @@ def adapt(args) -> int:
     raw = {"out": str(args.out),
            "data": {"detectors": {str(detector): [str(args.data)]}, "n_train": args.n_train,
                     "val_fraction": args.val_fraction, "split_seed": args.seed},
-           "adapt": {"base": args.base, "strategy": args.strategy, "args": _strategy_args(args.arg)},
+           "adapt": {"base": args.base, "strategy": args.strategy, "args": key_values(args.arg, "--arg")},
            "train": train}
     fit(_config(raw), "adapt", progress=not args.no_progress)
     if args.cd:

@@ -68,13 +68,19 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=generate)
 
 
-def _overrides(args) -> dict:
+def key_values(items: list[str], option: str) -> dict:
+    """Repeated ``option KEY=VALUE`` arguments as a dict; VALUE is read as YAML (numbers, lists)."""
     out = {}
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise CalofmError(f"--set {item!r}: expected KEY=VALUE")
+            raise CalofmError(f"{option} {item!r}: expected KEY=VALUE")
         out[key] = yaml.safe_load(value)
+    return out
+
+
+def _overrides(args) -> dict:
+    out = key_values(args.set, "--set")
     for key, value in (("out", args.out), ("train.steps", args.steps), ("train.device", args.device)):
         if value is not None:
             out[key] = value

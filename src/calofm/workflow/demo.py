@@ -43,11 +43,11 @@ class Scale:
 
 
 SCALES = {
-    "cpu": Scale(energy="loguniform:2:20", n_pretrain=600, n_target=100, n_test=500, sizes=[100], seeds=[0, 1],
-                 model={"patch": [3, 4, 5], "dim": 96, "depth": 3, "heads": 4, "mlp_dim": 192},
-                 pretrain={"steps": 1500, "batch_size": 64, "lr": 2e-3, "checkpoint_every": 500},
-                 adapt={"steps": 400, "batch_size": 64, "checkpoint_every": 400},
-                 evaluate={"classifier_epochs": 20}),
+    "cpu": Scale(energy="loguniform:2:20", n_pretrain=600, n_target=100, n_test=400, sizes=[100], seeds=[0, 1],
+                 model={"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144},
+                 pretrain={"steps": 1200, "batch_size": 64, "lr": 2e-3, "checkpoint_every": 400},
+                 adapt={"steps": 200, "batch_size": 64, "checkpoint_every": 200},
+                 evaluate={"classifier_epochs": 20, "steps": 16}),
     "gpu": Scale(energy="loguniform:1:100", n_pretrain=10_000, n_target=1000, n_test=5000, sizes=[100, 1000],
                  seeds=[0, 1, 2], model={},  # the CaloDiT-2 defaults: 6 blocks, 384 dims
                  pretrain={"steps": 20_000, "batch_size": 256, "lr": 5e-4, "precision": "bf16", "validate_every": 5000},
