@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from calofm.cli.main import main
 from calofm.data import write_showers
 from calofm.data.toy import toy_showers
 from calofm.geometry import calochallenge_binning
@@ -39,3 +41,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+TINY_DIT = {"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144}
+
+
+def _tiny_run_config(folder, name, detectors, steps, free_slots=1, process=None, **train):
+    """Write the YAML of a tiny-DiT run (CPU, batch 16) and return its path."""
+    config = {"out": str(folder / name), "data": {"detectors": detectors, "val_fraction": 0.0, "free_slots": free_slots},
+              "model": {"backbone": "dit", "args": TINY_DIT}, "process": process or {"name": "edm"},
+              "train": {"steps": steps, "batch_size": 16, "lr": 2e-3, "device": "cpu", "log_every": 10, **train}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config():
+    return _tiny_run_config
+
+
+@pytest.fixture(scope="session")
+def toys(tmp_path_factory, ds2):
+    """Toy showers of detectors a, b (pre-training) and c (target, with a test file); a base EDM on
+    a + b (``base``) and its consistency distillation (``base_cd``)."""
+    folder = tmp_path_factory.mktemp("toys")
+    for seed, (name, n, moliere) in enumerate([("a", 120, 9.3), ("b", 120, 14.0), ("c", 100, 20.0),
+                                               ("c_test", 400, 20.0)]):
+        showers = toy_showers(ds2, n, seed=seed, e_min=2e3, e_max=2e4, moliere_mm=moliere)
+        write_showers(folder / f"{name}.h5", showers, "calochallenge", ds2, {"detector": name.split("_")[0]})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = _tiny_run_config(folder, "base", {"a": str(folder / "a.h5"), "b": str(folder / "b.h5")}, 60)
+    cd = _tiny_run_config(folder, "base_cd", {}, 5, process={"name": "cd", "teacher": str(folder / "base")})
+    for config in (base, cd):
+        assert main(["train", "--config", str(config), "--no-progress"]) == 0
+    torch.set_num_threads(threads)
+    return folder

@@ -20,7 +20,7 @@ from calofm.train.config import RunConfig, from_dict
 from calofm.workflow import study as study_module
 from calofm.workflow.study import mean_error, summarise
 
-TINY = {"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144}
+TINY = {"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144}  # conftest.TINY_DIT too
 N_COND = 4 + 3   # kinematics + 2 pre-training detectors + 1 free slot
 NEW_SLOT = 4 + 2
 
@@ -156,33 +156,7 @@ def test_mean_and_standard_error_over_seeds():
     assert summary["gain_over_scratch"]["full"]["100"] == pytest.approx(50.0)
 
 
-# --- end to end on toy showers ---------------------------------------------------------------
-
-def _config(folder, name, detectors, steps, free_slots=1, **train):
-    config = {"out": str(folder / name), "data": {"detectors": detectors, "val_fraction": 0.0,
-                                                   "free_slots": free_slots},
-              "model": {"backbone": "dit", "args": TINY},
-              "train": {"steps": steps, "batch_size": 16, "lr": 2e-3, "device": "cpu", "log_every": 10, **train}}
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def toys(tmp_path_factory, ds2):
-    """Toy showers of detectors a, b (pre-training) and c (target, with a test file); a base EDM on a + b."""
-    folder = tmp_path_factory.mktemp("adapt")
-    for seed, (name, n, moliere) in enumerate([("a", 120, 9.3), ("b", 120, 14.0), ("c", 100, 20.0),
-                                               ("c_test", 400, 20.0)]):
-        showers = toy_showers(ds2, n, seed=seed, e_min=2e3, e_max=2e4, moliere_mm=moliere)
-        write_showers(folder / f"{name}.h5", showers, "calochallenge", ds2, {"detector": name.split("_")[0]})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    assert main(["train", "--config", str(_config(folder, "base", {"a": str(folder / "a.h5"), "b": str(folder / "b.h5")}, 60)),
-                 "--no-progress"]) == 0
-    torch.set_num_threads(threads)
-    return folder
-
+# --- end to end on toy showers (the `toys` runs of conftest) ---------------------------------
 
 def adapt(toys, strategy, out, *extra):
     return main(["adapt", "--from", str(toys / "base"), "--data", str(toys / "c.h5"), "--strategy", strategy,
@@ -218,11 +192,6 @@ def test_lora_adaptation_saves_a_plain_model_and_reinit_scales_its_learning_rate
 
 
 def test_redistillation_starts_the_student_from_the_pretrained_cd(toys, one_thread):
-    cd = _config(toys, "base_cd", {}, 5)
-    raw = yaml.safe_load(cd.read_text())
-    raw["process"] = {"name": "cd", "teacher": str(toys / "base")}
-    cd.write_text(yaml.safe_dump(raw))
-    assert main(["train", "--config", str(cd), "--no-progress"]) == 0
     assert adapt(toys, "full", "full", "--cd", str(toys / "base_cd"), "--cd-steps", "2") == 0
     student = load_model(toys / "full" / "cd")
     assert student.describe["process"] == "consistency" and student.conditions.detectors == ["a", "b", "c"]
@@ -236,8 +205,8 @@ def test_redistillation_starts_the_student_from_the_pretrained_cd(toys, one_thre
     assert not all(torch.equal(v, teacher[k]) for k, v in pretrained.items())
 
 
-def test_adaptation_errors_name_the_problem(toys, tmp_path, capsys, ds2, one_thread):
-    full = _config(tmp_path, "full_slots", {"a": str(toys / "a.h5")}, 2, free_slots=0)
+def test_adaptation_errors_name_the_problem(toys, tmp_path, capsys, tiny_run_config, one_thread):
+    full = tiny_run_config(tmp_path, "full_slots", {"a": str(toys / "a.h5")}, 2, free_slots=0)
     assert main(["train", "--config", str(full), "--no-progress"]) == 0
     code = main(["adapt", "--from", str(tmp_path / "full_slots"), "--data", str(toys / "c.h5"),
                  "--steps", "1", "--out", str(tmp_path / "x"), "--no-progress"])

@@ -2,7 +2,14 @@ import h5py
 import numpy as np
 import pytest
 
-from calofm.data import FORMATS, PointClouds, ShowerWriter, Showers, open_showers, write_showers
+from calofm.data import (
+    FORMATS,
+    PointClouds,
+    Showers,
+    ShowerWriter,
+    open_showers,
+    write_showers,
+)
 from calofm.data.convert import convert
 from calofm.geometry import calochallenge_binning, ild_ecal, reorder, smear
 

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from calofm.geometry import (
-    CylindricalBinning, Layer, ORDERS, PlanarGrid, calochallenge_binning, ild_ecal, project, reorder, smear,
+    ORDERS,
+    CylindricalBinning,
+    Layer,
+    PlanarGrid,
+    calochallenge_binning,
+    ild_ecal,
+    project,
+    reorder,
+    smear,
 )
 
 

@@ -19,7 +19,6 @@ from calofm.train.config import TrainConfig, load_config
 from calofm.train.loop import Batches, Trainer
 from calofm.train.schedule import ema_decay, wsd
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

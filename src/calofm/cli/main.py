@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calofm import __version__
-from calofm.cli import adapt, commands, evaluate, simulate, train
+from calofm.cli import adapt, commands, evaluate, export, simulate, train
 from calofm.core.errors import CalofmError
 
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     train.add_parsers(sub)
     adapt.add_parsers(sub)
+    export.add_parsers(sub)
 
     p = sub.add_parser("demo", help="the main job on built-in defaults: simulate, pre-train, adapt, evaluate",
                        description="Run the whole product on built-in defaults, needing no files: Geant4 electrons "

@@ -105,9 +105,13 @@ class ConditionTransform:
         """(N, n_cond) float32 from per-shower energy (MeV), theta, phi (rad) and slot index."""
         energy, theta, phi = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (energy, theta, phi))
         slot = torch.as_tensor(np.asarray(slot), dtype=torch.long).expand(energy.shape)
-        kinematics = torch.stack([energy / self.e_max, torch.sin(phi), torch.cos(phi), theta / math.pi], dim=1)
         onehot = torch.nn.functional.one_hot(slot, self.n_slots).to(torch.float64)
-        return torch.cat([kinematics, onehot], dim=1).to(torch.float32)
+        return self.vector(energy[:, None], theta[:, None], phi[:, None], onehot).to(torch.float32)
+
+    def vector(self, energy: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """The condition vector from (N, 1) energy (MeV), theta, phi and the (N, n_slots) one-hot, in
+        torch operations only (so exported graphs compute it too)."""
+        return torch.cat([energy / self.e_max, torch.sin(phi), torch.cos(phi), theta / math.pi, onehot], dim=1)
 
     def inverse(self, cond: torch.Tensor) -> dict[str, torch.Tensor]:
         """Energy (MeV), theta, phi and slot back from a condition vector."""

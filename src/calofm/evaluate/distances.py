@@ -32,9 +32,8 @@ cylindrical mesh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-
 import math
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 from scipy.stats import entropy, wasserstein_distance

@@ -102,6 +102,7 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
                                     "(an untrained model?)")
     halves = split_reference(ref, settings.seed)
     ref_a, ref_b = halves if halves else (ref, None)
+    del ref, halves  # the halves are copies: keep one reference in memory, not two
     model = compare(ref_a, gen, ref_binning, settings)
     model["histograms"] = histograms(ref_a, gen, ref_binning, out / "plots")
     floor = None

@@ -187,14 +187,14 @@ class DiT(nn.Module):
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, R, A, Z) -> (B, tokens, voxels per patch), tokens in row-major grid order."""
         (gr, ga, gz), (pr, pa, pz) = self.grid, self.patch
-        x = x.reshape(len(x), gr, pr, ga, pa, gz, pz).permute(0, 1, 3, 5, 2, 4, 6)
-        return x.reshape(len(x), self.num_tokens, pr * pa * pz)
+        x = x.reshape(-1, gr, pr, ga, pa, gz, pz).permute(0, 1, 3, 5, 2, 4, 6)  # -1: batch axis stays dynamic in exports
+        return x.reshape(-1, self.num_tokens, pr * pa * pz)
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, tokens, voxels per patch) -> (B, R, A, Z); inverse of ``patchify``."""
         (gr, ga, gz), (pr, pa, pz) = self.grid, self.patch
-        x = tokens.reshape(len(tokens), gr, ga, gz, pr, pa, pz).permute(0, 1, 4, 2, 5, 3, 6)
-        return x.reshape(len(tokens), *self.shape)
+        x = tokens.reshape(-1, gr, ga, gz, pr, pa, pz).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(-1, *self.shape)
 
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.shape:

@@ -6,9 +6,8 @@ a Geant4 fatal error aborts the whole process and cannot be caught in Python.
 
 from __future__ import annotations
 
-import numpy as np
-
 import geant4_pybind as g4
+import numpy as np
 
 from calofm.simulate.detectors import Detector
 from calofm.simulate.gun import PARTICLES, direction

@@ -28,7 +28,7 @@ import numpy as np
 from calofm import __version__
 from calofm.core.errors import CalofmError, InputError
 from calofm.core.units import GeV
-from calofm.data import PointClouds, ShowerFile, ShowerWriter, Showers
+from calofm.data import PointClouds, ShowerFile, Showers, ShowerWriter
 from calofm.simulate.detectors import Detector
 from calofm.simulate.gun import Gun, Spectrum
 
@@ -216,7 +216,13 @@ def _check_or_write_settings(folder: Path, settings: dict) -> None:
 
 
 def _run_parts(run: Run, todo, folder: Path, workers: int, metadata: dict, stats: dict, progress: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     logs = folder / "worker.log"
     columns = [TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(),

@@ -1,0 +1,54 @@
+"""`calofm export` and `calofm bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calofm.export import FORMATS, export
+from calofm.export.generator import __doc__ as CONTRACT
+from calofm.train.run import load_model
+
+
+def add_parsers(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("export", help="export a one-step (CD) model as ONNX or TorchScript for Geant4",
+                       description="Export a consistency-distilled run's one-step generator with noise sampling "
+                                   "and post-processing inside the graph, for Geant4 (Par04's CaloDiT-2 contract).",
+                       epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="CD run folder (or its model.safetensors)")
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or torchscript")
+    p.add_argument("--out", type=Path, required=True, help="output file (appears only once complete)")
+    p.add_argument("--noise-input", action="store_true",
+                   help="take the noise as a second input 'noise' (B, R, A, Z) instead of drawing it (parity checks)")
+    p.set_defaults(run=run)
+
+    p = sub.add_parser("bench", help="generation time per shower beside Geant4's, measured in one run",
+                       description="Time a trained model's generation (CPU 1 thread batch 1, CPU batch 100, and on "
+                                   "a GPU batch 100 and the largest batch that fits, fp32 and bf16) and Geant4's "
+                                   "simulation of the same detector and energy spectrum on one core of this machine; "
+                                   "print the table and the speed-up, and write bench.json.")
+    p.add_argument("--model", type=Path, required=True, help="run folder (or its model.safetensors)")
+    p.add_argument("--detector", help="Geant4 preset to time (default: the model's first detector)")
+    p.add_argument("--energy", default="loguniform:1:1000", help="electron energies in GeV (default loguniform:1:1000)")
+    p.add_argument("--geant4-showers", type=int, default=20, help="showers Geant4 simulates for its timing (default 20)")
+    p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON results (default bench.json)")
+    p.set_defaults(run=bench)
+
+
+def bench(args) -> int:
+    from calofm.workflow.bench import run_bench
+
+    model = load_model(args.model)
+    detector = args.detector or model.conditions.detectors[0]
+    run_bench(model, detector, args.energy, args.geant4_showers, args.out)
+    return 0
+
+
+def run(args) -> int:
+    model = load_model(args.model)
+    out = export(model, args.format, args.out, args.noise_input)
+    slots = ", ".join(model.conditions.detectors) + f" + {model.conditions.n_slots - len(model.conditions.detectors)} free"
+    print(f"wrote {out} ({args.format}): input (B, {3 + model.conditions.n_slots}) = [E GeV, phi, theta, one-hot of "
+          f"{slots}], output (B, {' x '.join(map(str, model.shape))}) MeV in Par04 order (r, phi, z inner)")
+    return 0
