@@ -101,7 +101,8 @@ def test_bench_times_the_model_beside_geant4(toys, tmp_path, capsys, one_thread)
                  "--geant4-showers", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     cases = {(c["case"], c["batch"]): c["ms_per_shower"] for c in result["cases"]}
-    assert cases[("CPU, 1 thread", 1)] > 0 and any(batch == 100 for _, batch in cases)
+    assert cases[("CPU, 1 thread", 1)] > 0 and cases[("CPU, 1 thread, ONNX Runtime", 1)] > 0
+    assert any(batch == 100 for _, batch in cases)
     assert result["geant4_ms_per_shower"] > 0 and result["peak_cpu_rss_mb"] > 0
     assert result["speedup_cpu_1_thread"] == pytest.approx(result["geant4_ms_per_shower"] / cases[("CPU, 1 thread", 1)])
     assert "faster" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """`calofm bench`: generation time per shower beside Geant4's on the same machine, in one run.
 
-Cases: CPU with 1 thread at batch 1 (the Geant4 fast-simulation use), CPU with every thread at
-batch 100, and where a GPU is present batch 100 and the largest batch that fits (doubling from
+Cases: CPU with 1 thread at batch 1 (the Geant4 fast-simulation use; for one-step models also
+the exported ONNX graph in ONNX Runtime, as Geant4 runs it), CPU with every thread at batch 100, and where a GPU is present batch 100 and the largest batch that fits (doubling from
 1000 until memory runs out), in fp32 and bf16 autocast. The first call of each case is a warm-up
 and is not timed; GPU timings synchronise once per repeat, not per shower. Geant4 is timed by
 simulating showers of the same detector and energy spectrum in one worker process, so the
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from calofm.core.files import atomic_path
+from calofm.generative import Consistency
 from calofm.simulate.detectors import get_detector
 from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.runner import Run, simulate
@@ -59,6 +60,25 @@ def largest_cuda_batch(process, shape, n_cond: int, dtype: str, start: int = 100
     return best
 
 
+def onnx_ms_per_shower(model: TrainedModel, repeats: int = 20) -> float:
+    """The exported one-step graph in ONNX Runtime, 1 thread, batch 1: how Geant4 would run it."""
+    import onnxruntime as ort
+
+    from calofm.export import OneStepGenerator, export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export(model, "onnx", Path(tmp) / "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"input": OneStepGenerator(model).example(1)[0].numpy()}
+    session.run(None, feed)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        session.run(None, feed)
+    return (time.perf_counter() - start) / repeats * 1e3
+
+
 def geant4_ms_per_shower(detector: str, energy: str, n: int, seed: int = 0) -> float:
     """Geant4 time per shower on one core (one worker process) for ``n`` electrons of ``energy`` GeV."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,6 +102,8 @@ def run_bench(model: TrainedModel, detector: str, energy: str = "loguniform:1:10
     torch.set_num_threads(1)
     record("CPU, 1 thread", 1, ms_per_shower(process, shape, n_cond, 1, "cpu", repeats=20))
     torch.set_num_threads(threads)
+    if isinstance(process, Consistency):
+        record("CPU, 1 thread, ONNX Runtime", 1, onnx_ms_per_shower(model))
     record(f"CPU, {threads} threads", 100, ms_per_shower(process, shape, n_cond, 100, "cpu"))
     peak_cpu_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = None
