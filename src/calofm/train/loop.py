@@ -36,6 +36,7 @@ CHECKPOINT, MODEL = "checkpoint.safetensors", "model.safetensors"
 RESUMABLE_CHANGES = {"device", "compile", "checkpoint_every", "log_every", "validate_every", "validate_showers"}
 
 Validate = Callable[[torch.nn.Module, int], dict]
+_said = {"tensorboard": False}
 
 
 def resolve_device(name: str, rank: int = 0) -> torch.device:
@@ -271,6 +272,8 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.log("TensorBoard is not installed (pip install tensorboard); logging to metrics.csv only")
+            if not _said["tensorboard"]:  # once per process, not once per run of a study
+                self.log("TensorBoard is not installed (pip install tensorboard); logging to metrics.csv only")
+                _said["tensorboard"] = True
             return None
         return SummaryWriter(str(self.out / "tensorboard"))
