@@ -86,9 +86,8 @@ class Consistency(Process):
         """x = f(noise * sigma_max, sigma_max); with ``steps`` > 1 (Song et al. 2023, algorithm 1)
         each further level s re-noises x + sqrt(s^2 - sigma_min^2) z with fresh z from ``generator``
         and applies f(., s) again. One step (the default) is deterministic given ``noise``."""
-        sigmas = self.sample_sigmas(steps)  # sigmas[0] is sigma_max: one step needs no schedule
-        x = self.denoise(noise * self.sigma_max, self.sigma_max, cond)
-        for s in sigmas[1:].tolist() if len(sigmas) > 1 else []:
+        x = self.denoise(noise * self.sigma_max, self.sigma_max, cond)  # the schedule starts at sigma_max
+        for s in self.sample_sigmas(steps)[1:].tolist():
             x = x + math.sqrt(s * s - self.sigma_min ** 2) * randn_like(x, generator)
             x = self.denoise(x, s, cond)
         return x
