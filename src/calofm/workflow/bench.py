@@ -119,6 +119,9 @@ def run_bench(model: TrainedModel, detector: str, energy: str = "loguniform:1:10
         process.cpu()
     log(f"timing Geant4: {n_geant4} electrons ({energy} GeV) in {detector}, one core")
     g4 = geant4_ms_per_shower(detector, energy, n_geant4)
+    for row in rows:
+        row["speedup_vs_geant4"] = g4 / row["ms_per_shower"]
+        log(f"  {row['case']:<32} batch {row['batch']:>7}: {row['speedup_vs_geant4']:10.1f} x faster than Geant4")
     single = rows[0]["ms_per_shower"]
     result = {"model": str(model.path), "process": model.describe["process"], "steps": model.default_steps,
               "detector": detector, "energy_GeV": energy, "geant4_ms_per_shower": g4, "geant4_showers": n_geant4,
