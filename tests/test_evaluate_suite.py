@@ -120,7 +120,8 @@ def test_evaluate_command_writes_metrics_report_and_plots(tmp_path, samples):
     write_showers(gen, toy_showers(ds2, 250, seed=6), "calochallenge", ds2)
     out = tmp_path / "eval"
     assert main(["evaluate", "--generated", str(gen), "--reference", str(ref), "--out", str(out),
-                 "--metrics", "distances,prdc", "--bootstrap", "3"]) == 0
+                 "--metrics", "distances,prdc,classifier", "--classifiers", "high", "--epochs", "2",
+                 "--bootstrap", "3"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["schema"] == "calofm-metrics/1"
     model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"]
@@ -130,6 +131,10 @@ def test_evaluate_command_writes_metrics_report_and_plots(tmp_path, samples):
     assert {"value", "error"} <= set(model["geometric_mean_wasserstein"])
     assert 0 <= model["prdc"]["coverage"]["value"] <= 1.5
     assert metrics["slices"] and all(s["variable"] == "energy_MeV" for s in metrics["slices"])
+    assert all("prdc" not in s["comparisons"]["model"] for s in metrics["slices"])  # voxel-level: whole sample only
+    highs = [s["comparisons"]["model"]["classifier"]["high"] for s in metrics["slices"]]
+    assert all("skipped" in h or 0 <= h["auc"]["value"] <= 1 for h in highs)  # per slice, or why it cannot
+    assert any("auc" in h for h in highs)
     report = (out / "report.md").read_text()
     assert "Geant4 vs Geant4" in report and "![energy_ratio](plots/energy_ratio.png)" in report
     for name in ("energy_ratio", "e_layer", "ec_eta", "longitudinal_profile", "radial_profile"):

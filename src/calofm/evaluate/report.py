@@ -121,8 +121,11 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
 
 
 def _slices(gen: Sample, ref_a: Sample, ref_b: Sample | None, binning, settings: Settings, energy_bins, theta_bins):
-    """Distances and FPD/KPD in bins of incident energy (and theta when it varies); no classifiers."""
-    cheap = replace(settings, metrics=tuple(m for m in settings.metrics if m in ("distances", "fpd")))
+    """Distances, FPD/KPD and the high-level classifier in bins of incident energy (and theta when it
+    varies). The voxel-level metrics (low-level classifiers, ResNet, PRDC) stay whole-sample: per
+    slice they would copy the kept voxels again, which a dataset-3 evaluation cannot afford in 8 GB."""
+    cheap = replace(settings, metrics=tuple(m for m in settings.metrics if m in ("distances", "fpd", "classifier")),
+                    classifiers=tuple(c for c in settings.classifiers if c == "high"))
     variables = [("energy_MeV", lambda s: s.features.e_inc, slice_bins(ref_a.features.e_inc, energy_bins))]
     if ref_a.theta is not None and gen.theta is not None and np.ptp(ref_a.theta) > 0:
         edges = theta_bins or list(np.linspace(ref_a.theta.min(), ref_a.theta.max() + 1e-9, 4))
@@ -178,13 +181,14 @@ def markdown(metrics: dict) -> str:
     for name, value in model["histograms"].items():
         lines.append(f"| {name} | {value:.3g} | {floor.get('histograms', {}).get(name, float('nan')):.3g} |")
     if metrics["slices"]:
-        lines += ["", "## Slices", "", "| variable | range | geometric mean W1 (model) | (G4) | FPD x 10^3 (model) | (G4) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "## Slices", "", "| variable | range | geometric mean W1 (model) | (G4) | FPD x 10^3 (model) | (G4) "
+                  "| high-level AUC (model) | (G4) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s in metrics["slices"]:
             m, g = s["comparisons"]["model"], s["comparisons"]["geant4"] or {}
+            auc_m, auc_g = (c.get("classifier", {}).get("high", {}).get("auc") for c in (m, g))
             lines.append(f"| {s['variable']} | {s['range'][0]:.4g} - {s['range'][1]:.4g} | "
                          f"{_fmt(m.get('geometric_mean_wasserstein'))} | {_fmt(g.get('geometric_mean_wasserstein'))} | "
-                         f"{_fmt(m.get('fpd'), 1e3)} | {_fmt(g.get('fpd'), 1e3)} |")
+                         f"{_fmt(m.get('fpd'), 1e3)} | {_fmt(g.get('fpd'), 1e3)} | {_fmt(auc_m)} | {_fmt(auc_g)} |")
     lines += ["", "## Plots", ""]
     lines += [f"![{name}](plots/{name}.png)" for name in list(_SCALARS) + list(_LAYERED) + ["longitudinal_profile", "radial_profile"]]
     return "\n".join(lines) + "\n"

@@ -84,8 +84,12 @@ def compare(reference: Sample, generated: Sample, binning, settings: Settings) -
         result = prdc(prdc_inputs(reference.voxels), prdc_inputs(generated.voxels), seed=settings.seed)
         out["prdc"] = {k: pair(v) for k, v in result.items()}
     if "classifier" in settings.metrics:
-        out["classifier"] = {name: _classifier(name, reference, generated, binning, hl_ref, hl_gen, settings)
-                             for name in settings.classifiers}
+        out["classifier"] = {}
+        for name in settings.classifiers:
+            try:
+                out["classifier"][name] = _classifier(name, reference, generated, binning, hl_ref, hl_gen, settings)
+            except cls.ClassifierInputError as exc:  # e.g. an energy slice too small to split three ways
+                out["classifier"][name] = {"skipped": str(exc)}
     return out
 
 
