@@ -9,7 +9,7 @@ from calofm.adapt import ARGS, DEFAULT_LR, STRATEGIES
 from calofm.cli.train import key_values
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import open_showers
-from calofm.train.config import RunConfig, from_dict
+from calofm.train.config import RunConfig, build_config
 from calofm.workflow.fit import fit
 from calofm.workflow.study import run_study
 
@@ -105,11 +105,9 @@ def adapt(args) -> int:
 
 def _config(raw: dict) -> RunConfig:
     try:
-        config = from_dict(RunConfig, raw)
-        config.validate()
+        return build_config(raw)
     except ValueError as exc:
         raise CalofmError(str(exc)) from None
-    return config
 
 
 def study(args) -> int:

@@ -154,8 +154,13 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
             target = target.setdefault(part, {})
         target[name] = value
     try:
-        config = from_dict(RunConfig, raw)
-        config.validate()
+        return build_config(raw)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
+
+
+def build_config(raw: dict) -> RunConfig:
+    """A checked run config from its dictionary form (a ``ValueError`` names the bad key)."""
+    config = from_dict(RunConfig, raw)
+    config.validate()
     return config

@@ -19,7 +19,7 @@ import yaml
 from calofm.simulate.detectors import get_detector
 from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.runner import Run, simulate
-from calofm.train.config import RunConfig, from_dict
+from calofm.train.config import build_config
 from calofm.workflow.fit import fit
 from calofm.workflow.study import run_study
 
@@ -86,7 +86,7 @@ def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str 
                 "data": {"detectors": {name: [str(data / f"{name}.h5")] for name in PRETRAIN}, "val_fraction": 0.1},
                 "model": {"backbone": "dit", "args": s.model}, "process": {"name": "edm", "args": s.process},
                 "train": {"seed": seed, "device": device, "validate_showers": 200, **s.pretrain}}
-    fit(_validated(pretrain), "demo pre-training", progress=progress, log=log)
+    fit(build_config(pretrain), "demo pre-training", progress=progress, log=log)
     t_pre = time.perf_counter() - t0 - t_sim
 
     log(f"3. adapting to {TARGET} with {', '.join(s.strategies)} on {s.sizes} showers, seeds {s.seeds}")
@@ -104,8 +104,3 @@ def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str 
     log(f"4. report: {out / 'report.md'} ({(time.perf_counter() - t0) / 60:.1f} min in all)")
     return summary
 
-
-def _validated(raw: dict) -> RunConfig:
-    config = from_dict(RunConfig, raw)
-    config.validate()
-    return config

@@ -33,7 +33,7 @@ from calofm.core.files import atomic_path
 from calofm.data.mesh import read_detector
 from calofm.evaluate.samples import load_sample
 from calofm.evaluate.suite import Settings, compare, split_reference
-from calofm.train.config import RunConfig, from_dict
+from calofm.train.config import RunConfig, build_config, from_dict
 from calofm.train.run import load_model
 from calofm.workflow.fit import fit
 
@@ -119,11 +119,9 @@ def _cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], labe
                     "split_seed": seed},
            "adapt": {"base": study.base, "strategy": strategy, "args": spec.args}, "train": train}
     try:
-        config = from_dict(RunConfig, raw)
-        config.validate()
+        return build_config(raw)
     except ValueError as exc:
         raise ValueError(f"strategies.{label}: {exc}") from None
-    return config
 
 
 def _cell(study: StudyConfig, label: str, size: int, seed: int) -> Path:
