@@ -31,7 +31,7 @@ from calofm.adapt import DEFAULT_LR, STRATEGIES
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data.mesh import read_detector
-from calofm.evaluate.samples import load_sample
+from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare, split_reference
 from calofm.train.config import RunConfig, build_config, from_dict
 from calofm.train.run import load_model
@@ -160,8 +160,10 @@ class Reference:
     """The target's test showers: conditions to generate, half A to compare with, half B for the floor."""
 
     def __init__(self, study: StudyConfig):
-        self.showers = read_detector(study.target.name, [study.target.test]).showers  # angles filled if absent
-        sample, self.binning = load_sample(study.target.test)
+        test = read_detector(study.target.name, [study.target.test])  # angles filled where absent
+        self.showers, self.binning = test.showers, test.readout
+        sample = sample_from_arrays("geant4", self.showers.showers, self.showers.energy, self.binning,
+                                    self.showers.theta)
         self.classifier_epochs, self.seed = study.evaluate.classifier_epochs, study.evaluate.seed
         halves = split_reference(sample, self.seed)
         self.half, self.other = halves if halves else (sample, None)
