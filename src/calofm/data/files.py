@@ -21,6 +21,8 @@ from calofm.data.formats import FORMAT_ATTRS, FORMATS, get_format
 from calofm.data.showers import Showers
 from calofm.geometry import readout_from_dict
 
+GENERATED_BY = "calofm generate"  # start of the 'generator' attribute of model output files
+
 
 class ShowerFile:
     """A shower file opened for reading; iterate it in chunks to stay within memory."""
@@ -48,7 +50,7 @@ class ShowerFile:
         self.metadata = {k: v for k, v in self._file.attrs.items() if k not in FORMAT_ATTRS}
         # model output written by calofm generate has MeV energies by construction: a model that
         # deposits more than it was given is a result to measure, not a units mistake
-        self._units_check = not str(self.metadata.get("generator", "")).startswith("calofm generate")
+        self._units_check = not str(self.metadata.get("generator", "")).startswith(GENERATED_BY)
         # point clouds scored on the detector's own cells carry their readout (calofm simulate --points)
         self.points_readout = readout_from_dict(json.loads(self.metadata["points_readout"])) \
             if "points_readout" in self.metadata else self.readout

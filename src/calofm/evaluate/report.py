@@ -124,7 +124,7 @@ def _slices(gen: Sample, ref_a: Sample, ref_b: Sample | None, binning, settings:
     """Distances, FPD/KPD and the high-level classifier in bins of incident energy (and theta when it
     varies). The voxel-level metrics (low-level classifiers, ResNet, PRDC) stay whole-sample: per
     slice they would copy the kept voxels again, which a dataset-3 evaluation cannot afford in 8 GB."""
-    cheap = replace(settings, metrics=tuple(m for m in settings.metrics if m in ("distances", "fpd", "classifier")),
+    per_slice = replace(settings, metrics=tuple(m for m in settings.metrics if m in ("distances", "fpd", "classifier")),
                     classifiers=tuple(c for c in settings.classifiers if c == "high"))
     variables = [("energy_MeV", lambda s: s.features.e_inc, slice_bins(ref_a.features.e_inc, energy_bins))]
     if ref_a.theta is not None and gen.theta is not None and np.ptp(ref_a.theta) > 0:
@@ -138,8 +138,8 @@ def _slices(gen: Sample, ref_a: Sample, ref_b: Sample | None, binning, settings:
             if min(len(p) for p in parts[:2]) < MIN_SLICE_SHOWERS:
                 continue
             g, a, b = parts
-            comparisons = {"model": compare(a, g, binning, cheap),
-                           "geant4": compare(a, b, binning, cheap) if b is not None and len(b) >= MIN_SLICE_SHOWERS else None}
+            comparisons = {"model": compare(a, g, binning, per_slice),
+                           "geant4": compare(a, b, binning, per_slice) if b is not None and len(b) >= MIN_SLICE_SHOWERS else None}
             slices.append({"variable": variable, "range": [float(lo), float(hi)], "comparisons": comparisons})
     return slices
 

@@ -50,9 +50,7 @@ class OneStepGenerator(nn.Module):
         cond = self.conditions.vector(energy, inputs[:, 2:3], inputs[:, 1:2], inputs[:, N_INPUT_KINEMATICS:])
         if noise is None:
             noise = torch.randn((inputs.shape[0], *self.shape), dtype=inputs.dtype, device=inputs.device)
-        sigma = self.process.sigma_max
-        x = self.process.denoise(noise * sigma, sigma, cond)
-        return self.voxels.inverse(x).flatten(1)
+        return self.voxels.inverse(self.process.one_step(noise, cond)).flatten(1)
 
     def example(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         """Example inputs for tracing: valid energies, angles and one-hot vectors."""

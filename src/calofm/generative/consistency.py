@@ -80,13 +80,18 @@ class Consistency(Process):
             raise ValueError(f"steps must be at least 1, got {steps}")
         return karras_sigmas(steps + 1, self.sigma_min, self.sigma_max, self.rho)[:steps]
 
+    def one_step(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """f(noise * sigma_max, sigma_max): one-step generation, free of data-dependent control flow
+        (exported graphs call it directly)."""
+        return self.denoise(noise * self.sigma_max, self.sigma_max, cond)
+
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """x = f(noise * sigma_max, sigma_max); with ``steps`` > 1 (Song et al. 2023, algorithm 1)
         each further level s re-noises x + sqrt(s^2 - sigma_min^2) z with fresh z from ``generator``
         and applies f(., s) again. One step (the default) is deterministic given ``noise``."""
-        x = self.denoise(noise * self.sigma_max, self.sigma_max, cond)  # the schedule starts at sigma_max
+        x = self.one_step(noise, cond)  # the schedule starts at sigma_max
         for s in self.sample_sigmas(steps)[1:].tolist():
             x = x + math.sqrt(s * s - self.sigma_min ** 2) * randn_like(x, generator)
             x = self.denoise(x, s, cond)
@@ -152,6 +157,11 @@ class ConsistencyDistillation(Process):
             tgt.lerp_(src, 1 - self.target_decay)
         for tgt, src in zip(self.target.buffers(), self.student.buffers()):
             tgt.copy_(src)
+
+    def one_step(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """f(noise * sigma_max, sigma_max): one-step generation, free of data-dependent control flow
+        (exported graphs call it directly)."""
+        return self.denoise(noise * self.sigma_max, self.sigma_max, cond)
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None,

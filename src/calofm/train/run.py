@@ -18,6 +18,7 @@ import torch
 from calofm.adapt import Adaptation, apply
 from calofm.core.errors import InputError
 from calofm.data import ShowerWriter
+from calofm.data.files import GENERATED_BY
 from calofm.data.mesh import (
     DetectorShowers,
     from_model_layout,
@@ -183,7 +184,7 @@ class TrainedModel:
     def write(self, path: str | Path, energy: np.ndarray, theta: np.ndarray, phi: np.ndarray, detector: str,
               steps: int | None = None, batch_size: int = 1000, seed: int = 0, progress: bool = False) -> None:
         """Generate showers for these conditions into a CaloChallenge file (with angles and mesh)."""
-        metadata = {"generator": f"calofm generate ({self.describe['backbone']} + {self.describe['process']})",
+        metadata = {"generator": f"{GENERATED_BY} ({self.describe['backbone']} + {self.describe['process']})",
                     "model": str(self.path), "model_step": self.describe.get("step", 0), "detector": detector,
                     "steps": steps or self.default_steps, "seed": seed}
         with ShowerWriter(path, "calochallenge", self.readout(detector), metadata) as w:
