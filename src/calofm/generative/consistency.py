@@ -158,11 +158,6 @@ class ConsistencyDistillation(Process):
         for tgt, src in zip(self.target.buffers(), self.student.buffers()):
             tgt.copy_(src)
 
-    def one_step(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """f(noise * sigma_max, sigma_max): one-step generation, free of data-dependent control flow
-        (exported graphs call it directly)."""
-        return self.denoise(noise * self.sigma_max, self.sigma_max, cond)
-
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
