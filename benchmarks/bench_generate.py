@@ -1,12 +1,18 @@
-"""Generation speed of a default-size CaloDiT-2 beside Geant4, without a trained run.
+"""Generation speed of a default-size CaloDiT-2 or CaloDREAM++ beside Geant4, without a trained run.
 
     python benchmarks/bench_generate.py [--energy loguniform:1:1000] [--geant4-showers 20] [--json out.json]
+    python benchmarks/bench_generate.py --family vit [--steps 20]
 
 Speed does not depend on the weights, so a freshly initialised CaloDiT-2 (6 blocks, 384 dims, 360
 tokens, a one-hot of 4 detectors + 1 free slot as Par04's) goes through `calofm bench`'s
 measurement: the one-step (CD) generator at CPU 1 thread batch 1 in PyTorch and in ONNX Runtime,
 CPU batch 100, GPU batches where present, and Geant4 in par04-siw on one core. The EDM sampler
 (Heun, 32 steps) is timed at CPU 1 thread batch 1 for comparison.
+
+``--family vit``: a default-size CaloDREAM++ (energy network 64 dims 4 + 4 layers; ViT 6 blocks,
+480 dims, 135 patches of 3 x 16 x 1 on the 9 x 16 x 45 mesh), sampled with RK4 (seed 004 table 2:
+full generation and one RK4 step): CPU 1 thread batch 1, CPU batch 100, and GPU batch 100 (fp32,
+bf16) where present.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import argparse
 import torch
 
 from calofm.data.preprocess import ConditionTransform, VoxelTransform
-from calofm.generative import EDM, Consistency
-from calofm.models import DiT
+from calofm.generative import EDM, Consistency, FactorisedFlowMatching
+from calofm.geometry import calochallenge_binning
+from calofm.models import CaloDREAM, DiT
 from calofm.train.run import TrainedModel
 from calofm.workflow.bench import ms_per_shower, run_bench
 
@@ -30,8 +37,32 @@ def default_cd() -> TrainedModel:
     net = DiT(n_cond=conditions.n_cond)
     describe = {"backbone": "dit", "backbone_args": {"shape": list(net.shape)}, "process": "consistency",
                 "voxels": VoxelTransform(mean=-13.0, std=3.5, log_max=6.5).to_dict(),
-                "conditions": conditions.to_dict()}
+                "conditions": conditions.to_dict(),
+                "readouts": {d: calochallenge_binning("dataset_2").to_dict() for d in DETECTORS}}
     return TrainedModel(describe, Consistency(net))
+
+
+def time_vit(steps: int) -> None:
+    """ms per shower of a default-size CaloDREAM++ (fresh weights) with RK4, full and one step."""
+    mesh = calochallenge_binning("dataset_2")
+    n_cond = ConditionTransform(e_max=1e6, detectors=DETECTORS, n_slots=len(DETECTORS) + 1).n_cond
+    net = CaloDREAM(n_cond, **CaloDREAM.geometry_args(mesh, {}))
+    shape = (net.split + mesh.n_voxels,)
+    print(f"CaloDREAM++: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, "
+          f"{net.shape.patching.n_tokens} patches")
+    threads = torch.get_num_threads()
+    for label, n in ((f"RK4 {steps} steps", steps), ("1 RK4 step", 1)):
+        process = FactorisedFlowMatching(net, solver="rk4", steps=n).eval()
+        torch.set_num_threads(1)
+        print(f"  {label}, CPU 1 thread batch 1: {ms_per_shower(process, shape, n_cond, 1, 'cpu', repeats=2):.1f} ms")
+        torch.set_num_threads(threads)
+        print(f"  {label}, CPU {threads} threads batch 100: "
+              f"{ms_per_shower(process, shape, n_cond, 100, 'cpu', repeats=1):.1f} ms")
+        if torch.cuda.is_available():
+            for dtype in ("fp32", "bf16"):
+                ms = ms_per_shower(process, shape, n_cond, 100, "cuda", dtype, repeats=5)
+                print(f"  {label}, {torch.cuda.get_device_name()} {dtype} batch 100: {ms:.2f} ms")
+            process.cpu()
 
 
 def main() -> None:
@@ -39,8 +70,13 @@ def main() -> None:
     parser.add_argument("--energy", default="loguniform:1:1000", help="electron energies in GeV for Geant4")
     parser.add_argument("--geant4-showers", type=int, default=20, help="showers Geant4 simulates for its timing")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--family", choices=["dit", "vit"], default="dit", help="model family (default dit)")
+    parser.add_argument("--steps", type=int, default=20, help="vit: RK4 steps of a full generation (default 20)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.family == "vit":
+        time_vit(args.steps)
+        return
     cd = default_cd()
     run_bench(cd, "par04-siw", args.energy, args.geant4_showers, args.json)
     threads = torch.get_num_threads()

@@ -78,3 +78,40 @@ def toys(tmp_path_factory, ds2):
         assert main(["train", "--config", str(config), "--no-progress"]) == 0
     torch.set_num_threads(threads)
     return folder
+
+
+GEANT4_PRESETS = ("par04-siw", "par04-scipb")
+
+
+@pytest.fixture(scope="session")
+def geant4_presets(tmp_path_factory):
+    """400 Geant4 electrons (2-8 GeV) in each of two presets, ``<preset>.h5`` in the returned folder:
+    the real-shower training data of the model-family tests."""
+    from calofm.simulate.detectors import get_detector
+    from calofm.simulate.gun import Gun, Spectrum
+    from calofm.simulate.runner import Run, simulate
+
+    folder = tmp_path_factory.mktemp("geant4")
+    gun = Gun("e-", Spectrum.parse("loguniform:2:8"))
+    for seed, name in enumerate(GEANT4_PRESETS):
+        simulate(Run(get_detector(name), gun, 400, seed=seed), folder / f"{name}.h5", workers=2, progress=False)
+    return folder
+
+
+def _held_out_distances(model, reference) -> dict:
+    """Seed-000 distances of ``model``'s showers for a held-out detector part's conditions from Geant4's."""
+    from calofm.evaluate.distances import observable_distances
+    from calofm.evaluate.samples import sample_from_arrays
+    from calofm.evaluate.suite import observables
+
+    s = reference.showers
+    rows = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, reference.name, seed=1)))
+    g4 = sample_from_arrays("g4", s.showers, s.energy, reference.readout)
+    generated = sample_from_arrays("model", rows, s.energy, reference.readout)
+    return observable_distances(observables(g4, reference.readout), observables(generated, reference.readout),
+                                n_bootstrap=3)
+
+
+@pytest.fixture(scope="session")
+def held_out_distances():
+    return _held_out_distances

@@ -215,7 +215,7 @@ def test_adaptation_errors_name_the_problem(toys, tmp_path, capsys, tiny_run_con
     write_showers(tmp_path / "d3.h5", toy_showers(ds3, 4, seed=0), "calochallenge", ds3, {"detector": "d3"})
     code = main(["adapt", "--from", str(toys / "base"), "--data", str(tmp_path / "d3.h5"), "--steps", "1",
                  "--out", str(tmp_path / "y"), "--no-progress"])
-    assert code == 2 and "mesh (18, 50, 45) differs from the base model's (9, 16, 45)" in capsys.readouterr().err
+    assert code == 2 and "gives model shape (18, 50, 45), the base model's is (9, 16, 45)" in capsys.readouterr().err
     code = main(["adapt", "--from", str(toys / "base"), "--data", str(toys / "c.h5"), "--strategy", "lora",
                  "--arg", "rank=3", "--steps", "1", "--out", str(tmp_path / "z"), "--no-progress"])
     assert code == 2 and "unknown argument 'rank'" in capsys.readouterr().err

@@ -9,32 +9,21 @@ import yaml
 
 from calofm.cli.main import main
 from calofm.data import open_showers
-from calofm.evaluate.distances import (
-    observable_distances,
-    six_observable_geometric_mean,
-)
-from calofm.evaluate.samples import sample_from_arrays
-from calofm.evaluate.suite import observables
-from calofm.simulate.detectors import get_detector
-from calofm.simulate.gun import Gun, Spectrum
-from calofm.simulate.runner import Run, simulate
+from calofm.evaluate.distances import six_observable_geometric_mean
 from calofm.train import TrainedModel, assemble, load_config, load_model
 
-PRESETS = ("par04-siw", "par04-scipb")
-N_SHOWERS = 400   # per preset; a quarter is held out
+PRESETS = ("par04-siw", "par04-scipb")  # conftest.GEANT4_PRESETS: 400 showers each; a quarter is held out
 STEPS = 500
 TINY = {"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144}
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(geant4_presets, tmp_path_factory):
     """Geant4 showers of two presets and a tiny EDM trained on them through `calofm train`."""
     folder = tmp_path_factory.mktemp("calodit")
-    gun = Gun("e-", Spectrum.parse("loguniform:2:8"))
-    for seed, name in enumerate(PRESETS):
-        simulate(Run(get_detector(name), gun, N_SHOWERS, seed=seed), folder / f"{name}.h5", workers=2, progress=False)
     config = {"out": str(folder / "edm"),
-              "data": {"detectors": {name: str(folder / f"{name}.h5") for name in PRESETS}, "val_fraction": 0.25},
+              "data": {"detectors": {name: str(geant4_presets / f"{name}.h5") for name in PRESETS},
+                       "val_fraction": 0.25},
               "model": {"backbone": "dit", "args": TINY},
               "train": {"steps": STEPS, "batch_size": 64, "lr": 2e-3, "checkpoint_every": 200, "log_every": 50,
                         "device": "cpu", "validate_showers": 100}}
@@ -51,27 +40,17 @@ def held_out(folder, name):
     return next(d for d in assemble(config).validation if d.name == name)
 
 
-def distances(model: TrainedModel, reference) -> dict:
-    """Seed-000 distances of the model's showers for the held-out conditions from Geant4's."""
-    s = reference.showers
-    rows = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, reference.name, seed=1)))
-    g4 = sample_from_arrays("g4", s.showers, s.energy, reference.readout)
-    generated = sample_from_arrays("model", rows, s.energy, reference.readout)
-    return observable_distances(observables(g4, reference.readout), observables(generated, reference.readout),
-                                n_bootstrap=3)
-
-
 def w1(d, key):
     return d[key]["wasserstein"][0]
 
 
-def test_trained_model_scores_clearly_better_than_untrained(workspace):
+def test_trained_model_scores_clearly_better_than_untrained(workspace, held_out_distances):
     trained = load_model(workspace / "edm")
     built = assemble(load_config(workspace / "edm.yaml"))
     untrained = TrainedModel(built.describe, built.process.sampler())
     for name in PRESETS:
         reference = held_out(workspace, name)
-        good, bad = distances(trained, reference), distances(untrained, reference)
+        good, bad = held_out_distances(trained, reference), held_out_distances(untrained, reference)
         # an untrained CaloDiT-2 deposits nothing above threshold: no voxel spectrum, no profiles
         assert six_observable_geometric_mean(bad)[0] == np.inf
         assert np.isfinite(six_observable_geometric_mean(good)[0])
@@ -116,7 +95,7 @@ def test_unknown_detector_is_a_one_line_error(workspace, capsys):
     assert not (workspace / "x.h5").exists()
 
 
-def test_consistency_distillation_gives_a_one_step_generator(workspace):
+def test_consistency_distillation_gives_a_one_step_generator(workspace, held_out_distances):
     config = {"out": str(workspace / "cd"), "process": {"name": "cd", "teacher": str(workspace / "edm")},
               "train": {"steps": 40, "batch_size": 32, "lr": 1e-4, "ema": None, "log_every": 10,
                         "checkpoint_every": 40, "device": "cpu", "validate_showers": 50}}
@@ -127,5 +106,5 @@ def test_consistency_distillation_gives_a_one_step_generator(workspace):
     teacher = load_model(workspace / "edm")
     assert student.describe["voxels"] == teacher.describe["voxels"]  # the teacher's preprocessing
     reference = held_out(workspace, "par04-siw")
-    one_step, heun = distances(student, reference), distances(teacher, reference)
+    one_step, heun = held_out_distances(student, reference), held_out_distances(teacher, reference)
     assert w1(one_step, "longitudinal_profile") < 2 * w1(heun, "longitudinal_profile") + 0.1

@@ -60,9 +60,11 @@ def test_every_subcommand_explains_itself():
 
 
 def test_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, one_thread):
-    assert main(["demo", "--scale", "smoke", "--out", str(tmp_path), "--workers", "2", "--no-progress"]) == 0
+    assert main(["demo", "--scale", "smoke", "--out", str(tmp_path), "--workers", "2", "--no-progress",
+                 "--families", "dit,vit"]) == 0
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(summary["rows"]) == ["scratch", "full", "bitfit", "lora"]
+    assert list(summary["rows"]) == ["scratch", "full", "bitfit", "lora", "vit scratch", "vit full", "vit reinit"]
+    assert set(summary["gain_over_scratch"]) == {"full", "bitfit", "lora", "vit full", "vit reinit"}
     for row in summary["rows"].values():
         gm = row["sizes"]["40"]["gm"]
         assert gm["value"] > 0 and gm["error"] > 0
@@ -70,3 +72,5 @@ def test_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, 
     report = (tmp_path / "report.md").read_text()
     assert "| bitfit |" in report and "Gain over scratch" in report and "(study_gm.png)" in report
     assert "report:" in capsys.readouterr().out
+    assert main(["demo", "--families", "dit,gan", "--out", str(tmp_path / "x")]) == 2
+    assert "--families: unknown family 'gan'; known: dit, vit" in capsys.readouterr().err

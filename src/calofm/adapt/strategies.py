@@ -1,8 +1,11 @@
 """Transfer strategies: which parts of a pre-trained backbone train on a new detector, and how.
 
-A strategy acts on a backbone through its ``ROLES`` (input, noise, condition, blocks, output;
-see :class:`calofm.models.dit.DiT`) and its ``init_weights(module)``, never through its layout,
-so every model family gets the same strategies. Strategies (seed 000 section 4.3, seed 002
+A strategy acts on a backbone through its ``ROLES`` (input, noise, condition, blocks, output and,
+where the backbone has one, position; see :class:`calofm.models.dit.DiT`) and its
+``init_weights(module)``, never through its layout, so every model family gets the same
+strategies. A role names one submodule or a list of them (a two-network backbone such as
+:class:`calofm.models.vit.CaloDREAM` has a condition embedding in each); ``blocks`` is one
+``nn.ModuleList``. Strategies (seed 000 section 4.3, seed 002
 section 5, seed 004 section 2):
 
     scratch     fresh weights, everything trains (the baseline)
@@ -14,8 +17,8 @@ section 5, seed 004 section 2):
     condition   the condition embedding only (+ the new detector slot)
     slot        only the new detector slot's column of the first condition layer: every other
                 weight is frozen, so pre-training detectors generate bit-identically
-    reinit      input and output layers re-initialised and trained with ``lr_mult`` (default 5)
-                times the learning rate, everything else from the pre-trained weights
+    reinit      input, output and position parts re-initialised and trained with ``lr_mult``
+                (default 5) times the learning rate, everything else from the pre-trained weights
 
 The new detector slot: a strategy that freezes the condition input layer still trains its
 column for the new slot, as a separate delta (a parametrisation), so the frozen columns stay
@@ -36,7 +39,9 @@ STRATEGIES = ("scratch", "full", "bitfit", "top-k", "lora", "condition", "slot",
 # ratios of seed 000 table 4 (BitFit 4x, LoRA 2x the full fine-tuning rate)
 DEFAULT_LR = {"scratch": 1e-3, "full": 1e-4, "bitfit": 4e-4, "top-k": 1e-4, "lora": 2e-4,
               "condition": 1e-3, "slot": 1e-3, "reinit": 1e-4}
-ARGS = {"top-k": {"k": 2}, "lora": {"r": 8, "alpha": 8}, "reinit": {"lr_mult": 5.0}}
+REINIT_LR_MULT = 5.0  # seed 004: re-initialised layers train at five times the base learning rate
+ARGS = {"top-k": {"k": 2}, "lora": {"r": 8, "alpha": 8}, "reinit": {"lr_mult": REINIT_LR_MULT}}
+OPTIONAL_ROLES = ("position",)  # roles a backbone may lack: the strategies then skip them
 
 
 @dataclass
@@ -56,6 +61,18 @@ class Adaptation:
     def describe(self) -> dict:
         return {"strategy": self.strategy, "args": self.args, "trainable": self.trainable,
                 "base_parameters": self.base_parameters, "percent": round(self.percent, 4)}
+
+    def train_too(self, net: nn.Module, names: list[str], lr_mult: float) -> None:
+        """Make the parameters ``names`` of ``net`` (parts a new geometry re-initialised) train under
+        this strategy too, at ``lr_mult`` times the learning rate; the counts follow."""
+        params = dict(net.named_parameters())
+        for name in names:
+            module, _, attr = name.rpartition(".")
+            if name not in params:  # a weight that now carries the new slot's delta
+                name = f"{module}.parametrizations.{attr}.original"
+            params[name].requires_grad_(True)
+            self.lr_scale[name] = lr_mult
+        self.trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
 
     @staticmethod
     def fold(net: nn.Module) -> nn.Module:
@@ -83,20 +100,37 @@ class SlotDelta(nn.Module):
         return weight.index_add(1, torch.tensor([self.column], device=weight.device), self.delta[:, None])
 
 
-def role(net: nn.Module, name: str) -> nn.Module:
-    """The submodule of ``net`` that plays ``name`` (one of its ``ROLES``)."""
+def paths(net: nn.Module, name: str) -> list[str]:
+    """The submodule paths of ``net`` that play ``name`` (one of its ``ROLES``); [] for an optional
+    role (``position``) the backbone lacks."""
     roles = getattr(type(net), "ROLES", None)
-    if roles is None or name not in roles:
+    if roles is None or (name not in roles and name not in OPTIONAL_ROLES):
         raise TypeError(f"{type(net).__name__} does not declare the role {name!r} (ROLES: {roles})")
-    return net.get_submodule(roles[name])
+    value = roles.get(name, [])
+    return [value] if isinstance(value, str) else list(value)
 
 
-def condition_input(net: nn.Module) -> nn.Linear:
-    """The first linear layer of the condition role: the one that reads the detector one-hot."""
-    for module in role(net, "condition").modules():
-        if isinstance(module, nn.Linear):
-            return module
-    raise TypeError(f"{type(net).__name__}'s condition role has no linear layer")
+def parts(net: nn.Module, name: str) -> list[nn.Module]:
+    """The submodules of ``net`` that play ``name``."""
+    return [net.get_submodule(path) for path in paths(net, name)]
+
+
+def role(net: nn.Module, name: str) -> nn.Module:
+    """The one submodule that plays ``name`` (``blocks``: an ``nn.ModuleList``)."""
+    found = parts(net, name)
+    if len(found) != 1:
+        raise TypeError(f"{type(net).__name__}'s role {name!r} must be one submodule, got {paths(net, name)}")
+    return found[0]
+
+
+def condition_inputs(net: nn.Module) -> list[nn.Linear]:
+    """The first linear layer of each condition part: the ones that read the detector one-hot."""
+    layers = []
+    for part in parts(net, "condition"):
+        layers.append(next((m for m in part.modules() if isinstance(m, nn.Linear)), None))
+        if layers[-1] is None:
+            raise TypeError(f"{type(net).__name__}'s condition role has a part without a linear layer")
+    return layers
 
 
 def apply(strategy: str, net: nn.Module, slot_column: int, **args) -> Adaptation:
@@ -115,10 +149,11 @@ def apply(strategy: str, net: nn.Module, slot_column: int, **args) -> Adaptation
     if strategy == "scratch":
         net.init_weights(net)
     elif strategy == "reinit":
-        for name in ("input", "output"):
-            net.init_weights(role(net, name))
-            prefix = net.ROLES[name] + "."
-            lr_scale.update({n: float(args["lr_mult"]) for n, _ in net.named_parameters() if n.startswith(prefix)})
+        prefixes = tuple(p + "." for name in ("input", "output", "position") for p in paths(net, name))
+        for name in ("input", "output", "position"):
+            for part in parts(net, name):
+                net.init_weights(part)
+        lr_scale.update({n: float(args["lr_mult"]) for n, _ in net.named_parameters() if n.startswith(prefixes)})
     elif strategy == "bitfit":
         for name, p in net.named_parameters():
             p.requires_grad_(name.endswith("bias"))
@@ -126,17 +161,18 @@ def apply(strategy: str, net: nn.Module, slot_column: int, **args) -> Adaptation
         blocks = role(net, "blocks")
         if not 1 <= args["k"] <= len(blocks):
             raise ValueError(f"strategy top-k: k must be in 1..{len(blocks)}, got {args['k']}")
-        for module in [*blocks[len(blocks) - args["k"]:], role(net, "noise"), role(net, "condition")]:
+        for module in [*blocks[len(blocks) - args["k"]:], *parts(net, "noise"), *parts(net, "condition")]:
             module.requires_grad_(True)
     elif strategy == "condition":
-        role(net, "condition").requires_grad_(True)
+        for module in parts(net, "condition"):
+            module.requires_grad_(True)
     elif strategy == "lora":
         _inject_lora(net, args["r"], args["alpha"])
-    if strategy in ("bitfit", "lora", "slot"):  # the condition input layer is frozen: train the new slot's column
-        layer = condition_input(net)
-        if not 0 <= slot_column < layer.in_features:
-            raise ValueError(f"slot column {slot_column} outside the condition input ({layer.in_features})")
-        parametrize.register_parametrization(layer, "weight", SlotDelta(layer.out_features, slot_column))
+    if strategy in ("bitfit", "lora", "slot"):  # the condition input layers are frozen: train the new slot's column
+        for layer in condition_inputs(net):
+            if not 0 <= slot_column < layer.in_features:
+                raise ValueError(f"slot column {slot_column} outside the condition input ({layer.in_features})")
+            parametrize.register_parametrization(layer, "weight", SlotDelta(layer.out_features, slot_column))
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     return Adaptation(strategy, args, base, trainable, lr_scale)
 
@@ -146,6 +182,6 @@ def _inject_lora(net: nn.Module, r: int, alpha: float) -> None:
     adapters train."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    prefix = net.ROLES["blocks"]
+    prefix = paths(net, "blocks")[0]
     targets = [f"{prefix}.{n}" for n, m in role(net, "blocks").named_modules() if isinstance(m, nn.Linear)]
     inject_adapter_in_model(LoraConfig(r=int(r), lora_alpha=alpha, target_modules=targets, lora_dropout=0.0), net)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
 from calofm.adapt import ARGS, DEFAULT_LR, STRATEGIES
 from calofm.cli.train import key_values
 from calofm.core.errors import CalofmError, InputError
@@ -20,21 +22,25 @@ STRATEGY_HELP = ("scratch (fresh weights), full (all weights), bitfit (biases), 
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("adapt", help="adapt a pre-trained EDM run to a new detector",
-                       description="Adapt a pre-trained EDM run to a new detector's showers, in the model's free "
-                                   "detector slot, with one transfer strategy; optionally re-distil the one-step CD "
-                                   "student (initialised from the pre-trained CD run, the adapted EDM as teacher). "
-                                   "Writes OUT (the adapted EDM run) and OUT/cd. Strategies: " + STRATEGY_HELP + ".",
+    p = sub.add_parser("adapt", help="adapt a pre-trained run (EDM or flow matching) to a new detector",
+                       description="Adapt a pre-trained run of any model family (CaloDiT-2 EDM, CaloDREAM++ flow "
+                                   "matching) to a new detector's showers, in the model's free detector slot, with "
+                                   "one transfer strategy; optionally re-distil the one-step CD student of an EDM run "
+                                   "(initialised from the pre-trained CD run, the adapted EDM as teacher). "
+                                   "Writes OUT (the adapted run) and OUT/cd. Strategies: " + STRATEGY_HELP + ".",
                        epilog="example: calofm adapt --from runs/pretrain --data scipb.h5 --strategy lora --arg r=16 "
                               "--n-train 100 --cd runs/pretrain-cd --out runs/scipb-lora",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="base", required=True, help="pre-trained EDM run folder")
+    p.add_argument("--from", dest="base", required=True, help="pre-trained run folder (EDM or flow matching)")
     p.add_argument("--data", type=Path, required=True, help="the new detector's Geant4 showers (any calofm format)")
     p.add_argument("--detector", help="name of the new detector (default: the file's 'detector' attribute)")
     p.add_argument("--strategy", default="full", choices=STRATEGIES, help="transfer strategy (default full)")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                    help="strategy argument: " + "; ".join(f"{s}: {', '.join(f'{k}={v}' for k, v in a.items())}"
                                                           for s, a in ARGS.items()))
+    p.add_argument("--patch", metavar="YAML", help="a flow-matching (vit) base adapted to another geometry: the "
+                                                  "target's patch, e.g. '[1, 5, 1]' or one per grid "
+                                                  "'[[5, 5, 3], [3, 5, 5]]' (default: the base's patch)")
     p.add_argument("--n-train", type=int, help="use this many training showers (a nested subset; default all)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="fraction held out for validation during training (default 0: evaluate on a test file)")
@@ -67,13 +73,15 @@ STUDY_EXAMPLE = """\
 example study.yaml:
 
   out: studies/scipb
-  base: runs/pretrain                  # pre-trained EDM run
+  base: runs/pretrain                  # pre-trained run (EDM or flow matching)
   target: {name: par04-scipb, train: scipb_train.h5, test: scipb_test.h5}
-  strategies:                          # label: {strategy, args, train}; label alone = that strategy
+  strategies:                          # label: {strategy, args, train, base}; label alone = that strategy
     scratch: {}
     full: {}
     bitfit: {}
     lora-r16: {strategy: lora, args: {r: 16, alpha: 16}}
+    vit-scratch: {strategy: scratch, base: runs/vit}   # another family beside it, gain vs its own scratch
+    vit-full: {strategy: full, base: runs/vit}
   sizes: [100, 1000]
   seeds: [0, 1, 2]
   train: {steps: 5000, batch_size: 256}    # any train.* key, for every cell (a strategy's own train: wins)
@@ -93,7 +101,8 @@ def adapt(args) -> int:
     raw = {"out": str(args.out),
            "data": {"detectors": {str(detector): [str(args.data)]}, "n_train": args.n_train,
                     "val_fraction": args.val_fraction, "split_seed": args.seed},
-           "adapt": {"base": args.base, "strategy": args.strategy, "args": key_values(args.arg, "--arg")},
+           "adapt": {"base": args.base, "strategy": args.strategy, "args": key_values(args.arg, "--arg"),
+                     "model": {} if args.patch is None else {"patch": yaml.safe_load(args.patch)}},
            "train": train}
     fit(_config(raw), "adapt", progress=not args.no_progress)
     if args.cd:

@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from calofm.core.errors import CalofmError
+from calofm.generative import SOLVERS
 from calofm.simulate.gun import Spectrum
 from calofm.train.config import load_config
 from calofm.train.run import load_model
@@ -25,13 +26,19 @@ example config (CaloDiT-2 pre-training; every key but data.detectors has a defau
     val_fraction: 0.05
   model: {backbone: dit, args: {patch: [3, 2, 3], dim: 384, depth: 6, heads: 6, mlp_dim: 1536}}
   process: {name: edm}     # or {name: cd, teacher: runs/pretrain} for consistency distillation
+
+CaloDREAM++ (energy network + universal ViT, factorised flow matching; any layered readout):
+
+  model: {backbone: vit, args: {patch: [3, 16, 1], dim: 480, depth: 6, heads: 6, mlp_dim: 1920,
+          energy: {dim: 64, heads: 4, encoder_layers: 4, decoder_layers: 4, ff_dim: 1024}}}
+  process: {name: cfm, args: {solver: rk4, steps: 20}}   # patch: one per grid for irregular readouts
   train: {steps: 100000, batch_size: 256, lr: 5.0e-4, weight_decay: 1.0e-4, warmup: 0.1, decay: 0.4,
           ema: 0.999, precision: fp32, compile: false, checkpoint_every: 1000, validate_every: 5000}
 """
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a model (EDM, or consistency distillation of an EDM run)",
+    p = sub.add_parser("train", help="train a model (EDM, flow matching, or consistency distillation of an EDM run)",
                        description="Train the model a YAML config describes, on one or several detectors' "
                                    "Geant4 showers. Writes the run folder: checkpoint.safetensors (+ .json; "
                                    "the run resumes from it when re-run with the same config), "
@@ -60,7 +67,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--detector", required=True, help="detector name (one the model was trained or adapted on)")
     p.add_argument("--theta", default=str(math.pi / 2), help="polar angle in rad, same forms (default pi/2)")
     p.add_argument("--phi", default="0", help="azimuth in rad, same forms (default 0)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 32 for EDM, 1 for CD)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 32 for EDM, 1 for CD, 20 for CFM)")
+    p.add_argument("--solver", choices=SOLVERS, help="ODE solver of a flow-matching model (default: the model's, "
+                                                     "rk4; adaptive: dopri5, ignores --steps)")
     p.add_argument("--batch-size", type=int, default=1000, help="showers per batch (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed of conditions and noise (default 0)")
@@ -101,6 +110,10 @@ def generate(args) -> int:
         raise CalofmError(str(exc)) from None
     model = load_model(args.model, args.device)
     model.readout(args.detector)  # an unknown detector fails before any work
+    if args.solver:
+        if not hasattr(model.process, "set_solver"):
+            raise CalofmError(f"--solver: {args.model} is a {model.describe['process']} model, not flow matching")
+        model.process.set_solver(args.solver)
     rng = np.random.default_rng(args.seed)
     energy = np.array([energy_gev.draw(rng) for _ in range(args.n)]) * 1000.0
     thetas = np.array([theta.draw(rng) for _ in range(args.n)])

@@ -1,9 +1,9 @@
-"""Mesh showers of several detectors as model tensors: (N, R, A, Z) voxels plus condition vectors.
+"""Showers of several detectors as model tensors (a representation's encoding plus condition vectors).
 
 Every detector's files are read whole (a few 10k showers of 6480 voxels fit in memory), split
 deterministically into train and validation parts, optionally cut to a nested subset of the
-training part, and checked to share one regular mesh shape: the universal representation lets
-one model serve detectors whose mesh bin sizes differ.
+training part, and checked to share one model shape: the universal representation lets one model
+serve detectors whose mesh bin sizes differ.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import torch
 
 from calofm.core.errors import InputError
 from calofm.data.files import open_showers
-from calofm.data.preprocess import ConditionTransform, VoxelTransform
+from calofm.data.preprocess import REPRESENTATIONS, ConditionTransform, LayerRatioTransform, VoxelTransform
 from calofm.data.showers import Showers
 from calofm.data.splits import nested_subset, split_indices
-from calofm.geometry.orders import reorder
 
 NORMAL_THETA = math.pi / 2  # Par04 convention: normal incidence on the layers
 
@@ -34,24 +33,19 @@ class DetectorShowers:
     readout: object
     notes: list[str]
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(R, A, Z): the model's layout of this detector's mesh."""
-        n_z, n_a, n_r = self.readout.shape
-        return n_r, n_a, n_z
-
     def take(self, index) -> DetectorShowers:
         return DetectorShowers(self.name, self.showers.take(index), self.readout, self.notes)
 
 
-def read_detector(name: str, paths: list[str | Path]) -> DetectorShowers:
-    """All showers of ``paths`` (one detector), with theta/phi filled where the files lack them."""
+def read_detector(name: str, paths: list[str | Path], regular: bool = True) -> DetectorShowers:
+    """All showers of ``paths`` (one detector), with theta/phi filled where the files lack them;
+    ``regular``: the readout must be a regular (z, alpha, r) mesh (what mesh backbones take)."""
     parts, readout, notes = [], None, []
     for path in paths:
         with open_showers(path) as f:
-            if not f.readout.is_regular:
+            if regular and not getattr(f.readout, "is_regular", False):
                 raise InputError(path, f"binning {f.readout.describe()} is not a regular (z, alpha, r) mesh")
-            if readout is not None and f.readout.shape != readout.shape:
+            if readout is not None and f.readout.layer_shapes() != readout.layer_shapes():
                 raise InputError(path, f"mesh {f.readout.describe()} differs from the detector's other files "
                                        f"({readout.describe()})")
             readout = readout or f.readout
@@ -79,33 +73,26 @@ def split_detector(data: DetectorShowers, val_fraction: float, n_train: int | No
     return data.take(train), data.take(parts["val"])
 
 
-def common_shape(detectors: list[DetectorShowers]) -> tuple[int, int, int]:
-    shapes = {d.name: d.shape for d in detectors}
-    if len(set(shapes.values())) != 1:
-        raise ValueError("detectors must share one mesh shape (R, A, Z); got "
-                         + ", ".join(f"{k}: {v}" for k, v in shapes.items()))
-    return next(iter(shapes.values()))
+def fit_representation(kind: str, detectors: list[DetectorShowers]):
+    """The representation ``kind`` fitted on the (pre-training) ``detectors``."""
+    if kind == VoxelTransform.kind:
+        return VoxelTransform.fit(d.showers.showers for d in detectors)
+    if kind == LayerRatioTransform.kind:
+        return LayerRatioTransform.fit((d.showers.showers, d.showers.energy, d.readout) for d in detectors)
+    raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
 
 
-def to_model_layout(showers: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
-    """CaloChallenge rows (N, Z*A*R) -> (N, R, A, Z) tensor."""
-    n_r, n_a, n_z = shape
-    return torch.from_numpy(reorder(showers, "calochallenge", "lemurs", (n_z, n_a, n_r)))
-
-
-def from_model_layout(x: torch.Tensor) -> np.ndarray:
-    """(N, R, A, Z) tensor -> CaloChallenge rows (N, Z*A*R)."""
-    n_r, n_a, n_z = x.shape[1:]
-    return reorder(x.detach().cpu().numpy(), "lemurs", "calochallenge", (n_z, n_a, n_r))
-
-
-def tensors(detectors: list[DetectorShowers], voxels: VoxelTransform, conditions: ConditionTransform
+def tensors(detectors: list[DetectorShowers], representation, conditions: ConditionTransform
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Preprocessed (x, cond) of all ``detectors``, concatenated in order."""
-    shape = common_shape(detectors)
+    """Preprocessed (x, cond) of all ``detectors``, concatenated in order; ``representation`` is a
+    fitted :mod:`calofm.data.preprocess` representation (all detectors must give one state shape)."""
+    shapes = {d.name: representation.state_shape(d.readout) for d in detectors}
+    if len(set(shapes.values())) != 1:
+        raise ValueError("detectors must share one model shape; got "
+                         + ", ".join(f"{k}: {v}" for k, v in shapes.items()))
     xs, cs = [], []
     for d in detectors:
         s = d.showers
-        xs.append(voxels.forward(to_model_layout(s.showers.astype(np.float32), shape)))
+        xs.append(representation.encode(s.showers, s.energy, d.readout))
         cs.append(conditions.forward(s.energy, s.theta, s.phi, conditions.slot(d.name)))
     return torch.cat(xs), torch.cat(cs)

@@ -1,6 +1,15 @@
-"""Invertible preprocessing of mesh showers and their conditions (CaloDiT-2, seed 002 sections 3.2.2, 5.1).
+"""Invertible preprocessing of showers and their conditions: the model tensors of each family.
 
-Voxels: clip below 15.15 keV, then x_hat = (log(x + 1e-6) - mu) / sigma with ONE scalar mu and
+A *representation* turns CaloChallenge-order voxel rows (N, n_voxels) in MeV and the incident
+energies into the tensor a model is trained on (``encode``) and back (``decode``), and says that
+tensor's per-shower shape for a readout (``state_shape``); ``REPRESENTATIONS`` maps its ``kind``
+(stored in ``to_dict``) to its class. Two exist:
+
+* :class:`VoxelTransform` (``mesh``, CaloDiT-2): the (R, A, Z) mesh of log voxels.
+* :class:`LayerRatioTransform` (``layer_ratios``, CaloDREAM): the layer-energy ratios u, then every
+  voxel as a fraction of its layer's energy, flat; any layered readout, regular or not.
+
+Mesh voxels (CaloDiT-2, seed 002 sections 3.2.2, 5.1): clip below 15.15 keV, then x_hat = (log(x + 1e-6) - mu) / sigma with ONE scalar mu and
 sigma shared by all voxels of all pre-training detectors. The inverse clips again, so
 ``inverse(forward(x))`` gives back the clipped showers exactly up to float rounding. The inverse
 also caps log(x + eps) at the largest value seen in the fit: through exp(), a model's rare
@@ -14,24 +23,40 @@ Both work on torch tensors so that generation and exported graphs post-process i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from calofm.core.errors import CalofmError
 from calofm.core.units import keV
+from calofm.geometry.orders import reorder
 
 VOXEL_THRESHOLD = 15.15 * keV  # 0.5 keV in silicon / sampling fraction 0.033 (DESIGN.md)
 LOG_EPS = 1e-6                 # MeV, inside the log
 N_KINEMATIC = 4                # E, sin phi, cos phi, theta
 
 
+def to_model_layout(showers: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
+    """CaloChallenge rows (N, Z*A*R) -> (N, R, A, Z) tensor."""
+    n_r, n_a, n_z = shape
+    return torch.from_numpy(reorder(showers, "calochallenge", "lemurs", (n_z, n_a, n_r)))
+
+
+def from_model_layout(x: torch.Tensor) -> np.ndarray:
+    """(N, R, A, Z) tensor -> CaloChallenge rows (N, Z*A*R)."""
+    n_r, n_a, n_z = x.shape[1:]
+    return reorder(x.detach().cpu().numpy(), "lemurs", "calochallenge", (n_z, n_a, n_r))
+
+
 @dataclass
 class VoxelTransform:
     """Threshold, log and one shared standardisation; ``fit`` streams over any number of arrays."""
 
+    kind: ClassVar[str] = "mesh"
     mean: float
     std: float
     log_max: float = math.inf  # largest log(x + eps) of the fitted data
@@ -62,12 +87,157 @@ class VoxelTransform:
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         return self.clip(torch.exp((y * self.std + self.mean).clamp(max=self.log_max)) - self.eps)
 
+    @staticmethod
+    def state_shape(readout) -> tuple[int, ...]:
+        """(R, A, Z) of a regular mesh."""
+        n_z, n_a, n_r = readout.shape
+        return n_r, n_a, n_z
+
+    def encode(self, rows: np.ndarray, energy: np.ndarray, readout) -> torch.Tensor:
+        return self.forward(to_model_layout(np.asarray(rows, dtype=np.float32), self.state_shape(readout)))
+
+    def decode(self, x: torch.Tensor, energy: np.ndarray) -> np.ndarray:
+        return from_model_layout(self.inverse(x.float()))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"kind": self.kind, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> VoxelTransform:
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
+def layer_ratios(layer_energy: torch.Tensor, incident: torch.Tensor, u0_scale: float) -> torch.Tensor:
+    """Stick-breaking ratios (CaloFlow, seed 004 ref. [36]) of (N, L) layer energies: u_0 =
+    E_total / (u0_scale E_inc), u_i = E_(i-1) / sum_(j >= i-1) E_j for i = 1 .. L-1 (0 when nothing
+    is left). All in [0, 1] while E_total <= u0_scale E_inc."""
+    remaining = layer_energy.flip(1).cumsum(1).flip(1)  # sum over j >= i
+    u_rest = torch.where(remaining[:, :-1] > 0, layer_energy[:, :-1] / remaining[:, :-1].clamp(min=1e-30),
+                         torch.zeros_like(remaining[:, :-1]))
+    return torch.cat([remaining[:, :1] / (u0_scale * incident[:, None]), u_rest], dim=1)
+
+
+def energies_from_ratios(u: torch.Tensor, incident: torch.Tensor, u0_scale: float) -> torch.Tensor:
+    """The inverse of :func:`layer_ratios`: (N, L) layer energies; u_i (i >= 1) are clamped to [0, 1]
+    and u_0 to >= 0 first, so any model output gives non-negative energies summing to u_0 s E_inc."""
+    total = u[:, :1].clamp(min=0) * u0_scale * incident[:, None]
+    fractions = u[:, 1:].clamp(0, 1)
+    left = torch.cat([torch.ones_like(total), torch.cumprod(1 - fractions, dim=1)], dim=1)  # share not yet taken
+    return total * left * torch.cat([fractions, torch.ones_like(total)], dim=1)
+
+
+@dataclass
+class LayerRatioTransform:
+    """CaloDREAM's representation (seed 004 section 2.2): [u, normalised voxels], flat.
+
+    Layer energies become the ratios u of :func:`layer_ratios`; every voxel becomes its fraction of
+    its layer's energy. Both go through logit(alpha + (1 - 2 alpha) p), then one mean and std each
+    (u and voxels), fitted on the pre-training data and kept by every adaptation: bounded variables
+    keep their boundaries whatever the detector (seed 004 section 2.2, "Embedding of the
+    conditions"). ``decode`` renormalises the generated fractions of each layer to sum to one before
+    scaling them by the generated layer energy, then clips at the voxel threshold.
+    """
+
+    kind: ClassVar[str] = "layer_ratios"
+    layer_sizes: list[int]          # voxels of each read-out layer, in voxel order
+    u0_scale: float                 # E_total / E_inc of the fit's showers is at most 1 / 2 of it
+    u_mean: float = 0.0
+    u_std: float = 1.0
+    v_mean: float = 0.0
+    v_std: float = 1.0
+    alpha: float = 1e-6
+    threshold: float = VOXEL_THRESHOLD
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_sizes)
+
+    @staticmethod
+    def sizes_of(readout) -> list[int]:
+        """Voxels of each read-out layer of ``readout`` (layers without voxels left out)."""
+        return [slow * fast for slow, fast in readout.layer_shapes() if slow * fast]
+
+    def state_shape(self, readout) -> tuple[int, ...]:
+        return (self.n_layers + int(sum(self.sizes_of(readout))),)
+
+    def for_readout(self, readout) -> LayerRatioTransform:
+        """This transform for another readout's layers: the same u0 scale, logits and standardisation
+        (seed 004 section 6 keeps the preprocessing's boundaries when the geometry changes)."""
+        return dataclasses.replace(self, layer_sizes=self.sizes_of(readout))
+
+    @classmethod
+    def fit(cls, parts, alpha: float = 1e-6, threshold: float = VOXEL_THRESHOLD) -> LayerRatioTransform:
+        """Fit on ``parts``: (rows, incident energies, readout) of every pre-training detector."""
+        parts = list(parts)
+        sizes = {tuple(cls.sizes_of(readout)) for _, _, readout in parts}
+        if len(sizes) != 1:
+            raise ValueError("the detectors' readouts have different layers; one layer-ratio model needs one")
+        ratio = max(float((np.where(rows < threshold, 0, rows).sum(1) / energy).max()) for rows, energy, _ in parts)
+        tf = cls(layer_sizes=list(next(iter(sizes))), u0_scale=2.0 * ratio, alpha=alpha, threshold=threshold)
+        u, v = zip(*(tf._logits(rows, energy) for rows, energy, _ in parts))
+        u, v = torch.cat(u), torch.cat(v)
+        return cls(tf.layer_sizes, tf.u0_scale, float(u.mean()), float(u.std().clamp(min=1e-6)),
+                   float(v.mean()), float(v.std().clamp(min=1e-6)), alpha, threshold)
+
+    def _logit(self, p: torch.Tensor) -> torch.Tensor:
+        return torch.logit(self.alpha + (1 - 2 * self.alpha) * p)
+
+    def _expit(self, y: torch.Tensor) -> torch.Tensor:
+        return ((torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)).clamp(0, 1)
+
+    def _layer_index(self, device=None) -> torch.Tensor:
+        return torch.repeat_interleave(torch.arange(self.n_layers, device=device),
+                                       torch.tensor(self.layer_sizes, device=device))
+
+    def _logits(self, rows: np.ndarray, energy: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unstandardised logits of u (N, L) and of the voxel fractions (N, V), in float64."""
+        x = torch.as_tensor(np.asarray(rows), dtype=torch.float64)
+        if x.ndim != 2 or x.shape[1] != sum(self.layer_sizes):
+            raise ValueError(f"showers of shape {tuple(x.shape)} do not match this model's "
+                             f"{sum(self.layer_sizes)} voxels in {self.n_layers} layers")
+        x = torch.where(x < self.threshold, torch.zeros_like(x), x)
+        index = self._layer_index()
+        layer = torch.zeros((len(x), self.n_layers), dtype=x.dtype).index_add_(1, index, x)
+        per_voxel = layer[:, index]
+        fraction = torch.where(per_voxel > 0, x / per_voxel.clamp(min=1e-30), torch.zeros_like(x))
+        u = layer_ratios(layer, torch.as_tensor(np.asarray(energy), dtype=torch.float64), self.u0_scale)
+        return self._logit(u), self._logit(fraction)
+
+    def encode(self, rows: np.ndarray, energy: np.ndarray, readout=None) -> torch.Tensor:
+        """(N, L + V) float32: standardised logits of u, then of the voxel fractions."""
+        u, v = self._logits(rows, energy)
+        return torch.cat([(u - self.u_mean) / self.u_std, (v - self.v_mean) / self.v_std], dim=1).float()
+
+    def decode(self, x: torch.Tensor, energy: np.ndarray) -> np.ndarray:
+        """CaloChallenge-order rows (N, V) in MeV from model tensors (N, L + V)."""
+        x = x.detach().to(torch.float64)
+        u = self._expit(x[:, :self.n_layers] * self.u_std + self.u_mean)
+        fraction = self._expit(x[:, self.n_layers:] * self.v_std + self.v_mean)
+        index = self._layer_index(x.device)
+        sums = torch.zeros_like(u).index_add_(1, index, fraction)[:, index]
+        layer = energies_from_ratios(u, torch.as_tensor(np.asarray(energy), dtype=torch.float64, device=x.device),
+                                     self.u0_scale)
+        voxels = torch.where(sums > 0, fraction / sums.clamp(min=1e-30), torch.zeros_like(sums)) * layer[:, index]
+        voxels = torch.where(voxels < self.threshold, torch.zeros_like(voxels), voxels)
+        return voxels.float().cpu().numpy()
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LayerRatioTransform:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
+REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform)}
+
+
+def representation_from_dict(d: dict):
+    """The representation saved by ``to_dict`` (a model description's ``voxels``)."""
+    kind = d.get("kind", VoxelTransform.kind)
+    if kind not in REPRESENTATIONS:
+        raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
+    return REPRESENTATIONS[kind].from_dict(d)
 
 
 @dataclass

@@ -10,6 +10,9 @@ cond, steps)`` generates from caller-given standard normal noise and ``sampler()
 * :class:`Consistency`: a consistency model (Song et al. 2023), one-step sampling by default.
 * :class:`ConsistencyDistillation`: distils a trained EDM into a Consistency; its ``sampler()``
   is the target model.
+* :class:`FlowMatching`: conditional flow matching on straight paths, Euler / midpoint / RK4 /
+  adaptive ODE sampling; :class:`FactorisedFlowMatching` chains two of them (CaloDREAM's energy
+  and shape networks). For these the backbone's second argument is the time t in [0, 1].
 
 ``PROCESSES`` maps a saved sampler's ``name`` to its class, so ``PROCESSES[name](net, **hparams)``
 rebuilds it around a fresh backbone before its state dict is loaded.
@@ -17,8 +20,10 @@ rebuilds it around a fresh backbone before its state dict is loaded.
 
 from calofm.generative.consistency import Consistency, ConsistencyDistillation
 from calofm.generative.edm import EDM
+from calofm.generative.flow import SOLVERS, FactorisedFlowMatching, FlowMatching, flow_matching
 from calofm.generative.process import Process, karras_sigmas
 
-PROCESSES = {"edm": EDM, "consistency": Consistency}
+PROCESSES = {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching, "cfm_factorised": FactorisedFlowMatching}
 
-__all__ = ["EDM", "PROCESSES", "Consistency", "ConsistencyDistillation", "Process", "karras_sigmas"]
+__all__ = ["EDM", "PROCESSES", "SOLVERS", "Consistency", "ConsistencyDistillation", "FactorisedFlowMatching",
+           "FlowMatching", "Process", "flow_matching", "karras_sigmas"]

@@ -122,6 +122,10 @@ class CylindricalBinning(LayerStack):
     def n_voxels(self) -> int:
         return int(self.layer_offsets[-1])
 
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """(n_alpha, n_r) of every layer, (alpha, 0) for a layer that is not read out."""
+        return [(l.n_alpha, l.n_r) for l in self.layers]
+
     @cached_property
     def is_regular(self) -> bool:
         """All layers share r edges and alpha bins: the mesh is a (z, alpha, r) box."""

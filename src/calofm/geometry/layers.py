@@ -29,3 +29,18 @@ class LayerStack:
     def layer_centres(self) -> np.ndarray:
         z = np.asarray(self.z_edges)
         return (z[:-1] + z[1:]) / 2
+
+
+def layer_grids(shapes: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Runs of consecutive read-out layers with one transverse shape, as (n_layers, n_slow, n_fast)
+    boxes in voxel order: a regular mesh is one grid, CaloChallenge dataset 1 several. Layers
+    without voxels are skipped (they hold no data)."""
+    grids: list[list[int]] = []
+    for slow, fast in shapes:
+        if slow * fast == 0:
+            continue
+        if grids and grids[-1][1:] == [slow, fast]:
+            grids[-1][0] += 1
+        else:
+            grids.append([1, slow, fast])
+    return [tuple(g) for g in grids]

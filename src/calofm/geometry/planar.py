@@ -52,6 +52,10 @@ class PlanarGrid(LayerStack):
         """(n_layers, n_y, n_x)."""
         return (self.n_layers, self.n_y, self.n_x)
 
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """(n_y, n_x) of every layer (the cell order within a layer: y slow, x fast)."""
+        return [(self.n_y, self.n_x)] * self.n_layers
+
     def describe(self) -> str:
         return (f"{self.n_voxels} cells = {self.n_layers} x {self.n_y} x {self.n_x} (layer x y x x), "
                 f"{self.cell_x:g} x {self.cell_y:g} mm cells")

@@ -1,11 +1,19 @@
 """Backbones: nn.Modules that know nothing of training.
 
 Every backbone is called as ``net(x, noise_label, cond)`` and returns a tensor of x's
-shape; generative processes (EDM, ...) wrap it. ``BACKBONES`` maps config names to classes.
+shape (for flow matching the label is the time t); generative processes (EDM, CFM, ...) wrap
+it. A factorised backbone (``FACTORISED``, :class:`CaloDREAM`) instead holds two such networks,
+``first`` and ``second``, split at ``split``. Each class declares the data ``REPRESENTATION`` it
+takes (:mod:`calofm.data.preprocess`), ``geometry_args(readout, args)`` (its constructor arguments
+for a readout) and its ``ROLES`` for the transfer strategies. ``BACKBONES`` maps config names to classes.
+
+* ``dit``: CaloDiT-2 (EDM, consistency distillation).
+* ``vit``: CaloDREAM++ energy network + universal ViT shape network (factorised CFM).
 """
 
 from calofm.models.dit import DiT
+from calofm.models.vit import CaloDREAM
 
-BACKBONES = {"dit": DiT}
+BACKBONES = {"dit": DiT, "vit": CaloDREAM}
 
-__all__ = ["BACKBONES", "DiT"]
+__all__ = ["BACKBONES", "CaloDREAM", "DiT"]

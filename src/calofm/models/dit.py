@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calofm.models.init import reset_parameters
+
 
 def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
     """Standard sinusoidal embedding (N,) -> (N, dim): sin then cos at frequencies 1/10000^(2i/dim)."""
@@ -127,6 +129,7 @@ class DiT(nn.Module):
     token width, split evenly between noise and condition embeddings to form c.
     """
 
+    REPRESENTATION = "mesh"
     ROLES: ClassVar[dict[str, str]] = {
         "input": "patch_embed",
         "noise": "time_embed",
@@ -173,12 +176,13 @@ class DiT(nn.Module):
         (patch_embed as a Linear); the adaLN modulations and the head at zero."""
         zero = {id(layer) for layer in [*(b.modulation[-1] for b in self.blocks), self.final.modulation[-1],
                                         self.final.linear]}
-        for m in module.modules():
-            if isinstance(m, (nn.Linear, nn.Conv3d)):
-                nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
-                nn.init.zeros_(m.bias)
-                if id(m) in zero:
-                    nn.init.zeros_(m.weight)
+        reset_parameters(module, zero)
+
+    @staticmethod
+    def geometry_args(readout, args: dict) -> dict:
+        """Constructor arguments from a readout (its regular mesh as ``shape``) and the config's."""
+        n_z, n_a, n_r = readout.shape
+        return {**args, "shape": [n_r, n_a, n_z]}
 
     @property
     def num_tokens(self) -> int:

@@ -15,20 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calofm.adapt import Adaptation, apply
-from calofm.core.errors import InputError
+from calofm.adapt import REINIT_LR_MULT, Adaptation, apply
+from calofm.core.errors import CalofmError, InputError
 from calofm.data import ShowerWriter
 from calofm.data.files import GENERATED_BY
 from calofm.data.mesh import (
     DetectorShowers,
-    from_model_layout,
+    fit_representation,
     read_detector,
     split_detector,
     tensors,
 )
-from calofm.data.preprocess import N_KINEMATIC, ConditionTransform, VoxelTransform
+from calofm.data.preprocess import N_KINEMATIC, ConditionTransform, representation_from_dict
 from calofm.data.showers import Showers
-from calofm.generative import EDM, PROCESSES, ConsistencyDistillation
+from calofm.generative import EDM, PROCESSES, ConsistencyDistillation, FlowMatching, flow_matching
 from calofm.geometry import readout_from_dict
 from calofm.models import BACKBONES
 from calofm.train import checkpoint
@@ -61,7 +61,7 @@ def assemble(config: RunConfig) -> Assembled:
     if config.process.name == "cd":
         teacher = _load_edm(config.process.teacher, "consistency distillation needs an EDM teacher")
         data = config.data if config.data.detectors else from_dict(DataConfig, teacher.describe["data"])
-        detectors, train, val = _read_split(data)
+        detectors, train, val = _read_split(data, teacher.representation_kind)
         voxels, conditions = teacher.voxels, teacher.conditions
         process = ConsistencyDistillation(teacher.process, **config.process.args)
         if config.process.student:
@@ -69,53 +69,91 @@ def assemble(config: RunConfig) -> Assembled:
         net_describe = teacher.describe["backbone_args"]
         backbone = teacher.describe["backbone"]
     else:
-        data = config.data
-        detectors, train, val = _read_split(data)
-        voxels = VoxelTransform.fit(d.showers.showers for d in train)
+        data, backbone = config.data, config.model.backbone
+        if backbone not in BACKBONES:
+            raise ValueError(f"model.backbone: unknown {backbone!r}; known: {', '.join(BACKBONES)}")
+        family = BACKBONES[backbone]
+        if getattr(family, "FACTORISED", False) and config.process.name != "cfm":
+            raise ValueError(f"process.name: the {backbone} backbone is trained with flow matching (cfm)")
+        detectors, train, val = _read_split(data, family.REPRESENTATION)
+        voxels = fit_representation(family.REPRESENTATION, train)
         conditions = ConditionTransform(e_max=float(max(d.showers.energy.max() for d in train)),
                                         detectors=[d.name for d in train],
                                         n_slots=len(train) + data.free_slots)
-        backbone = config.model.backbone
-        if backbone not in BACKBONES:
-            raise ValueError(f"model.backbone: unknown {backbone!r}; known: {', '.join(BACKBONES)}")
-        net_describe = {**config.model.args, "n_cond": conditions.n_cond, "shape": list(train[0].shape)}
+        net_describe = {**family.geometry_args(train[0].readout, config.model.args), "n_cond": conditions.n_cond}
         torch.manual_seed(config.train.seed)  # the initial weights belong to the run's seed
-        net = BACKBONES[backbone](**net_describe)
-        process = EDM(net, **config.process.args)
+        net = family(**net_describe)
+        make = flow_matching if config.process.name == "cfm" else EDM
+        process = make(net, **config.process.args)
     x, cond = tensors(train, voxels, conditions)
     sampler = process.sampler()
     describe = {"format": MODEL_FORMAT, "backbone": backbone, "backbone_args": net_describe,
                 "process": sampler.name, "process_args": sampler.hparams,
                 "voxels": voxels.to_dict(), "conditions": conditions.to_dict(),
-                "readouts": {d.name: d.readout.to_dict() for d in detectors},
+                "readouts": {**(teacher.describe["readouts"] if config.process.name == "cd" else {}),
+                             **{d.name: d.readout.to_dict() for d in detectors}},
                 "data": dataclasses.asdict(data), "n_train": {d.name: len(d.showers) for d in train}}
     notes = [n for d in detectors for n in d.notes]
     return Assembled(process, x, cond, describe, val, notes)
 
 
 def _assemble_adaptation(config: RunConfig) -> Assembled:
-    """The base EDM run's model, its new-detector slot given to the target, prepared by the strategy."""
-    base = _load_edm(config.adapt.base, "adapt an EDM run (then re-distil its CD student)")
-    detectors, train, val = _read_split(config.data)
+    """The base run's model, its new-detector slot given to the target, prepared by the strategy."""
+    base = load_model(config.adapt.base)
+    if not isinstance(base.process, (EDM, FlowMatching)):
+        raise InputError(config.adapt.base, f"is a {base.describe['process']} run; adapt an EDM or flow-matching "
+                                            "run (then re-distil a CD student)")
+    detectors, train, val = _read_split(config.data, base.representation_kind)
     target = train[0]
-    if tuple(target.shape) != base.shape:
-        raise ValueError(f"{target.name}: mesh {target.shape} differs from the base model's {base.shape}")
     conditions = base.conditions.with_detector(target.name)
-    x, cond = tensors(train, base.voxels, conditions)
-    process = base.process.train()
+    process, voxels = base.process.train(), base.voxels
+    describe = {**{k: v for k, v in base.describe.items() if k != "step"},
+                "readouts": {**base.describe["readouts"], target.name: target.readout.to_dict()}}
+    reinitialised: list[str] = []
+    if voxels.state_shape(target.readout) != base.shape:
+        process, voxels, describe["backbone_args"], reinitialised = _new_geometry(base, target, config.adapt.model)
+        describe["readouts"] = {target.name: target.readout.to_dict()}  # the net now has the target's geometry
+    elif config.adapt.model:
+        raise ValueError(f"adapt.model: {target.name} has the base model's geometry; there is no patch to change")
+    x, cond = tensors(train, voxels, conditions)
     torch.manual_seed(config.train.seed)  # scratch: fresh weights belong to the run's seed
     adaptation = apply(config.adapt.strategy, process.net, N_KINEMATIC + conditions.slot(target.name),
                        **config.adapt.args)
+    if reinitialised:  # parts of a new geometry train under every strategy, with the larger learning rate
+        adaptation.train_too(process.net, reinitialised, REINIT_LR_MULT)
     names = {id(p): n for n, p in process.named_parameters()}
     lr_scale = {names[id(p)]: adaptation.lr_scale[n] for n, p in process.net.named_parameters()
                 if n in adaptation.lr_scale}
-    describe = {**{k: v for k, v in base.describe.items() if k != "step"},
-                "conditions": conditions.to_dict(),
-                "readouts": {**base.describe["readouts"], target.name: target.readout.to_dict()},
-                "data": dataclasses.asdict(config.data), "n_train": {target.name: len(target.showers)},
-                "adapted": {"from": str(base.path), **adaptation.describe()}}
+    describe.update({"conditions": conditions.to_dict(), "voxels": voxels.to_dict(),
+                     "data": dataclasses.asdict(config.data), "n_train": {target.name: len(target.showers)},
+                     "adapted": {"from": str(base.path), **adaptation.describe(),
+                                 **({"new_geometry": reinitialised} if reinitialised else {})}})
     return Assembled(process, x, cond, describe, val, [n for d in detectors for n in d.notes],
                      lr_scale, Adaptation.fold, adaptation)
+
+
+def _new_geometry(base: TrainedModel, target: DetectorShowers, model_args: dict):
+    """The base model rebuilt for the target's readout (seed 004 section 6): (process, representation,
+    backbone arguments, names of the re-initialised or interpolated parameters)."""
+    net, backbone = base.process.net, base.describe["backbone"]
+    shape = base.voxels.state_shape(target.readout)
+    if not hasattr(net, "load_transferable"):
+        raise ValueError(f"{target.name}: readout {target.readout.describe()} gives model shape {shape}, the base "
+                         f"model's is {base.shape}; the {backbone} backbone cannot change geometry")
+    if set(model_args) - {"patch"}:
+        raise ValueError(f"adapt.model: only the patch can change with the geometry, got {sorted(model_args)}")
+    args = {k: v for k, v in base.describe["backbone_args"].items() if k not in ("grids", "n_cond")}
+    patches = {tuple(patch) for _, patch in base.describe["backbone_args"]["grids"]}
+    if "patch" not in model_args and len(patches) != 1:
+        raise ValueError(f"{target.name}: a new geometry; name its patches with adapt.model.patch (--patch)")
+    args.update({"patch": list(patches.pop()) if len(patches) == 1 else None, **model_args})
+    family = BACKBONES[backbone]
+    new_args = {**family.geometry_args(target.readout, args), "n_cond": base.conditions.n_cond}
+    torch.manual_seed(0)  # the re-initialised parts' start does not depend on the adaptation's seed
+    new_net = family(**new_args)
+    fresh = new_net.load_transferable(net)
+    process = type(base.process)(new_net, **base.process.hparams).train()
+    return process, base.voxels.for_readout(target.readout), new_args, fresh
 
 
 def _load_edm(path: str, why: str) -> TrainedModel:
@@ -137,9 +175,10 @@ def _init_student(process: ConsistencyDistillation, teacher: TrainedModel, path:
         model.net.load_state_dict(student.process.net.state_dict())
 
 
-def _read_split(data: DataConfig) -> tuple[list[DetectorShowers], ...]:
-    """Every detector's showers, and their (train, validation) parts."""
-    detectors = [read_detector(name, files) for name, files in data.detectors.items()]
+def _read_split(data: DataConfig, representation: str) -> tuple[list[DetectorShowers], ...]:
+    """Every detector's showers, and their (train, validation) parts; a ``mesh`` representation
+    needs regular meshes."""
+    detectors = [read_detector(name, files, regular=representation == "mesh") for name, files in data.detectors.items()]
     parts = [split_detector(d, data.val_fraction, data.n_train, data.split_seed) for d in detectors]
     return detectors, [p[0] for p in parts], [p[1] for p in parts]
 
@@ -150,9 +189,14 @@ class TrainedModel:
     def __init__(self, describe: dict, process: torch.nn.Module, path: Path | None = None):
         self.describe, self.process, self.path = describe, process.eval(), path
         self.device = next(process.parameters()).device
-        self.voxels = VoxelTransform.from_dict(describe["voxels"])
+        self.voxels = representation_from_dict(describe["voxels"])  # the data representation
         self.conditions = ConditionTransform.from_dict(describe["conditions"])
-        self.shape = tuple(describe["backbone_args"]["shape"])
+        readouts = describe["readouts"]  # every detector's readout gives the model one state shape
+        self.shape = tuple(self.voxels.state_shape(readout_from_dict(next(iter(readouts.values())))))
+
+    @property
+    def representation_kind(self) -> str:
+        return self.voxels.kind
 
     @property
     def default_steps(self) -> int:
@@ -161,7 +205,10 @@ class TrainedModel:
     def readout(self, detector: str):
         """The mesh generated showers of ``detector`` are written on."""
         self.conditions.slot(detector)  # a one-line error listing the known detectors
-        return readout_from_dict(self.describe["readouts"][detector])
+        readouts = self.describe["readouts"]
+        if detector not in readouts:  # a model adapted to a new geometry generates in that one only
+            raise CalofmError(f"this model was adapted to another geometry; it generates {', '.join(readouts)} only")
+        return readout_from_dict(readouts[detector])
 
     @torch.no_grad()
     def generate(self, energy: np.ndarray, theta: np.ndarray, phi: np.ndarray, detector: str,
@@ -178,7 +225,7 @@ class TrainedModel:
             cond = self.conditions.forward(energy[part], theta[part], phi[part], slot).to(self.device)
             noise = torch.randn((len(cond), *self.shape), generator=generator, device=self.device)
             x = self.process.sample(noise, cond, steps=steps)
-            yield from_model_layout(self.voxels.inverse(x.float()))
+            yield self.voxels.decode(x, energy[part])
 
 
     def write(self, path: str | Path, energy: np.ndarray, theta: np.ndarray, phi: np.ndarray, detector: str,

@@ -5,7 +5,9 @@ Geant4 electrons in two pre-training presets (par04-siw, ild-w) and a new target
 full fine-tuning, BitFit and LoRA over two seeds -> evaluate each against held-out Geant4 target
 showers -> ``report.md`` (the seed-000 table 2 with uncertainties, gain over scratch, plots) and
 ``metrics.json``. Scales: ``cpu`` (default, about 20 minutes on 2 cores), ``gpu`` (a size worth
-reporting), ``smoke`` (a one-minute wiring check for the tests).
+reporting), ``smoke`` (a one-minute wiring check for the tests). ``families`` adds CaloDREAM++
+(``vit``: energy network + ViT, flow matching) pre-trained on the same showers and adapted with
+scratch, full fine-tuning and re-initialised input/output/positions, in the same report.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class Scale:
     evaluate: dict = field(default_factory=dict)
     strategies: dict = field(default_factory=lambda: {
         "scratch": {}, "full": {}, "bitfit": {}, "lora": {"args": {"r": 8, "alpha": 8}}})
+    vit: dict = field(default_factory=dict)         # CaloDREAM++ arguments (model.args of the vit backbone)
+    vit_process: dict = field(default_factory=dict)  # its flow-matching arguments
+    vit_strategies: dict = field(default_factory=lambda: {"scratch": {}, "full": {}, "reinit": {}})
 
 
 SCALES = {
@@ -52,23 +57,32 @@ SCALES = {
                  pretrain={"steps": 1200, "batch_size": 64, "lr": 2e-3, "checkpoint_every": 400},
                  process=STANDARDISED,
                  adapt={"steps": 200, "batch_size": 64, "checkpoint_every": 200},
-                 evaluate={"classifier_epochs": 20, "steps": 16}),
+                 evaluate={"classifier_epochs": 20, "steps": 16},
+                 vit={"patch": [5, 16, 3], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144,
+                      "energy": {"dim": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "ff_dim": 128}},
+                 vit_process={"steps": 8}),
     "gpu": Scale(energy="loguniform:1:100", n_pretrain=10_000, n_target=1000, n_test=5000, sizes=[100, 1000],
                  seeds=[0, 1, 2], model={},  # the CaloDiT-2 defaults: 6 blocks, 384 dims
                  pretrain={"steps": 20_000, "batch_size": 256, "lr": 5e-4, "precision": "bf16", "validate_every": 5000},
                  process=STANDARDISED,
                  adapt={"steps": 5000, "batch_size": 256, "precision": "bf16"},
-                 evaluate={"classifier_epochs": 50}),
+                 evaluate={"classifier_epochs": 50}),  # vit: the seed 004 defaults (6 blocks, 480 dims, RK4 20)
     "smoke": Scale(energy="loguniform:2:6", n_pretrain=60, n_target=40, n_test=400, sizes=[40], seeds=[0],
                    model={"patch": [3, 4, 5], "dim": 48, "depth": 1, "heads": 2, "mlp_dim": 96},
                    pretrain={"steps": 30, "batch_size": 32, "lr": 2e-3}, process=STANDARDISED,
-                   adapt={"steps": 10, "batch_size": 32}, evaluate={"classifier_epochs": 2, "steps": 4}),
+                   adapt={"steps": 10, "batch_size": 32}, evaluate={"classifier_epochs": 2, "steps": 4},
+                   vit={"patch": [5, 16, 3], "dim": 24, "depth": 1, "heads": 2, "mlp_dim": 48,
+                        "energy": {"dim": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ff_dim": 32}},
+                   vit_process={"steps": 2}),
 }
 
 
+FAMILIES = {"dit": "CaloDiT-2 (EDM)", "vit": "CaloDREAM++ (ViT, flow matching)"}
+
+
 def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str = "auto", seed: int = 0,
-             progress: bool = True, log=print) -> dict:
-    """Simulate, pre-train, adapt with four strategies, evaluate; returns the study summary."""
+             progress: bool = True, log=print, families=("dit",)) -> dict:
+    """Simulate, pre-train each family, adapt with its strategies, evaluate; returns the study summary."""
     s, out = SCALES[scale], Path(out)
     t0 = time.perf_counter()
     data = out / "data"
@@ -81,23 +95,34 @@ def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str 
                  progress=progress)
     t_sim = time.perf_counter() - t0
 
-    log(f"2. pre-training CaloDiT (EDM) on {' + '.join(PRETRAIN)}")
-    pretrain = {"out": str(out / "pretrain"),
-                "data": {"detectors": {name: [str(data / f"{name}.h5")] for name in PRETRAIN}, "val_fraction": 0.1},
-                "model": {"backbone": "dit", "args": s.model}, "process": {"name": "edm", "args": s.process},
-                "train": {"seed": seed, "device": device, "validate_showers": 200, **s.pretrain}}
-    fit(build_config(pretrain), "demo pre-training", progress=progress, log=log)
+    runs = {"dit": ("pretrain", {"backbone": "dit", "args": s.model}, {"name": "edm", "args": s.process}),
+            "vit": ("pretrain-vit", {"backbone": "vit", "args": s.vit}, {"name": "cfm", "args": s.vit_process})}
+    strategies = {}
+    for family in families:
+        folder, model, process = runs[family]
+        log(f"2. pre-training {FAMILIES[family]} on {' + '.join(PRETRAIN)}")
+        pretrain = {"out": str(out / folder),
+                    "data": {"detectors": {name: [str(data / f"{name}.h5")] for name in PRETRAIN}, "val_fraction": 0.1},
+                    "model": model, "process": process,
+                    "train": {"seed": seed, "device": device, "validate_showers": 200, **s.pretrain}}
+        fit(build_config(pretrain), f"demo pre-training ({family})", progress=progress, log=log)
+        if family == "dit":  # the CaloDiT-2 rows keep their plain labels
+            strategies.update({label: {**spec, "base": str(out / folder)} for label, spec in s.strategies.items()})
+        else:
+            strategies.update({f"{family} {label}": {"strategy": label, **spec, "base": str(out / folder)}
+                               for label, spec in s.vit_strategies.items()})
     t_pre = time.perf_counter() - t0 - t_sim
 
-    log(f"3. adapting to {TARGET} with {', '.join(s.strategies)} on {s.sizes} showers, seeds {s.seeds}")
-    study = {"out": str(out), "base": str(out / "pretrain"),
+    log(f"3. adapting to {TARGET} with {', '.join(strategies)} on {s.sizes} showers, seeds {s.seeds}")
+    study = {"out": str(out),
              "target": {"name": TARGET, "train": str(data / f"{TARGET}_train.h5"),
                         "test": str(data / f"{TARGET}_test.h5")},
-             "strategies": s.strategies, "sizes": s.sizes, "seeds": [seed + k for k in s.seeds],
+             "strategies": strategies, "sizes": s.sizes, "seeds": [seed + k for k in s.seeds],
              "train": {"device": device, **s.adapt}, "evaluate": s.evaluate}
     path = out / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
-    preamble = (f"calofm demo, scale `{scale}` ({s.energy} GeV electrons): pre-trained on "
+    preamble = (f"calofm demo, scale `{scale}` ({s.energy} GeV electrons), "
+                f"{' and '.join(FAMILIES[f] for f in families)}: pre-trained on "
                 f"{' + '.join(PRETRAIN)} ({s.n_pretrain} Geant4 showers each), adapted to {TARGET} "
                 f"(Geant4 test set of {s.n_test}). Geant4 {t_sim / 60:.1f} min, pre-training {t_pre / 60:.1f} min.")
     summary = run_study(path, progress=progress, log=log, preamble=preamble)

@@ -1,11 +1,12 @@
 """Data-efficiency studies (`calofm study`): strategies x training sizes x seeds on one target detector.
 
-Each cell adapts the base EDM run with one strategy (or trains from scratch) on a nested subset of
-the target's training file drawn with the cell's seed, generates the conditions of the held-out
+Each cell adapts a base run (EDM or flow matching, of any model family; a strategy entry may name
+its own ``base``, so one study can place families side by side) with one strategy (or trains from
+scratch) on a nested subset of the target's training file drawn with the cell's seed, generates the conditions of the held-out
 test file, and evaluates against it. The summary follows seed 000 table 2: the six-observable W1
 geometric mean x 10^-2 as mean +- standard error over seeds (one seed: the metric's own error),
 the share of parameters trained, plus the high-level classifier AUC and FPD; the gain of each
-strategy over scratch in %, and one plot per metric against training size.
+strategy over the scratch row of the same base in %, and one plot per metric against training size.
 
 Folder: ``cells/<label>-n<size>-s<seed>/`` (``run/`` the training run, ``generated.h5`` (run
 ``calofm evaluate`` on it for every plot), ``metrics.json`` the suite's comparison with half A of
@@ -55,6 +56,8 @@ class TargetConfig:
 @dataclass
 class StrategyConfig:
     strategy: str | None = None     # default: the label
+    base: str | None = None         # the run this row adapts (default: the study's base)
+    model: dict = field(default_factory=dict)  # adapt.model: the patch of a target of another geometry
     args: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)  # train.* keys for this strategy (lr defaults per strategy)
 
@@ -70,7 +73,7 @@ class EvalConfig:
 @dataclass
 class StudyConfig:
     out: str = ""
-    base: str = ""                  # pre-trained EDM run
+    base: str = ""                  # pre-trained run (EDM or flow matching) of rows that name none
     target: TargetConfig = field(default_factory=TargetConfig)
     strategies: dict = field(default_factory=dict)  # label -> StrategyConfig fields
     sizes: list = field(default_factory=list)
@@ -88,7 +91,8 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, StrategyConfig]
         strategies = {str(label): from_dict(StrategyConfig, spec or {}, f"strategies.{label}.")
                       for label, spec in study.strategies.items()}
         problems = [(not study.out, "out", "name the study folder"),
-                    (not study.base, "base", "name the pre-trained EDM run"),
+                    (not study.base and not all(s.base for s in strategies.values()), "base",
+                     "name the pre-trained run (here or in every strategy)"),
                     (not all((study.target.name, study.target.train, study.target.test)), "target",
                      "needs name, train and test"),
                     (not strategies, "strategies", "name at least one"),
@@ -117,7 +121,8 @@ def _cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], labe
     raw = {"out": str(_cell(study, label, size, seed) / "run"),
            "data": {"detectors": {study.target.name: [study.target.train]}, "n_train": size, "val_fraction": 0.0,
                     "split_seed": seed},
-           "adapt": {"base": study.base, "strategy": strategy, "args": spec.args}, "train": train}
+           "adapt": {"base": spec.base or study.base, "strategy": strategy, "args": spec.args, "model": spec.model},
+           "train": train}
     try:
         return build_config(raw)
     except ValueError as exc:
@@ -147,7 +152,7 @@ def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: s
     with atomic_path(folder / "metrics.json") as tmp:
         tmp.write_text(json.dumps(comparison, indent=1))
     adapted = trained["describe"]["adapted"]
-    result = {"label": label, "strategy": adapted["strategy"], "size": size, "seed": seed,
+    result = {"label": label, "strategy": adapted["strategy"], "base": config.adapt.base, "size": size, "seed": seed,
               "n_train": trained["describe"]["n_train"][study.target.name],
               "trainable": adapted["trainable"], "percent": adapted["percent"],
               **_numbers(comparison), "seconds": round(time.perf_counter() - t0, 1)}
@@ -160,7 +165,7 @@ class Reference:
     """The target's test showers: conditions to generate, half A to compare with, half B for the floor."""
 
     def __init__(self, study: StudyConfig):
-        test = read_detector(study.target.name, [study.target.test])  # angles filled where absent
+        test = read_detector(study.target.name, [study.target.test], regular=False)  # angles filled where absent
         self.showers, self.binning = test.showers, test.readout
         sample = sample_from_arrays("geant4", self.showers.showers, self.showers.energy, self.binning,
                                     self.showers.theta)
@@ -235,8 +240,8 @@ def summarise(results: list[dict]) -> dict:
     rows = {}
     for label in labels:
         mine = [r for r in results if r["label"] == label]
-        row = {"strategy": mine[0]["strategy"], "percent": mine[0]["percent"], "trainable": mine[0]["trainable"],
-               "sizes": {}}
+        row = {"strategy": mine[0]["strategy"], "base": mine[0].get("base"), "percent": mine[0]["percent"],
+               "trainable": mine[0]["trainable"], "sizes": {}}
         for size in sizes:
             cell = [r for r in mine if r["size"] == size]
             if cell:
@@ -245,12 +250,12 @@ def summarise(results: list[dict]) -> dict:
         row["mean"] = {key: mean_error([r[key] for r in mine]) for key in METRICS}
         rows[label] = row
     summary = {"sizes": sizes, "rows": rows, "cells": results}
-    scratch = next((label for label, row in rows.items() if row["strategy"] == "scratch"), None)
-    if scratch:
-        summary["gain_over_scratch"] = {
-            label: {size: _gain(rows[scratch]["sizes"].get(size, {}).get("gm"), cell.get("gm"))
-                    for size, cell in row["sizes"].items()}
-            for label, row in rows.items() if label != scratch}
+    scratch = {row["base"]: label for label, row in reversed(rows.items()) if row["strategy"] == "scratch"}
+    gains = {label: {size: _gain(rows[scratch[row["base"]]]["sizes"].get(size, {}).get("gm"), cell.get("gm"))
+                     for size, cell in row["sizes"].items()}
+             for label, row in rows.items() if row["base"] in scratch and label != scratch[row["base"]]}
+    if gains:
+        summary["gain_over_scratch"] = gains
     return summary
 
 

@@ -1,0 +1,109 @@
+"""Conditional flow matching (calofm.generative.flow): solvers, a 2D toy mixture, the factorised chain."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from calofm.generative import PROCESSES, SOLVERS, FactorisedFlowMatching, FlowMatching, flow_matching
+from calofm.generative.flow import integrate
+
+MEANS = np.array([[-2.0, 0.0], [2.0, 1.0]])
+WIDTHS = np.array([0.3, 0.5])
+SHIFT = 3.0  # the condition c in {0, 1} moves the whole mixture by c * SHIFT in y
+
+
+def test_fixed_step_solvers_converge_at_their_order_and_adaptive_is_exact():
+    x0 = torch.tensor([[1.0, -0.5]], dtype=torch.float64)
+    exact = x0 * math.e  # dx/dt = x from t = 0 to 1
+    errors = {s: float((integrate(lambda x, t: x, x0, 10, s) - exact).abs().max()) for s in SOLVERS}
+    assert errors["euler"] > 10 * errors["midpoint"] > 100 * errors["rk4"]
+    assert errors["rk4"] < 1e-5 and errors["adaptive"] < 1e-4
+    halved = float((integrate(lambda x, t: x, x0, 20, "rk4") - exact).abs().max())
+    assert errors["rk4"] / halved == pytest.approx(16, rel=0.2)  # fourth order
+    # the velocity sees the time: dx/dt = 2t gives x0 + 1 exactly with midpoint steps
+    torch.testing.assert_close(integrate(lambda x, t: 2 * t[:, None].expand_as(x), x0, 3, "midpoint"), x0 + 1)
+    with pytest.raises(ValueError, match="unknown ODE solver 'rk45'"):
+        integrate(lambda x, t: x, x0, 10, "rk45")
+
+
+class MLP(nn.Module):
+    def __init__(self, dim=2, n_cond=1, hidden=128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim + 1 + n_cond, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                 nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x, t, cond):
+        return self.net(torch.cat([x, t[:, None], cond], dim=1))
+
+
+def mixture(n, cond, rng):
+    k = rng.integers(0, 2, n)
+    x = MEANS[k] + WIDTHS[k, None] * rng.standard_normal((n, 2))
+    x[:, 1] += SHIFT * cond
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def test_cfm_recovers_the_means_and_widths_of_a_conditional_2d_mixture(one_thread):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    process = FlowMatching(MLP(), steps=16)
+    opt = torch.optim.Adam(process.parameters(), lr=3e-3)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 2000)  # seed 004's schedule
+    for step in range(2000):
+        cond = rng.integers(0, 2, 512).astype(float)
+        loss = process(mixture(512, cond, rng), torch.tensor(cond[:, None], dtype=torch.float32))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        decay.step()
+    for solver in ("rk4", "midpoint", "adaptive"):
+        process.set_solver(solver)
+        for c in (0.0, 1.0):
+            noise = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1))
+            x = process.sample(noise, torch.full((4000, 1), c)).numpy()
+            x[:, 1] -= SHIFT * c
+            k = (x[:, 0] > 0).astype(int)
+            assert abs(k.mean() - 0.5) < 0.05, (solver, c)
+            for j in range(2):
+                part = x[k == j]
+                np.testing.assert_allclose(part.mean(0), MEANS[j], atol=0.1, err_msg=f"{solver} c={c}")
+                np.testing.assert_allclose(part.std(0), WIDTHS[j], rtol=0.2, err_msg=f"{solver} c={c}")
+
+
+class Constant(nn.Module):
+    """Velocity = the last ``n`` condition entries (or 1 without them): straight, solver-exact paths."""
+
+    def __init__(self, n=0):
+        super().__init__()
+        self.n, self.w = n, nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, cond):
+        return (cond[:, -self.n:] if self.n else torch.ones_like(x)) + 0 * self.w
+
+
+class Pair(nn.Module):
+    FACTORISED = True
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.split = Constant(), Constant(2), 2
+
+
+def test_factorised_flow_generates_the_second_part_given_the_generated_first():
+    process = flow_matching(Pair(), solver="euler", steps=3)
+    assert isinstance(process, FactorisedFlowMatching) and PROCESSES[process.name] is FactorisedFlowMatching
+    noise = torch.randn(5, 4)
+    out = process.sample(noise, torch.zeros(5, 1))
+    first = noise[:, :2] + 1
+    torch.testing.assert_close(out, torch.cat([first, noise[:, 2:] + first], dim=1))
+    # the loss is the sum of both stages' CFM losses; the second stage sees the clean first part
+    x0, cond = torch.randn(8, 4), torch.zeros(8, 1)
+    g = torch.Generator().manual_seed(3)
+    draws = [(torch.rand((8,), generator=g), torch.randn((8, 2), generator=g)) for _ in range(2)]
+    x1, x2 = x0[:, :2], x0[:, 2:]
+    expected = ((1 - (x1 - draws[0][1])) ** 2).mean() + ((x1 - (x2 - draws[1][1])) ** 2).mean()
+    torch.testing.assert_close(process(x0, cond, torch.Generator().manual_seed(3)), expected)
+    assert type(flow_matching(MLP())) is FlowMatching
