@@ -2,11 +2,26 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from calofm.cli.main import main
 from calofm.data import write_showers
 from calofm.data.toy import toy_showers
 from calofm.geometry import calochallenge_binning
+
+
+class MLP(nn.Module):
+    """Stand-in backbone for process tests: an MLP on flattened x, the noise label (or time) and the
+    conditions."""
+
+    def __init__(self, dim, n_cond, hidden=64):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(dim + 1 + n_cond, hidden), nn.SiLU(),
+                                    nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x, noise_label, cond):
+        h = torch.cat([x.flatten(1), noise_label[:, None], cond], dim=1)
+        return self.layers(h).reshape(x.shape)
 
 
 @pytest.fixture(scope="session")

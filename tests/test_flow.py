@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from calofm.generative import PROCESSES, SOLVERS, FactorisedFlowMatching, FlowMatching, flow_matching
-from calofm.generative.flow import integrate
+from calofm.generative.flow import cfm_loss, integrate
+from conftest import MLP
 
 MEANS = np.array([[-2.0, 0.0], [2.0, 1.0]])
 WIDTHS = np.array([0.3, 0.5])
@@ -23,20 +24,12 @@ def test_fixed_step_solvers_converge_at_their_order_and_adaptive_is_exact():
     assert errors["rk4"] < 1e-5 and errors["adaptive"] < 1e-4
     halved = float((integrate(lambda x, t: x, x0, 20, "rk4") - exact).abs().max())
     assert errors["rk4"] / halved == pytest.approx(16, rel=0.2)  # fourth order
-    # the velocity sees the time: dx/dt = 2t gives x0 + 1 exactly with midpoint steps
-    torch.testing.assert_close(integrate(lambda x, t: 2 * t[:, None].expand_as(x), x0, 3, "midpoint"), x0 + 1)
+    # the velocity sees the time running forward: dx/dt = x + t gives e x0 + e - 2 (with t -> 1 - t: e x0 + 1)
+    for solver in ("rk4", "adaptive"):
+        torch.testing.assert_close(integrate(lambda x, t: x + t[:, None], x0, 20, solver), math.e * x0 + math.e - 2,
+                                   rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown ODE solver 'rk45'"):
         integrate(lambda x, t: x, x0, 10, "rk45")
-
-
-class MLP(nn.Module):
-    def __init__(self, dim=2, n_cond=1, hidden=128):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim + 1 + n_cond, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
-                                 nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
-
-    def forward(self, x, t, cond):
-        return self.net(torch.cat([x, t[:, None], cond], dim=1))
 
 
 def mixture(n, cond, rng):
@@ -49,7 +42,7 @@ def mixture(n, cond, rng):
 def test_cfm_recovers_the_means_and_widths_of_a_conditional_2d_mixture(one_thread):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    process = FlowMatching(MLP(), steps=16)
+    process = FlowMatching(MLP(2, 1, hidden=128), steps=16)
     opt = torch.optim.Adam(process.parameters(), lr=3e-3)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 2000)  # seed 004's schedule
     for step in range(2000):
@@ -71,6 +64,20 @@ def test_cfm_recovers_the_means_and_widths_of_a_conditional_2d_mixture(one_threa
                 part = x[k == j]
                 np.testing.assert_allclose(part.mean(0), MEANS[j], atol=0.1, err_msg=f"{solver} c={c}")
                 np.testing.assert_allclose(part.std(0), WIDTHS[j], rtol=0.2, err_msg=f"{solver} c={c}")
+
+
+class Identity(nn.Module):
+    def forward(self, x, t, cond):
+        return x
+
+
+def test_cfm_loss_regresses_the_straight_path_velocity_from_noise_to_data():
+    x0 = torch.randn(16, 3)
+    g = torch.Generator().manual_seed(5)
+    t, eps = torch.rand((16,), generator=g), torch.randn((16, 3), generator=g)
+    xt = (1 - t[:, None]) * eps + t[:, None] * x0  # eq. 4: noise at t = 0, data at t = 1
+    expected = ((xt - (x0 - eps)) ** 2).mean()      # eq. 5 for a backbone that returns its input
+    torch.testing.assert_close(cfm_loss(Identity(), x0, None, torch.Generator().manual_seed(5)), expected)
 
 
 class Constant(nn.Module):
@@ -106,4 +113,4 @@ def test_factorised_flow_generates_the_second_part_given_the_generated_first():
     x1, x2 = x0[:, :2], x0[:, 2:]
     expected = ((1 - (x1 - draws[0][1])) ** 2).mean() + ((x1 - (x2 - draws[1][1])) ** 2).mean()
     torch.testing.assert_close(process(x0, cond, torch.Generator().manual_seed(3)), expected)
-    assert type(flow_matching(MLP())) is FlowMatching
+    assert type(flow_matching(MLP(2, 1))) is FlowMatching

@@ -15,22 +15,12 @@ from calofm.generative import (
     PROCESSES,
     Consistency,
     ConsistencyDistillation,
+    FactorisedFlowMatching,
+    FlowMatching,
     Process,
 )
 from calofm.generative.process import per_sample
-
-
-class MLP(nn.Module):
-    """Stand-in backbone: an MLP on flattened x, the noise label and the conditions."""
-
-    def __init__(self, dim, n_cond, hidden=64):
-        super().__init__()
-        self.layers = nn.Sequential(nn.Linear(dim + 1 + n_cond, hidden), nn.SiLU(),
-                                    nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
-
-    def forward(self, x, noise_label, cond):
-        h = torch.cat([x.flatten(1), noise_label[:, None], cond], dim=1)
-        return self.layers(h).reshape(x.shape)
+from conftest import MLP
 
 
 class Recorder(nn.Module):
@@ -301,7 +291,14 @@ def test_distillation_of_the_exact_gaussian_teacher():
 
 
 def test_registry_rebuilds_the_sampler_from_a_backbone():
-    assert PROCESSES == {"edm": EDM, "consistency": Consistency}
+    assert PROCESSES == {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching,
+                         "cfm_factorised": FactorisedFlowMatching}
+    flow = FlowMatching(MLP(3, 2), solver="midpoint", steps=3)
+    again = PROCESSES[flow.name](MLP(3, 2), **flow.hparams)
+    again.load_state_dict(flow.state_dict())
+    assert again.hparams == flow.hparams == {"solver": "midpoint", "steps": 3, "rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(again.sample(torch.ones(2, 3), torch.zeros(2, 2)),
+                               flow.sample(torch.ones(2, 3), torch.zeros(2, 2)))
     cd = ConsistencyDistillation(EDM(MLP(3, 2), sigma_data=0.3))
     with torch.no_grad():
         for p in cd.target.parameters():

@@ -16,7 +16,7 @@ from calofm.data.preprocess import (
 )
 from calofm.data.toy import toy_showers
 from calofm.geometry import PlanarGrid, calochallenge_binning, layer_grids
-from calofm.models.vit import CaloDREAM, EnergyNet, Patching, PatchPositions
+from calofm.models.vit import CaloDREAM, EnergyNet, Patching, PatchPositions, _resize_patch
 from calofm.simulate.detectors import get_detector, preset_names
 
 TINY = {"dim": 48, "depth": 2, "heads": 2, "mlp_dim": 64,
@@ -102,6 +102,7 @@ def test_positional_embedding_follows_equations_13_to_16():
     torch.testing.assert_close(coords[8:, 2].unique(), torch.tensor([2 / 5, 3 / 5, 4 / 5]))
     torch.testing.assert_close(coords[:, 0].unique(), torch.tensor([0.0, 0.5]))  # x, y local to each grid
     torch.manual_seed(0)
+    assert abs(float(PatchPositions(coords, 6 * 4000).freqs.std()) / (2 * math.pi) - 1) < 0.05  # w = 2 pi N(0, 1)
     pos = PatchPositions(coords, 12)
     w = pos.freqs.detach()
     assert w.shape == (2,) and pos.freqs.requires_grad
@@ -184,6 +185,16 @@ def test_slot_adaptation_of_the_vit_family_leaves_known_detectors_bit_identical(
     assert torch.equal(outputs(net, 0), outputs(base, 0)) and torch.equal(outputs(net, 1), outputs(base, 1))
     new, old = outputs(net, 2), outputs(base, 2)
     assert not torch.equal(new[:, :45], old[:, :45]) and not torch.equal(new[:, 45:], old[:, 45:])
+
+
+def test_patch_weights_resize_by_trilinear_interpolation():
+    rows = torch.randn(4, 3 * 16 * 1)
+    torch.testing.assert_close(_resize_patch(rows, (3, 16, 1), (3, 16, 1)), rows)
+    flat = torch.full((2, 48), 0.7)
+    torch.testing.assert_close(_resize_patch(flat, (3, 16, 1), (1, 5, 1)), torch.full((2, 5), 0.7))
+    ramp = torch.arange(16.0).repeat(3)[None]  # linear along alpha: stays linear, end to end
+    resized = _resize_patch(ramp, (3, 16, 1), (3, 8, 1)).reshape(3, 8)
+    assert torch.all(resized.diff(dim=1) > 0) and torch.allclose(resized[0], resized[2])
 
 
 def test_vit_geometry_arguments_from_a_readout():

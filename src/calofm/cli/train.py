@@ -26,14 +26,14 @@ example config (CaloDiT-2 pre-training; every key but data.detectors has a defau
     val_fraction: 0.05
   model: {backbone: dit, args: {patch: [3, 2, 3], dim: 384, depth: 6, heads: 6, mlp_dim: 1536}}
   process: {name: edm}     # or {name: cd, teacher: runs/pretrain} for consistency distillation
+  train: {steps: 100000, batch_size: 256, lr: 5.0e-4, weight_decay: 1.0e-4, warmup: 0.1, decay: 0.4,
+          ema: 0.999, precision: fp32, compile: false, checkpoint_every: 1000, validate_every: 5000}
 
 CaloDREAM++ (energy network + universal ViT, factorised flow matching; any layered readout):
 
   model: {backbone: vit, args: {patch: [3, 16, 1], dim: 480, depth: 6, heads: 6, mlp_dim: 1920,
           energy: {dim: 64, heads: 4, encoder_layers: 4, decoder_layers: 4, ff_dim: 1024}}}
   process: {name: cfm, args: {solver: rk4, steps: 20}}   # patch: one per grid for irregular readouts
-  train: {steps: 100000, batch_size: 256, lr: 5.0e-4, weight_decay: 1.0e-4, warmup: 0.1, decay: 0.4,
-          ema: 0.999, precision: fp32, compile: false, checkpoint_every: 1000, validate_every: 5000}
 """
 
 

@@ -20,6 +20,7 @@ from calofm.data.files import open_showers
 from calofm.data.preprocess import REPRESENTATIONS, ConditionTransform, LayerRatioTransform, VoxelTransform
 from calofm.data.showers import Showers
 from calofm.data.splits import nested_subset, split_indices
+from calofm.geometry.layers import read_out
 
 NORMAL_THETA = math.pi / 2  # Par04 convention: normal incidence on the layers
 
@@ -86,10 +87,10 @@ def tensors(detectors: list[DetectorShowers], representation, conditions: Condit
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Preprocessed (x, cond) of all ``detectors``, concatenated in order; ``representation`` is a
     fitted :mod:`calofm.data.preprocess` representation (all detectors must give one state shape)."""
-    shapes = {d.name: representation.state_shape(d.readout) for d in detectors}
-    if len(set(shapes.values())) != 1:
-        raise ValueError("detectors must share one model shape; got "
-                         + ", ".join(f"{k}: {v}" for k, v in shapes.items()))
+    layers = {d.name: read_out(d.readout.layer_shapes()) for d in detectors}
+    if len(set(layers.values())) != 1:
+        raise ValueError("detectors must share one geometry (layers and their transverse shapes); got "
+                         + ", ".join(f"{d.name}: {d.readout.describe()}" for d in detectors))
     xs, cs = [], []
     for d in detectors:
         s = d.showers

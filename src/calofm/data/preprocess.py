@@ -33,6 +33,7 @@ import torch
 
 from calofm.core.errors import CalofmError
 from calofm.core.units import keV
+from calofm.geometry.layers import read_out
 from calofm.geometry.orders import reorder
 
 VOXEL_THRESHOLD = 15.15 * keV  # 0.5 keV in silicon / sampling fraction 0.033 (DESIGN.md)
@@ -52,8 +53,21 @@ def from_model_layout(x: torch.Tensor) -> np.ndarray:
     return reorder(x.detach().cpu().numpy(), "lemurs", "calochallenge", (n_z, n_a, n_r))
 
 
+class Representation:
+    """What the representations share: their fields and their ``kind`` as a JSON-able dict."""
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+
 @dataclass
-class VoxelTransform:
+class VoxelTransform(Representation):
     """Threshold, log and one shared standardisation; ``fit`` streams over any number of arrays."""
 
     kind: ClassVar[str] = "mesh"
@@ -99,12 +113,6 @@ class VoxelTransform:
     def decode(self, x: torch.Tensor, energy: np.ndarray) -> np.ndarray:
         return from_model_layout(self.inverse(x.float()))
 
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VoxelTransform:
-        return cls(**{k: v for k, v in d.items() if k != "kind"})
 
 
 def layer_ratios(layer_energy: torch.Tensor, incident: torch.Tensor, u0_scale: float) -> torch.Tensor:
@@ -127,7 +135,7 @@ def energies_from_ratios(u: torch.Tensor, incident: torch.Tensor, u0_scale: floa
 
 
 @dataclass
-class LayerRatioTransform:
+class LayerRatioTransform(Representation):
     """CaloDREAM's representation (seed 004 section 2.2): [u, normalised voxels], flat.
 
     Layer energies become the ratios u of :func:`layer_ratios`; every voxel becomes its fraction of
@@ -155,7 +163,7 @@ class LayerRatioTransform:
     @staticmethod
     def sizes_of(readout) -> list[int]:
         """Voxels of each read-out layer of ``readout`` (layers without voxels left out)."""
-        return [slow * fast for slow, fast in readout.layer_shapes() if slow * fast]
+        return [slow * fast for slow, fast in read_out(readout.layer_shapes())]
 
     def state_shape(self, readout) -> tuple[int, ...]:
         return (self.n_layers + int(sum(self.sizes_of(readout))),)
@@ -221,12 +229,6 @@ class LayerRatioTransform:
         voxels = torch.where(voxels < self.threshold, torch.zeros_like(voxels), voxels)
         return voxels.float().cpu().numpy()
 
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LayerRatioTransform:
-        return cls(**{k: v for k, v in d.items() if k != "kind"})
 
 
 REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform)}

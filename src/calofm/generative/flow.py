@@ -34,21 +34,26 @@ def cfm_loss(net: nn.Module, x0: torch.Tensor, cond: torch.Tensor,
     return (err * err).mean()
 
 
+def check_sampler(solver: str, steps: int) -> None:
+    """Raise ``ValueError`` for an unknown solver or fewer than one step."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown ODE solver {solver!r}; known: {', '.join(SOLVERS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+
+
 def integrate(velocity: Velocity, x: torch.Tensor, steps: int, solver: str = "rk4",
               rtol: float = 1e-5, atol: float = 1e-5) -> torch.Tensor:
     """x(1) from x(0) = ``x`` under dx/dt = velocity(x, t): ``steps`` equal steps of a fixed-step
     solver (Euler: 1 call per step, midpoint: 2, RK4: 4), or ``adaptive`` (torchdiffeq's dopri5 with
     ``rtol`` / ``atol``; ``steps`` is then ignored)."""
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown ODE solver {solver!r}; known: {', '.join(SOLVERS)}")
+    check_sampler(solver, steps)
     if solver == "adaptive":
         from torchdiffeq import odeint
 
         span = torch.tensor([0.0, 1.0], device=x.device, dtype=x.dtype)
         return odeint(lambda t, y: velocity(y, t.expand(y.shape[0])), x, span, method="dopri5",
                       rtol=rtol, atol=atol)[-1]
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
     h = 1.0 / steps
     for i in range(steps):
         t = torch.full((x.shape[0],), i * h, device=x.device, dtype=x.dtype)
@@ -74,8 +79,7 @@ class FlowMatching(Process):
     def __init__(self, net: nn.Module, solver: str = "rk4", steps: int = 20, rtol: float = 1e-5,
                  atol: float = 1e-5) -> None:
         super().__init__()
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
+        check_sampler(solver, steps)
         self.net = net
         self.steps, self.rtol, self.atol = int(steps), float(rtol), float(atol)
         self.hparams = {"steps": self.steps, "rtol": self.rtol, "atol": self.atol}
@@ -83,8 +87,7 @@ class FlowMatching(Process):
 
     def set_solver(self, solver: str) -> None:
         """Generate with ``solver`` from now on (one of ``SOLVERS``)."""
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown ODE solver {solver!r}; known: {', '.join(SOLVERS)}")
+        check_sampler(solver, self.steps)
         self.solver = self.hparams["solver"] = solver
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor,

@@ -7,7 +7,7 @@ from calofm.geometry.cylindrical import (
     binning_for_n_voxels,
     calochallenge_binning,
 )
-from calofm.geometry.layers import layer_grids
+from calofm.geometry.layers import layer_grids, read_out
 from calofm.geometry.orders import ORDERS, reorder
 from calofm.geometry.planar import PlanarGrid, ild_ecal
 from calofm.geometry.projection import Readout, project, smear
@@ -23,6 +23,6 @@ def readout_from_dict(d: dict):
 
 __all__ = [
     "CALOCHALLENGE", "ORDERS", "CylindricalBinning", "Layer", "PlanarGrid", "Readout",
-    "binning_for_n_voxels", "calochallenge_binning", "ild_ecal", "layer_grids", "project", "readout_from_dict",
+    "binning_for_n_voxels", "calochallenge_binning", "ild_ecal", "layer_grids", "read_out", "project", "readout_from_dict",
     "reorder", "smear",
 ]

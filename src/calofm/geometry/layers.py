@@ -31,14 +31,17 @@ class LayerStack:
         return (z[:-1] + z[1:]) / 2
 
 
+def read_out(shapes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The transverse shapes of the layers that hold voxels: what a model's geometry depends on."""
+    return tuple((slow, fast) for slow, fast in shapes if slow * fast)
+
+
 def layer_grids(shapes: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
-    """Runs of consecutive read-out layers with one transverse shape, as (n_layers, n_slow, n_fast)
-    boxes in voxel order: a regular mesh is one grid, CaloChallenge dataset 1 several. Layers
-    without voxels are skipped (they hold no data)."""
+    """Runs of read-out layers with one transverse shape, consecutive once the layers without voxels
+    are left out (they hold no data), as (n_layers, n_slow, n_fast) boxes in voxel order: a regular
+    mesh is one grid, CaloChallenge dataset 1 several."""
     grids: list[list[int]] = []
-    for slow, fast in shapes:
-        if slow * fast == 0:
-            continue
+    for slow, fast in read_out(shapes):
         if grids and grids[-1][1:] == [slow, fast]:
             grids[-1][0] += 1
         else:

@@ -21,6 +21,8 @@ class Readout(Protocol):
 
     def voxel_ids(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray: ...
 
+    def layer_shapes(self) -> list[tuple[int, int]]: ...
+
 
 _BLOCK_BINS = 1 << 22  # voxels x showers accumulated at once (32 MB of float64)
 _CHUNK = 1 << 16  # points per vectorised step (fits in cache)

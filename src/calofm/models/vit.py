@@ -32,7 +32,9 @@ from calofm.geometry.layers import layer_grids
 from calofm.models.dit import Block, FinalLayer
 from calofm.models.init import reset_parameters
 
-DEFAULT_PATCH = (3, 16, 1)  # (layers, alpha, r) of seed 004 table A3 for CaloChallenge ds2 and LEMURS
+# seed 004 table A3 for CaloChallenge ds2 and LEMURS, read as (layers, alpha, r): the table's header
+# says (z, r, alpha), but ds2 has 16 alpha and 9 r bins, so its 16 must be alpha
+DEFAULT_PATCH = (3, 16, 1)
 
 
 class FourierTime(nn.Module):
@@ -41,7 +43,13 @@ class FourierTime(nn.Module):
 
     def __init__(self, dim: int, scale: float = 30.0):
         super().__init__()
-        self.register_buffer("w", torch.randn(dim // 2) * scale)
+        self.scale = scale
+        self.register_buffer("w", torch.empty(dim // 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw the frequencies afresh (a model trained from scratch gets its own)."""
+        self.w.normal_(0.0, self.scale)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * t.float()[:, None] * self.w[None]
@@ -69,7 +77,7 @@ class EnergyNet(nn.Module):
         if max(n_cond, n_layers) + 1 > dim:
             raise ValueError(f"energy network dim {dim} must exceed the number of conditions ({n_cond}) and "
                              f"of layers ({n_layers}): tokens are [value, one-hot, 0]")
-        self.dim, self.n_layers = dim, n_layers
+        self.dim = dim
         self.cond_embed = nn.Linear(n_cond, dim, bias=False)
         self.transformer = nn.Transformer(dim, heads, encoder_layers, decoder_layers, ff_dim, dropout=0.0,
                                           batch_first=True)

@@ -29,7 +29,7 @@ from calofm.data.mesh import (
 from calofm.data.preprocess import N_KINEMATIC, ConditionTransform, representation_from_dict
 from calofm.data.showers import Showers
 from calofm.generative import EDM, PROCESSES, ConsistencyDistillation, FlowMatching, flow_matching
-from calofm.geometry import readout_from_dict
+from calofm.geometry import read_out, readout_from_dict
 from calofm.models import BACKBONES
 from calofm.train import checkpoint
 from calofm.train.config import DataConfig, RunConfig, from_dict
@@ -110,7 +110,7 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
     describe = {**{k: v for k, v in base.describe.items() if k != "step"},
                 "readouts": {**base.describe["readouts"], target.name: target.readout.to_dict()}}
     reinitialised: list[str] = []
-    if voxels.state_shape(target.readout) != base.shape:
+    if read_out(target.readout.layer_shapes()) != base.layers:
         process, voxels, describe["backbone_args"], reinitialised = _new_geometry(base, target, config.adapt.model)
         describe["readouts"] = {target.name: target.readout.to_dict()}  # the net now has the target's geometry
     elif config.adapt.model:
@@ -120,7 +120,7 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
     adaptation = apply(config.adapt.strategy, process.net, N_KINEMATIC + conditions.slot(target.name),
                        **config.adapt.args)
     if reinitialised:  # parts of a new geometry train under every strategy, with the larger learning rate
-        adaptation.train_too(process.net, reinitialised, REINIT_LR_MULT)
+        adaptation.train_too(process.net, reinitialised, float(adaptation.args.get("lr_mult", REINIT_LR_MULT)))
     names = {id(p): n for n, p in process.named_parameters()}
     lr_scale = {names[id(p)]: adaptation.lr_scale[n] for n, p in process.net.named_parameters()
                 if n in adaptation.lr_scale}
@@ -144,9 +144,11 @@ def _new_geometry(base: TrainedModel, target: DetectorShowers, model_args: dict)
         raise ValueError(f"adapt.model: only the patch can change with the geometry, got {sorted(model_args)}")
     args = {k: v for k, v in base.describe["backbone_args"].items() if k not in ("grids", "n_cond")}
     patches = {tuple(patch) for _, patch in base.describe["backbone_args"]["grids"]}
-    if "patch" not in model_args and len(patches) != 1:
-        raise ValueError(f"{target.name}: a new geometry; name its patches with adapt.model.patch (--patch)")
-    args.update({"patch": list(patches.pop()) if len(patches) == 1 else None, **model_args})
+    if "patch" not in model_args:
+        if len(patches) != 1:
+            raise ValueError(f"{target.name}: a new geometry; name its patches with adapt.model.patch (--patch)")
+        args["patch"] = list(patches.pop())
+    args.update(model_args)
     family = BACKBONES[backbone]
     new_args = {**family.geometry_args(target.readout, args), "n_cond": base.conditions.n_cond}
     torch.manual_seed(0)  # the re-initialised parts' start does not depend on the adaptation's seed
@@ -191,8 +193,9 @@ class TrainedModel:
         self.device = next(process.parameters()).device
         self.voxels = representation_from_dict(describe["voxels"])  # the data representation
         self.conditions = ConditionTransform.from_dict(describe["conditions"])
-        readouts = describe["readouts"]  # every detector's readout gives the model one state shape
-        self.shape = tuple(self.voxels.state_shape(readout_from_dict(next(iter(readouts.values())))))
+        readout = readout_from_dict(next(iter(describe["readouts"].values())))  # all share one geometry
+        self.shape = tuple(self.voxels.state_shape(readout))
+        self.layers = read_out(readout.layer_shapes())  # the read-out layers' transverse shapes
 
     @property
     def representation_kind(self) -> str:
@@ -207,7 +210,8 @@ class TrainedModel:
         self.conditions.slot(detector)  # a one-line error listing the known detectors
         readouts = self.describe["readouts"]
         if detector not in readouts:  # a model adapted to a new geometry generates in that one only
-            raise CalofmError(f"this model was adapted to another geometry; it generates {', '.join(readouts)} only")
+            raise CalofmError(f"no readout stored for {detector!r} (the model was adapted to another geometry); "
+                              f"it generates {', '.join(readouts)} only")
         return readout_from_dict(readouts[detector])
 
     @torch.no_grad()
@@ -233,7 +237,8 @@ class TrainedModel:
         """Generate showers for these conditions into a CaloChallenge file (with angles and mesh)."""
         metadata = {"generator": f"{GENERATED_BY} ({self.describe['backbone']} + {self.describe['process']})",
                     "model": str(self.path), "model_step": self.describe.get("step", 0), "detector": detector,
-                    "steps": steps or self.default_steps, "seed": seed}
+                    "steps": steps or self.default_steps, "seed": seed,
+                    **({"solver": self.process.solver} if hasattr(self.process, "solver") else {})}
         with ShowerWriter(path, "calochallenge", self.readout(detector), metadata) as w:
             start = 0
             for rows in self.generate(energy, theta, phi, detector, steps, batch_size, seed, progress):
