@@ -63,8 +63,8 @@ def test_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, 
     assert main(["demo", "--scale", "smoke", "--out", str(tmp_path), "--workers", "2", "--no-progress",
                  "--families", "dit,vit"]) == 0
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(summary["rows"]) == ["scratch", "full", "bitfit", "lora", "vit scratch", "vit full", "vit reinit"]
-    assert set(summary["gain_over_scratch"]) == {"full", "bitfit", "lora", "vit full", "vit reinit"}
+    assert list(summary["rows"]) == ["scratch", "full", "bitfit", "lora", "vit-scratch", "vit-full", "vit-reinit"]
+    assert set(summary["gain_over_scratch"]) == {"full", "bitfit", "lora", "vit-full", "vit-reinit"}
     for row in summary["rows"].values():
         gm = row["sizes"]["40"]["gm"]
         assert gm["value"] > 0 and gm["error"] > 0

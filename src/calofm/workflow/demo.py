@@ -109,7 +109,7 @@ def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str 
         if family == "dit":  # the CaloDiT-2 rows keep their plain labels
             strategies.update({label: {**spec, "base": str(out / folder)} for label, spec in s.strategies.items()})
         else:
-            strategies.update({f"{family} {label}": {"strategy": label, **spec, "base": str(out / folder)}
+            strategies.update({f"{family}-{label}": {"strategy": label, **spec, "base": str(out / folder)}
                                for label, spec in s.vit_strategies.items()})
     t_pre = time.perf_counter() - t0 - t_sim
 

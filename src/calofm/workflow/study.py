@@ -331,13 +331,16 @@ def plot(summary: dict, out: Path) -> dict[str, str]:
     with plt.style.context({**hep.style.ROOT, "text.usetex": False, "font.size": 11}):
         for key, (label, scale) in METRICS.items():
             fig, ax = plt.subplots(figsize=(6, 4.5))
-            for name, row in summary["rows"].items():
+            bases = list(dict.fromkeys(row.get("base") for row in summary["rows"].values()))
+            for i, (name, row) in enumerate(summary["rows"].items()):
                 points = [(int(s), c[key]) for s, c in row["sizes"].items() if c[key]["value"] is not None]
                 if points:
                     x = [p[0] for p in points]
                     y = [p[1]["value"] * scale for p in points]
                     err = [(p[1]["error"] or 0.0) * scale for p in points]
-                    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+                    family = bases.index(row.get("base"))  # one marker and line style per base run
+                    ax.errorbar(x, y, yerr=err, marker="os^D"[family % 4], ls=["-", "--", ":", "-."][family % 4],
+                                color=plt.cm.tab10(i % 10), capsize=3, label=name)
             floor = summary.get("floor") or {}
             if floor.get(key) and floor[key][0] is not None:
                 ax.axhline(floor[key][0] * scale, color="black", ls="--", label="Geant4 vs Geant4")
