@@ -17,6 +17,7 @@ from calofm.generative import (
     ConsistencyDistillation,
     FactorisedFlowMatching,
     FlowMatching,
+    Likelihood,
     Process,
 )
 from calofm.generative.process import per_sample
@@ -292,7 +293,7 @@ def test_distillation_of_the_exact_gaussian_teacher():
 
 def test_registry_rebuilds_the_sampler_from_a_backbone():
     assert PROCESSES == {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching,
-                         "cfm_factorised": FactorisedFlowMatching}
+                         "cfm_factorised": FactorisedFlowMatching, "likelihood": Likelihood}
     flow = FlowMatching(MLP(3, 2), solver="midpoint", steps=3)
     again = PROCESSES[flow.name](MLP(3, 2), **flow.hparams)
     again.load_state_dict(flow.state_dict())

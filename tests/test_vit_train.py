@@ -181,3 +181,23 @@ def test_study_places_the_vit_family_beside_calodit(toys, toy_vit, tmp_path_fact
     assert "| ViT reinit |" in report and "| CaloDiT-2 full |" in report
     adapted = load_model(folder / "study" / "cells" / "ViT reinit-n40-s0" / "run")
     assert adapted.conditions.detectors == ["a", "b", "c"] and adapted.describe["adapted"]["strategy"] == "reinit"
+
+
+def test_vit_trains_and_generates_on_an_irregular_geometry(tmp_path, one_thread):
+    """CaloChallenge dataset-1 photons (five layers of three binnings): no regular mesh needed."""
+    ds1 = calochallenge_binning("dataset_1_photons")
+    write_showers(tmp_path / "g.h5", toy_showers(ds1, 60, seed=5, e_min=2e3, e_max=2e4), "calochallenge", ds1,
+                  {"detector": "ds1-photons"})
+    path = vit_config(tmp_path, "ds1", {"ds1-photons": str(tmp_path / "g.h5")}, 4, batch_size=16)
+    raw = yaml.safe_load(path.read_text())
+    raw["model"]["args"]["patch"] = [1, 5, 1]
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["train", "--config", str(path), "--no-progress"]) == 0
+    model = load_model(tmp_path / "ds1")
+    grids = model.describe["backbone_args"]["grids"]
+    assert [g[0] for g in grids] == [[1, 1, 8], [1, 10, 16], [1, 10, 19], [2, 1, 5]]
+    assert model.shape == (5 + 368,)
+    assert main(["generate", "--model", str(tmp_path / "ds1"), "--n", "5", "--energy", "5", "--detector",
+                 "ds1-photons", "--steps", "2", "--out", str(tmp_path / "gen.h5")]) == 0
+    with open_showers(tmp_path / "gen.h5") as f:
+        assert f.readout == ds1 and f.read().showers.shape == (5, 368)

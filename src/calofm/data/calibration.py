@@ -1,0 +1,42 @@
+"""Occupancy calibration of generated point counts (seed 000 section 4.2).
+
+Several generated points can land in one readout cell, so a shower of N generated points fills
+fewer cells than a Geant4 shower of N points. Cubic polynomials p(N) give the occupancy (cells hit)
+of a shower of N points, fitted once on Geant4 showers (p_data) and once on generated showers
+projected onto the readout (p_gen); the calibrated count N_cal = p_gen^-1(p_data(N_gen)) is the
+number of points to generate so that the projected shower fills as many cells as Geant4's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class OccupancyCalibration:
+    """N_cal = p_gen^-1(p_data(N)); polynomial coefficients highest power first (numpy.polyfit)."""
+
+    data: list[float]
+    gen: list[float]
+    n_max: float  # the largest count of the fits: p_gen is inverted on [0, n_max] (and beyond, linearly)
+
+    @classmethod
+    def fit(cls, n_data, occupancy_data, n_gen, occupancy_gen, degree: int = 3) -> OccupancyCalibration:
+        """Least-squares fits of occupancy against point count for Geant4 and for generated showers."""
+        n_data, n_gen = np.asarray(n_data, float), np.asarray(n_gen, float)
+        if min(len(n_data), len(n_gen)) <= degree:
+            raise ValueError(f"a degree-{degree} calibration needs more than {degree} showers of each kind")
+        return cls(np.polyfit(n_data, occupancy_data, degree).tolist(), np.polyfit(n_gen, occupancy_gen, degree).tolist(),
+                   float(max(n_data.max(), n_gen.max())))
+
+    def __call__(self, n: np.ndarray) -> np.ndarray:
+        """Calibrated whole counts for generated counts ``n``: p_gen inverted on its increasing part."""
+        grid = np.linspace(0.0, 1.5 * self.n_max, 4096)
+        occupancy = np.maximum.accumulate(np.polyval(self.gen, grid))  # monotone, so invertible by interp
+        target = np.polyval(self.data, np.asarray(n, float))
+        return np.rint(np.interp(target, occupancy, grid)).astype(np.int64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
