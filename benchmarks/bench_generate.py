@@ -11,8 +11,8 @@ CPU batch 100, GPU batches where present, and Geant4 in par04-siw on one core. T
 
 ``--family vit``: a default-size CaloDREAM++ (energy network 64 dims 4 + 4 layers; ViT 6 blocks,
 480 dims, 135 patches of 3 x 16 x 1 on the 9 x 16 x 45 mesh), sampled with RK4 (seed 004 table 2:
-full generation and one RK4 step): CPU 1 thread batch 1, CPU batch 100, and GPU batch 100 (fp32,
-bf16) where present.
+full generation and one RK4 step): CPU 1 thread batch 1, CPU batch 100 (``--cpu-batch``), and GPU
+batch 100 (fp32, bf16) where present.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def default_cd() -> TrainedModel:
     return TrainedModel(describe, Consistency(net))
 
 
-def time_vit(steps: int) -> None:
+def time_vit(steps: int, cpu_batch: int) -> None:
     """ms per shower of a default-size CaloDREAM++ (fresh weights) with RK4, full and one step."""
     mesh = calochallenge_binning("dataset_2")
     n_cond = ConditionTransform(e_max=1e6, detectors=DETECTORS, n_slots=len(DETECTORS) + 1).n_cond
@@ -56,8 +56,9 @@ def time_vit(steps: int) -> None:
         torch.set_num_threads(1)
         print(f"  {label}, CPU 1 thread batch 1: {ms_per_shower(process, shape, n_cond, 1, 'cpu', repeats=2):.1f} ms")
         torch.set_num_threads(threads)
-        print(f"  {label}, CPU {threads} threads batch 100: "
-              f"{ms_per_shower(process, shape, n_cond, 100, 'cpu', repeats=1):.1f} ms")
+        if cpu_batch:
+            print(f"  {label}, CPU {threads} threads batch {cpu_batch}: "
+                  f"{ms_per_shower(process, shape, n_cond, cpu_batch, 'cpu', repeats=1):.1f} ms")
         if torch.cuda.is_available():
             for dtype in ("fp32", "bf16"):
                 ms = ms_per_shower(process, shape, n_cond, 100, "cuda", dtype, repeats=5)
@@ -72,10 +73,11 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--family", choices=["dit", "vit"], default="dit", help="model family (default dit)")
     parser.add_argument("--steps", type=int, default=20, help="vit: RK4 steps of a full generation (default 20)")
+    parser.add_argument("--cpu-batch", type=int, default=100, help="vit: CPU batch size beside batch 1 (0: skip)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.family == "vit":
-        time_vit(args.steps)
+        time_vit(args.steps, args.cpu_batch)
         return
     cd = default_cd()
     run_bench(cd, "par04-siw", args.energy, args.geant4_showers, args.json)
