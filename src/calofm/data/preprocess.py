@@ -114,7 +114,6 @@ class VoxelTransform(Representation):
         return from_model_layout(self.inverse(x.float()))
 
 
-
 def layer_ratios(layer_energy: torch.Tensor, incident: torch.Tensor, u0_scale: float) -> torch.Tensor:
     """Stick-breaking ratios (CaloFlow, seed 004 ref. [36]) of (N, L) layer energies: u_0 =
     E_total / (u0_scale E_inc), u_i = E_(i-1) / sum_(j >= i-1) E_j for i = 1 .. L-1 (0 when nothing
@@ -228,7 +227,6 @@ class LayerRatioTransform(Representation):
         voxels = torch.where(sums > 0, fraction / sums.clamp(min=1e-30), torch.zeros_like(sums)) * layer[:, index]
         voxels = torch.where(voxels < self.threshold, torch.zeros_like(voxels), voxels)
         return voxels.float().cpu().numpy()
-
 
 
 REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform)}
