@@ -40,13 +40,15 @@ def test_edm_with_pointwise_learns_conditional_points(one_thread):
     torch.manual_seed(0)
     process = EDM(PointWise(1, widths=(4, 64, 128, 64, 4), ctx_dim=32), sigma_data=1.0, steps=12)
     untrained = EDM(PointWise(1, widths=(4, 64, 128, 64, 4), ctx_dim=32), sigma_data=1.0, steps=12)
-    opt = torch.optim.Adam(process.parameters(), lr=2e-3)
-    for _ in range(1200):
+    opt = torch.optim.Adam(process.parameters(), lr=3e-3)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 800)
+    for _ in range(800):
         cond = rng.uniform(0, 1, (512, 1))
         loss = process(points(cond, rng), torch.tensor(cond, dtype=torch.float32))
         opt.zero_grad()
         loss.backward()
         opt.step()
+        decay.step()
     for c in (0.2, 0.9):
         cond = np.full((3000, 1), c)
         truth = points(cond, rng).numpy()

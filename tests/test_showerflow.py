@@ -41,9 +41,9 @@ def test_showerflow_samples_the_per_layer_counts_of_its_training_data(one_thread
     cond = torch.tensor(energy[:, None] / 10, dtype=torch.float32)
     torch.manual_seed(0)
     process = Likelihood(ShowerFlow(n_cond=1, n_layers=5, hidden=(64, 64)))
-    opt = torch.optim.Adam(process.parameters(), lr=2e-3)
-    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 1500)
-    for _ in range(1500):
+    opt = torch.optim.Adam(process.parameters(), lr=4e-3)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 800)
+    for _ in range(800):
         index = torch.from_numpy(rng.integers(0, len(x), 256))
         loss = process(x[index], cond[index])
         opt.zero_grad()
