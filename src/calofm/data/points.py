@@ -1,0 +1,101 @@
+"""Point clouds as model tensors (seed 000 section 3.1 and appendix A), for the point-cloud family.
+
+A shower's points come from `calofm simulate --points` (Geant4 steps pre-clustered per layer on
+the readout refined 6 x 6 times) or, for voxel files such as CaloChallenge ones, from cylindrical
+smearing of the voxels into points (one per voxel, uniform over its (r, alpha) area). calofm's
+points and voxels share one energy scale (deposits / sampling fraction); ``energy_scale`` turns
+them into another, e.g. the raw silicon deposits of seed 000's reversal of the sampling fraction.
+
+:class:`PointCloudTransform` maps points [x, y, z, E] (mm, MeV) to [x / 200, y / 200, layer, log E
+standardised]: x and y in [-1, 1] for a 400 mm box, the layer index as (2 i + 1) / L - 1, and back,
+with z at the layer's centre. One row per point: the PointWise net treats points independently, so
+a batch of points from many showers needs no padding or masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from calofm.data.preprocess import Representation
+from calofm.data.showers import PointClouds, Showers
+from calofm.geometry import smear
+
+HALF_BOX = 200.0  # mm: seed 000 scales x and y to [-1, 1] from a box of -200 to 200 mm
+
+
+def point_clouds(showers: Showers, readout, rng: np.random.Generator, energy_scale: float = 1.0) -> PointClouds:
+    """The showers' point clouds: the stored ones, or the voxels smeared into points; energies times
+    ``energy_scale``."""
+    if showers.points is not None:
+        clouds = showers.points
+    elif showers.showers is not None:
+        clouds = PointClouds(*smear(readout, showers.showers, rng))
+    else:
+        raise ValueError("the showers hold neither points nor voxels")
+    if energy_scale != 1.0:
+        clouds = PointClouds(clouds.points * np.array([1, 1, 1, energy_scale], np.float32), clouds.offsets)
+    return clouds
+
+
+def layer_counts(clouds: PointClouds, z_edges) -> np.ndarray:
+    """(N, L) number of points of each shower in each of the layers between ``z_edges`` (mm); points
+    outside them are not counted."""
+    edges = np.asarray(z_edges)
+    layer = np.searchsorted(edges, clouds.points[:, 2], side="right") - 1
+    inside = (layer >= 0) & (layer < len(edges) - 1)
+    owner = np.repeat(np.arange(len(clouds)), clouds.counts)
+    flat = owner[inside] * (len(edges) - 1) + layer[inside]
+    return np.bincount(flat, minlength=len(clouds) * (len(edges) - 1)).reshape(len(clouds), -1)
+
+
+@dataclass
+class PointCloudTransform(Representation):
+    """[x, y, z, E] (mm, MeV) <-> [x / 200, y / 200, (2 layer + 1) / L - 1, (log E - mean) / std]."""
+
+    kind: ClassVar[str] = "points"
+    z_edges: list[float]            # the readout's layer edges along the shower (mm)
+    e_mean: float = 0.0             # of log(E / MeV) over the fitted points
+    e_std: float = 1.0
+    half_box: float = HALF_BOX
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.z_edges) - 1
+
+    @classmethod
+    def fit(cls, clouds: list[PointClouds], z_edges) -> PointCloudTransform:
+        logs = np.log(np.concatenate([c.points[:, 3] for c in clouds]).astype(np.float64))
+        if not len(logs):
+            raise ValueError("no points to fit the preprocessing on")
+        return cls([float(z) for z in z_edges], float(logs.mean()), float(max(logs.std(), 1e-6)))
+
+    @staticmethod
+    def state_shape(readout=None) -> tuple[int, ...]:
+        return (4,)
+
+    def layers(self, z: np.ndarray) -> np.ndarray:
+        """Layer index of depths ``z`` (mm), clipped into the stack."""
+        return np.clip(np.searchsorted(np.asarray(self.z_edges), z, side="right") - 1, 0, self.n_layers - 1)
+
+    def encode(self, clouds: PointClouds) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, 4) float32 model rows of every point and the (P,) index of the shower each belongs to."""
+        p = clouds.points.astype(np.float64)
+        if np.any(~(p[:, 3] > 0)):
+            raise ValueError("points with zero, negative or NaN energy cannot be encoded (log E)")
+        depth = (2 * self.layers(p[:, 2]) + 1) / self.n_layers - 1
+        rows = np.stack([p[:, 0] / self.half_box, p[:, 1] / self.half_box, depth,
+                         (np.log(p[:, 3]) - self.e_mean) / self.e_std], axis=1)
+        return torch.from_numpy(rows).float(), torch.from_numpy(np.repeat(np.arange(len(clouds)), clouds.counts))
+
+    def decode(self, x: torch.Tensor) -> np.ndarray:
+        """(P, 4) points in mm and MeV from model rows, each at the centre of its (nearest) layer."""
+        x = x.detach().cpu().to(torch.float64).numpy()
+        layer = np.clip(np.rint((x[:, 2] + 1) * self.n_layers / 2 - 0.5), 0, self.n_layers - 1).astype(np.int64)
+        edges = np.asarray(self.z_edges)
+        centre = (edges[:-1] + edges[1:]) / 2
+        return np.stack([x[:, 0] * self.half_box, x[:, 1] * self.half_box, centre[layer],
+                         np.exp(x[:, 3] * self.e_std + self.e_mean)], axis=1).astype(np.float32)
