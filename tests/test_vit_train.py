@@ -20,7 +20,7 @@ from calofm.train import TrainedModel, assemble, load_config, load_model
 from calofm.train.checkpoint import load as load_checkpoint
 
 PRESETS = ("par04-siw", "par04-scipb")
-STEPS = 400
+STEPS = 250
 TINY_VIT = {"patch": [5, 16, 3], "dim": 48, "depth": 2, "heads": 4, "mlp_dim": 96,
             "energy": {"dim": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ff_dim": 64}}
 
