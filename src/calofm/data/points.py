@@ -23,6 +23,7 @@ import torch
 from calofm.data.preprocess import Representation
 from calofm.data.showers import PointClouds, Showers
 from calofm.geometry import smear
+from calofm.geometry.axis import Axis
 
 HALF_BOX = 200.0  # mm: seed 000 scales x and y to [-1, 1] from a box of -200 to 200 mm
 
@@ -44,12 +45,11 @@ def point_clouds(showers: Showers, readout, rng: np.random.Generator, energy_sca
 def layer_counts(clouds: PointClouds, z_edges) -> np.ndarray:
     """(N, L) number of points of each shower in each of the layers between ``z_edges`` (mm); points
     outside them are not counted."""
-    edges = np.asarray(z_edges)
-    layer = np.searchsorted(edges, clouds.points[:, 2], side="right") - 1
-    inside = (layer >= 0) & (layer < len(edges) - 1)
-    owner = np.repeat(np.arange(len(clouds)), clouds.counts)
-    flat = owner[inside] * (len(edges) - 1) + layer[inside]
-    return np.bincount(flat, minlength=len(clouds) * (len(edges) - 1)).reshape(len(clouds), -1)
+    n_layers = len(z_edges) - 1
+    layer = Axis(z_edges).bin(clouds.points[:, 2])
+    inside = (layer >= 0) & (layer < n_layers)
+    flat = clouds.owners[inside] * n_layers + layer[inside]
+    return np.bincount(flat, minlength=len(clouds) * n_layers).reshape(len(clouds), -1)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class PointCloudTransform(Representation):
 
     def layers(self, z: np.ndarray) -> np.ndarray:
         """Layer index of depths ``z`` (mm), clipped into the stack."""
-        return np.clip(np.searchsorted(np.asarray(self.z_edges), z, side="right") - 1, 0, self.n_layers - 1)
+        return np.clip(Axis(self.z_edges).bin(z), 0, self.n_layers - 1)
 
     def encode(self, clouds: PointClouds) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, 4) float32 model rows of every point and the (P,) index of the shower each belongs to."""
@@ -89,7 +89,7 @@ class PointCloudTransform(Representation):
         depth = (2 * self.layers(p[:, 2]) + 1) / self.n_layers - 1
         rows = np.stack([p[:, 0] / self.half_box, p[:, 1] / self.half_box, depth,
                          (np.log(p[:, 3]) - self.e_mean) / self.e_std], axis=1)
-        return torch.from_numpy(rows).float(), torch.from_numpy(np.repeat(np.arange(len(clouds)), clouds.counts))
+        return torch.from_numpy(rows).float(), torch.from_numpy(clouds.owners)
 
     def decode(self, x: torch.Tensor) -> np.ndarray:
         """(P, 4) points in mm and MeV from model rows, each at the centre of its (nearest) layer."""

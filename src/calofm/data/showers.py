@@ -44,10 +44,14 @@ class PointClouds:
     def take(self, index: np.ndarray) -> "PointClouds":
         return PointClouds.from_list([self[int(i)] for i in np.asarray(index)])
 
+    @property
+    def owners(self) -> np.ndarray:
+        """The index of the shower each point belongs to, (M,)."""
+        return np.repeat(np.arange(len(self)), self.counts)
+
     def energy_sums(self) -> np.ndarray:
         """Total point energy of each shower (float64)."""
-        owner = np.repeat(np.arange(len(self)), self.counts)
-        return np.bincount(owner, weights=self.points[:, 3], minlength=len(self))
+        return np.bincount(self.owners, weights=self.points[:, 3], minlength=len(self))
 
     @staticmethod
     def concat(parts: list["PointClouds"]) -> "PointClouds":

@@ -79,7 +79,6 @@ class FlowMatching(Process):
     def __init__(self, net: nn.Module, solver: str = "rk4", steps: int = 20, rtol: float = 1e-5,
                  atol: float = 1e-5) -> None:
         super().__init__()
-        check_sampler(solver, steps)
         self.net = net
         self.steps, self.rtol, self.atol = int(steps), float(rtol), float(atol)
         self.hparams = {"steps": self.steps, "rtol": self.rtol, "atol": self.atol}

@@ -24,7 +24,6 @@ class ShowerFlow(nn.Module):
     def __init__(self, n_cond: int, n_layers: int, transforms: int = 2, bins: int = 8,
                  hidden: tuple[int, ...] = (368, 368)):
         super().__init__()
-        self.n_layers = n_layers
         self.flow = zuko.flows.NSF(n_layers, n_cond, bins=bins, transforms=transforms,
                                    hidden_features=tuple(hidden), passes=2)  # passes=2: coupling
 
