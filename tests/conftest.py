@@ -24,6 +24,17 @@ class MLP(nn.Module):
         return self.layers(h).reshape(x.shape)
 
 
+@torch.no_grad()
+def pretrained_like(make, seed: int = 0):
+    """``make()`` seeded, every weight moved off its initial value: a stand-in for a pre-trained net in
+    which nothing sits at zero, so every part matters."""
+    torch.manual_seed(seed)
+    net = make()
+    for p in net.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
 @pytest.fixture(scope="session")
 def ds2():
     return calochallenge_binning("dataset_2")

@@ -19,6 +19,7 @@ from calofm.train.checkpoint import load as load_checkpoint
 from calofm.train.config import RunConfig, from_dict
 from calofm.workflow import study as study_module
 from calofm.workflow.study import mean_error, summarise
+from conftest import pretrained_like
 
 TINY = {"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144}  # conftest.TINY_DIT too
 N_COND = 4 + 3   # kinematics + 2 pre-training detectors + 1 free slot
@@ -26,12 +27,7 @@ NEW_SLOT = 4 + 2
 
 
 def tiny(seed=0) -> DiT:
-    torch.manual_seed(seed)
-    net = DiT(N_COND, **TINY)
-    with torch.no_grad():  # a "pre-trained" net: nothing at zero, so every part matters
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net
+    return pretrained_like(lambda: DiT(N_COND, **TINY), seed)
 
 
 def inputs(slot: int, n: int = 3):

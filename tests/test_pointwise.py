@@ -9,6 +9,7 @@ from torch import nn
 from calofm.adapt import Adaptation, apply
 from calofm.generative import EDM
 from calofm.models.pointwise import WIDTHS, PointWise
+from conftest import pretrained_like
 
 N_COND, NEW_SLOT = 4 + 3, 4 + 2
 
@@ -61,12 +62,7 @@ def test_edm_with_pointwise_learns_conditional_points(one_thread):
 
 
 def tiny(seed=0) -> PointWise:
-    torch.manual_seed(seed)
-    net = PointWise(N_COND, widths=(4, 16, 32, 16, 8, 16, 4), ctx_dim=16)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net
+    return pretrained_like(lambda: PointWise(N_COND, widths=(4, 16, 32, 16, 8, 16, 4), ctx_dim=16), seed)
 
 
 def inputs(slot):

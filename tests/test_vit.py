@@ -18,6 +18,7 @@ from calofm.data.toy import toy_showers
 from calofm.geometry import PlanarGrid, calochallenge_binning, layer_grids
 from calofm.models.vit import CaloDREAM, EnergyNet, Patching, PatchPositions, _resize_patch
 from calofm.simulate.detectors import get_detector, preset_names
+from conftest import pretrained_like
 
 TINY = {"dim": 48, "depth": 2, "heads": 2, "mlp_dim": 64,
         "energy": {"dim": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ff_dim": 32}}
@@ -133,12 +134,8 @@ N_COND, NEW_SLOT = 4 + 3, 4 + 2
 
 
 def tiny(seed=0) -> CaloDREAM:
-    torch.manual_seed(seed)
-    net = CaloDREAM(N_COND, **CaloDREAM.geometry_args(calochallenge_binning("dataset_2"), TINY))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net
+    args = CaloDREAM.geometry_args(calochallenge_binning("dataset_2"), TINY)
+    return pretrained_like(lambda: CaloDREAM(N_COND, **args), seed)
 
 
 def outputs(net, slot):
