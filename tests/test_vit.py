@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from calofm.adapt import Adaptation, apply
+from calofm.data.mesh import representation_from_dict
 from calofm.data.preprocess import (
     LayerRatioTransform,
     energies_from_ratios,
     layer_ratios,
-    representation_from_dict,
 )
 from calofm.data.toy import toy_showers
 from calofm.geometry import PlanarGrid, calochallenge_binning, layer_grids

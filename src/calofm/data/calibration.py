@@ -38,5 +38,16 @@ class OccupancyCalibration:
         target = np.polyval(self.data, np.asarray(n, float))
         return np.rint(np.interp(target, occupancy, grid)).astype(np.int64)
 
+    def apply(self, counts: np.ndarray) -> np.ndarray:
+        """Points per layer (N, L) scaled to the calibrated totals, layer shares kept; the largest
+        remainders take the points that rounding down leaves over, so each total is exact."""
+        counts = np.asarray(counts, dtype=np.int64)
+        totals = counts.sum(1)
+        target = np.where(totals > 0, self(totals), 0)
+        share = counts * (target / np.maximum(totals, 1))[:, None]
+        out = np.floor(share).astype(np.int64)
+        rank = np.argsort(np.argsort(out - share, axis=1, kind="stable"), axis=1)  # 0: the largest remainder
+        return out + (rank < (target - out.sum(1))[:, None])
+
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,7 +17,8 @@ import torch
 
 from calofm.core.errors import InputError
 from calofm.data.files import open_showers
-from calofm.data.preprocess import REPRESENTATIONS, ConditionTransform, LayerRatioTransform, VoxelTransform
+from calofm.data.points import LayerCountTransform, PointCloudTransform
+from calofm.data.preprocess import ConditionTransform, LayerRatioTransform, VoxelTransform
 from calofm.data.showers import Showers
 from calofm.data.splits import nested_subset, split_indices
 from calofm.geometry.layers import read_out
@@ -25,41 +26,53 @@ from calofm.geometry.layers import read_out
 NORMAL_THETA = math.pi / 2  # Par04 convention: normal incidence on the layers
 
 
+REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform, LayerCountTransform, PointCloudTransform)}
+POINT_KINDS = (LayerCountTransform.kind, PointCloudTransform.kind)
+
+
 @dataclass
 class DetectorShowers:
-    """One detector's showers (CaloChallenge voxel order) and its mesh."""
+    """One detector's showers (CaloChallenge voxel order), the readout the model sees (for point
+    clouds, the one the points were clustered on) and the mesh its voxels are on (default: the same)."""
 
     name: str
     showers: Showers
     readout: object
     notes: list[str]
+    mesh: object = None
+
+    def __post_init__(self):
+        self.mesh = self.mesh or self.readout
 
     def take(self, index) -> DetectorShowers:
-        return DetectorShowers(self.name, self.showers.take(index), self.readout, self.notes)
+        return DetectorShowers(self.name, self.showers.take(index), self.readout, self.notes, self.mesh)
 
 
-def read_detector(name: str, paths: list[str | Path], regular: bool = True) -> DetectorShowers:
+def read_detector(name: str, paths: list[str | Path], regular: bool = True, points: bool = False) -> DetectorShowers:
     """All showers of ``paths`` (one detector), with theta/phi filled where the files lack them;
-    ``regular``: the readout must be a regular (z, alpha, r) mesh (what mesh backbones take)."""
-    parts, readout, notes = [], None, []
+    ``regular``: the readout must be a regular (z, alpha, r) mesh (what mesh backbones take);
+    ``points``: keep the stored point clouds, and take their readout as the model's."""
+    parts, readout, mesh, notes = [], None, None, []
     for path in paths:
         with open_showers(path) as f:
             if regular and not getattr(f.readout, "is_regular", False):
                 raise InputError(path, f"binning {f.readout.describe()} is not a regular (z, alpha, r) mesh")
-            if readout is not None and f.readout.layer_shapes() != readout.layer_shapes():
-                raise InputError(path, f"mesh {f.readout.describe()} differs from the detector's other files "
+            mine = f.points_readout if points else f.readout
+            if readout is not None and (mine.layer_shapes(), f.readout.layer_shapes()) != (
+                    readout.layer_shapes(), mesh.layer_shapes()):
+                raise InputError(path, f"readout {mine.describe()} differs from the detector's other files "
                                        f"({readout.describe()})")
-            readout = readout or f.readout
+            readout, mesh = readout or mine, mesh or f.readout
             showers = f.read()
         if showers.showers is None:
             raise InputError(path, "holds no voxel showers (points only); project them with `calofm convert` first")
         if showers.theta is None or showers.phi is None:
             notes.append(f"{path}: no incidence angles stored; using theta = pi/2, phi = 0 (normal incidence)")
             showers = showers.with_fields(theta=np.full(len(showers), NORMAL_THETA), phi=np.zeros(len(showers)))
-        parts.append(showers.with_fields(points=None, particle=None, event=None))
+        parts.append(showers.with_fields(points=showers.points if points else None, particle=None, event=None))
     if not parts:
         raise ValueError(f"detector {name!r} has no files")
-    return DetectorShowers(name, Showers.concat(parts), readout, notes)
+    return DetectorShowers(name, Showers.concat(parts), readout, notes, mesh)
 
 
 def split_detector(data: DetectorShowers, val_fraction: float, n_train: int | None, seed: int
@@ -80,13 +93,28 @@ def fit_representation(kind: str, detectors: list[DetectorShowers]):
         return VoxelTransform.fit(d.showers.showers for d in detectors)
     if kind == LayerRatioTransform.kind:
         return LayerRatioTransform.fit((d.showers.showers, d.showers.energy, d.readout) for d in detectors)
+    if kind == LayerCountTransform.kind:
+        return LayerCountTransform.fit(detectors[0].readout)
+    if kind == PointCloudTransform.kind:
+        z_edges = detectors[0].readout.z_edges
+        return PointCloudTransform.fit([PointCloudTransform(z_edges).clouds(d.showers, d.readout) for d in detectors],
+                                       z_edges)
     raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
+
+
+def representation_from_dict(d: dict):
+    """The representation saved by ``to_dict`` (a model description's ``voxels``)."""
+    kind = d.get("kind", VoxelTransform.kind)
+    if kind not in REPRESENTATIONS:
+        raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
+    return REPRESENTATIONS[kind].from_dict(d)
 
 
 def tensors(detectors: list[DetectorShowers], representation, conditions: ConditionTransform
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Preprocessed (x, cond) of all ``detectors``, concatenated in order; ``representation`` is a
-    fitted :mod:`calofm.data.preprocess` representation (all detectors must give one state shape)."""
+    """Preprocessed (x, cond) of all ``detectors``, concatenated in order, one row per model row
+    (per point, for point clouds) with its shower's condition and the representation's extra
+    columns; ``representation`` is a fitted one (all detectors must give one state shape)."""
     layers = {d.name: read_out(d.readout.layer_shapes()) for d in detectors}
     if len(set(layers.values())) != 1:
         raise ValueError("detectors must share one geometry (layers and their transverse shapes); got "
@@ -94,6 +122,9 @@ def tensors(detectors: list[DetectorShowers], representation, conditions: Condit
     xs, cs = [], []
     for d in detectors:
         s = d.showers
-        xs.append(representation.encode(s.showers, s.energy, d.readout))
-        cs.append(conditions.forward(s.energy, s.theta, s.phi, conditions.slot(d.name)))
+        x, owners, extra = representation.rows(s, d.readout)
+        cond = conditions.forward(s.energy, s.theta, s.phi, conditions.slot(d.name))
+        cond = cond if extra is None else torch.cat([cond, extra], dim=1)
+        xs.append(x)
+        cs.append(cond if owners is None else cond[owners])
     return torch.cat(xs), torch.cat(cs)

@@ -9,11 +9,18 @@ them into another, e.g. the raw silicon deposits of seed 000's reversal of the s
 :class:`PointCloudTransform` maps points [x, y, z, E] (mm, MeV) to [x / 200, y / 200, layer, log E
 standardised]: x and y in [-1, 1] for a 400 mm box, the layer index as (2 i + 1) / L - 1, and back,
 with z at the layer's centre. One row per point: the PointWise net treats points independently, so
-a batch of points from many showers needs no padding or masks.
+a batch of points from many showers needs no padding or masks, and no ordering by size (the
+padded, size-ordered batches of seed 000 serve networks that see a whole point set at once). Each
+shower adds one condition column, log(1 + N) / 10 of its N points (CaloClouds II conditions the
+points on E and N; the per-layer counts then place them in depth).
+
+:class:`LayerCountTransform` maps showers to ShowerFlow's variables: the points per layer, plus a
+uniform dequantisation draw, over the fixed ``NORM_POINTS`` = 800 of seed 000.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,6 +33,9 @@ from calofm.geometry import smear
 from calofm.geometry.axis import Axis
 
 HALF_BOX = 200.0  # mm: seed 000 scales x and y to [-1, 1] from a box of -200 to 200 mm
+NORM_POINTS = 800.0  # seed 000: one fixed normalisation of the per-layer point counts
+SMEAR_SEED = 0  # voxel files are smeared into points, and counts dequantised, with one fixed draw
+COUNT_LOG_SCALE = 10.0  # the points' condition log(1 + N) / 10 stays below 1.2 up to 10^5 points
 
 
 def point_clouds(showers: Showers, readout, rng: np.random.Generator, energy_scale: float = 1.0) -> PointClouds:
@@ -52,19 +62,74 @@ def layer_counts(clouds: PointClouds, z_edges) -> np.ndarray:
     return np.bincount(flat, minlength=len(clouds) * n_layers).reshape(len(clouds), -1)
 
 
-@dataclass
-class PointCloudTransform(Representation):
-    """[x, y, z, E] (mm, MeV) <-> [x / 200, y / 200, (2 layer + 1) / L - 1, (log E - mean) / std]."""
+def count_condition(n_points) -> torch.Tensor:
+    """(N, 1) float32 condition log(1 + N) / 10 of showers of ``n_points`` points."""
+    return torch.log1p(torch.as_tensor(np.asarray(n_points), dtype=torch.float64))[:, None].div(COUNT_LOG_SCALE).float()
 
-    kind: ClassVar[str] = "points"
+
+@dataclass
+class LayeredPoints(Representation):
+    """What the point representations share: the readout's layers along the shower, and the points
+    of a detector's showers."""
+
     z_edges: list[float]            # the readout's layer edges along the shower (mm)
-    e_mean: float = 0.0             # of log(E / MeV) over the fitted points
-    e_std: float = 1.0
-    half_box: float = HALF_BOX
 
     @property
     def n_layers(self) -> int:
         return len(self.z_edges) - 1
+
+    @property
+    def centres(self) -> np.ndarray:
+        edges = np.asarray(self.z_edges)
+        return (edges[:-1] + edges[1:]) / 2
+
+    def for_readout(self, readout):
+        """This representation for another readout's layers (the scales stay)."""
+        return dataclasses.replace(self, z_edges=[float(z) for z in readout.z_edges])
+
+    def clouds(self, showers: Showers, readout) -> PointClouds:
+        """The showers' points (stored, or their voxels smeared with a fixed seed)."""
+        return point_clouds(showers, readout, np.random.default_rng(SMEAR_SEED))
+
+
+@dataclass
+class LayerCountTransform(LayeredPoints):
+    """Points per layer (N, L) <-> (N + u) / 800, u ~ U(0, 1) drawn once per encoding (seeded)."""
+
+    kind: ClassVar[str] = "layer_counts"
+    norm: float = NORM_POINTS
+
+    @classmethod
+    def fit(cls, readout) -> LayerCountTransform:
+        return cls([float(z) for z in readout.z_edges])
+
+    def state_shape(self, readout=None) -> tuple[int, ...]:
+        return (self.n_layers,)
+
+    def rows(self, showers: Showers, readout):
+        counts = layer_counts(self.clouds(showers, readout), self.z_edges)
+        return self.normalise(torch.from_numpy(counts), torch.Generator().manual_seed(SMEAR_SEED)), None, None
+
+    def normalise(self, counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Whole counts -> (counts + u) / norm: a density cannot sit on whole numbers, and many late
+        layers are empty."""
+        u = torch.rand(counts.shape, generator=generator, dtype=torch.float64)
+        return ((counts.to(torch.float64) + u) / self.norm).float()
+
+    def decode(self, values: torch.Tensor) -> torch.Tensor:
+        """Model values -> whole, non-negative counts (the inverse of ``normalise``)."""
+        return torch.floor(values.to(torch.float64) * self.norm).clamp(min=0).long()
+
+
+@dataclass
+class PointCloudTransform(LayeredPoints):
+    """[x, y, z, E] (mm, MeV) <-> [x / 200, y / 200, (2 layer + 1) / L - 1, (log E - mean) / std]."""
+
+    kind: ClassVar[str] = "points"
+    extra_conditions: ClassVar[int] = 1  # log(1 + N) / 10
+    e_mean: float = 0.0             # of log(E / MeV) over the fitted points
+    e_std: float = 1.0
+    half_box: float = HALF_BOX
 
     @classmethod
     def fit(cls, clouds: list[PointClouds], z_edges) -> PointCloudTransform:
@@ -76,6 +141,11 @@ class PointCloudTransform(Representation):
     @staticmethod
     def state_shape(readout=None) -> tuple[int, ...]:
         return (4,)
+
+    def rows(self, showers: Showers, readout):
+        clouds = self.clouds(showers, readout)
+        x, owners = self.encode(clouds)
+        return x, owners, count_condition(clouds.counts)
 
     def layers(self, z: np.ndarray) -> np.ndarray:
         """Layer index of depths ``z`` (mm), clipped into the stack."""
@@ -91,11 +161,11 @@ class PointCloudTransform(Representation):
                          (np.log(p[:, 3]) - self.e_mean) / self.e_std], axis=1)
         return torch.from_numpy(rows).float(), torch.from_numpy(clouds.owners)
 
-    def decode(self, x: torch.Tensor) -> np.ndarray:
-        """(P, 4) points in mm and MeV from model rows, each at the centre of its (nearest) layer."""
+    def decode(self, x: torch.Tensor, layer: np.ndarray | None = None) -> np.ndarray:
+        """(P, 4) points in mm and MeV from model rows, each at the centre of its ``layer`` (default:
+        the layer nearest to its generated depth)."""
         x = x.detach().cpu().to(torch.float64).numpy()
-        layer = np.clip(np.rint((x[:, 2] + 1) * self.n_layers / 2 - 0.5), 0, self.n_layers - 1).astype(np.int64)
-        edges = np.asarray(self.z_edges)
-        centre = (edges[:-1] + edges[1:]) / 2
-        return np.stack([x[:, 0] * self.half_box, x[:, 1] * self.half_box, centre[layer],
+        if layer is None:
+            layer = np.clip(np.rint((x[:, 2] + 1) * self.n_layers / 2 - 0.5), 0, self.n_layers - 1).astype(np.int64)
+        return np.stack([x[:, 0] * self.half_box, x[:, 1] * self.half_box, self.centres[layer],
                          np.exp(x[:, 3] * self.e_std + self.e_mean)], axis=1).astype(np.float32)

@@ -2,8 +2,8 @@
 
 A *representation* turns CaloChallenge-order voxel rows (N, n_voxels) in MeV and the incident
 energies into the tensor a model is trained on (``encode``) and back (``decode``), and says that
-tensor's per-shower shape for a readout (``state_shape``); ``REPRESENTATIONS`` maps its ``kind``
-(stored in ``to_dict``) to its class. Two exist:
+tensor's per-shower shape for a readout (``state_shape``); :mod:`calofm.data.mesh` maps its ``kind``
+(stored in ``to_dict``) to its class. Two live here (the point-cloud ones in :mod:`calofm.data.points`):
 
 * :class:`VoxelTransform` (``mesh``, CaloDiT-2): the (R, A, Z) mesh of log voxels.
 * :class:`LayerRatioTransform` (``layer_ratios``, CaloDREAM): the layer-energy ratios u, then every
@@ -54,9 +54,16 @@ def from_model_layout(x: torch.Tensor) -> np.ndarray:
 
 
 class Representation:
-    """What the representations share: their fields and their ``kind`` as a JSON-able dict."""
+    """What the representations share: their fields and their ``kind`` as a JSON-able dict, and
+    ``rows``: a detector's showers as model rows (one per shower unless the kind says otherwise)."""
 
     kind: ClassVar[str]
+    extra_conditions: ClassVar[int] = 0  # condition columns the representation adds to each shower's
+
+    def rows(self, showers, readout) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(model rows, the index of each row's shower or None for one row per shower, the
+        ``extra_conditions`` columns of each shower or None)."""
+        return self.encode(showers.showers, showers.energy, readout), None, None
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
@@ -227,17 +234,6 @@ class LayerRatioTransform(Representation):
         voxels = torch.where(sums > 0, fraction / sums.clamp(min=1e-30), torch.zeros_like(sums)) * layer[:, index]
         voxels = torch.where(voxels < self.threshold, torch.zeros_like(voxels), voxels)
         return voxels.float().cpu().numpy()
-
-
-REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform)}
-
-
-def representation_from_dict(d: dict):
-    """The representation saved by ``to_dict`` (a model description's ``voxels``)."""
-    kind = d.get("kind", VoxelTransform.kind)
-    if kind not in REPRESENTATIONS:
-        raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
-    return REPRESENTATIONS[kind].from_dict(d)
 
 
 @dataclass

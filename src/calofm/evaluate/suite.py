@@ -76,6 +76,7 @@ def compare(reference: Sample, generated: Sample, binning, settings: Settings) -
         out["observables"] = {name: {kind: pair(*value) for kind, value in d.items()} for name, d in distances.items()}
         if all(name in distances for name in SIX_OBSERVABLES):
             out["geometric_mean_wasserstein"] = pair(*six_observable_geometric_mean(distances))
+            out["geometric_mean_kl"] = pair(*six_observable_geometric_mean(distances, "kl"))
     hl_ref, hl_gen = high_level_vector(reference.features), high_level_vector(generated.features)
     if "fpd" in settings.metrics:
         out["fpd"] = pair(*fpd(hl_ref, hl_gen, seed=settings.seed, **settings.fpd_kwargs))

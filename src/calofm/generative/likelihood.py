@@ -1,9 +1,9 @@
 """Maximum-likelihood training of a conditional density backbone, such as a normalising flow.
 
-The backbone is called as ``net(cond)`` and returns a distribution over the data with ``log_prob``
-and a ``transform`` from data to a standard normal base (zuko's flows do). Training minimises the
-mean negative log-likelihood; sampling maps caller-given standard normal noise through the inverse
-transform, so it is deterministic given the noise, as every process's ``sample`` is. ShowerFlow
+The backbone has ``log_prob(x, cond)`` (per sample) and ``from_noise(noise, cond)`` (the sample
+that standard normal noise of the data's shape maps to, e.g. a flow's inverse transform). Training
+minimises the mean negative log-likelihood; sampling is deterministic given the caller's noise, as
+every process's ``sample`` is. ShowerFlow
 (seed 000 section 4.2: the number of points per layer given the incident energy) is trained so.
 """
 
@@ -15,7 +15,7 @@ from calofm.generative.process import Process
 
 
 class Likelihood(Process):
-    """Negative log-likelihood training and inverse-transform sampling of ``net(cond)``."""
+    """Negative log-likelihood training and inverse-transform sampling of a density backbone."""
 
     name = "likelihood"
 
@@ -25,9 +25,9 @@ class Likelihood(Process):
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        return -self.net(cond).log_prob(x0).mean()
+        return -self.net.log_prob(x0, cond).mean()
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Data for standard normal ``noise`` of the data's shape (``steps`` is not used)."""
-        return self.net(cond).transform.inv(noise)
+        return self.net.from_noise(noise, cond)

@@ -9,11 +9,19 @@ for a readout) and its ``ROLES`` for the transfer strategies. ``BACKBONES`` maps
 
 * ``dit``: CaloDiT-2 (EDM, consistency distillation).
 * ``vit``: CaloDREAM++ energy network + universal ViT shape network (factorised CFM).
+* ``showerflow`` and ``pointwise``: the point-cloud family (CaloClouds II): ShowerFlow, a density
+  ``log_prob(x, cond)`` / ``from_noise(noise, cond)`` for the points per layer (likelihood), and
+  the PointWise per-point denoiser (EDM), trained as two runs, the second naming the first.
+
+A backbone that may be trained with one process only names it in ``TRAINED_WITH``; one that can
+move to another readout has ``transfer_args`` and ``load_transferable``.
 """
 
 from calofm.models.dit import DiT
+from calofm.models.pointwise import PointWise
+from calofm.models.showerflow import ShowerFlow
 from calofm.models.vit import CaloDREAM
 
-BACKBONES = {"dit": DiT, "vit": CaloDREAM}
+BACKBONES = {"dit": DiT, "vit": CaloDREAM, "showerflow": ShowerFlow, "pointwise": PointWise}
 
-__all__ = ["BACKBONES", "CaloDREAM", "DiT"]
+__all__ = ["BACKBONES", "CaloDREAM", "DiT", "PointWise", "ShowerFlow"]

@@ -64,6 +64,23 @@ class PointWise(nn.Module):
         self.blocks = nn.ModuleList(ConcatSquashLinear(a, b, 2 * (ctx_dim // 2)) for a, b in zip(widths, widths[1:]))
         self.init_weights(self)
 
+    @staticmethod
+    def geometry_args(readout, args: dict) -> dict:
+        """The net sees points, not cells: its arguments are the same for every readout."""
+        return dict(args)
+
+    @staticmethod
+    def transfer_args(base_args: dict, model_args: dict) -> dict:
+        if model_args:
+            raise ValueError(f"adapt.model: the PointWise net takes no geometry arguments, got {sorted(model_args)}")
+        return {k: v for k, v in base_args.items() if k != "n_cond"}
+
+    @torch.no_grad()
+    def load_transferable(self, base: PointWise, x: torch.Tensor | None = None) -> list[str]:
+        """Every weight transfers to another readout (the representation maps its layers to depth)."""
+        self.load_state_dict(base.state_dict())
+        return []
+
     @torch.no_grad()
     def init_weights(self, module: nn.Module) -> None:
         """(Re-)initialise ``module``: Xavier weights and zero biases."""

@@ -218,6 +218,7 @@ class CaloDREAM(nn.Module):
     """
 
     FACTORISED = True
+    TRAINED_WITH = "cfm"
     REPRESENTATION = "layer_ratios"
     ROLES: ClassVar[dict[str, str | list[str]]] = {
         "input": "shape.patch_embed",
@@ -254,11 +255,23 @@ class CaloDREAM(nn.Module):
             raise ValueError(f"model.args.patch: {len(patches)} patches for {len(shapes)} grids {shapes}")
         return {**args, "grids": [[list(s), list(p)] for s, p in zip(shapes, patches)]}
 
+    @staticmethod
+    def transfer_args(base_args: dict, model_args: dict) -> dict:
+        """A base model's arguments for a target of another geometry: its patch (when it had one for
+        every grid) unless ``model_args`` names one (for ``geometry_args``)."""
+        if set(model_args) - {"patch"}:
+            raise ValueError(f"adapt.model: only the patch can change with the geometry, got {sorted(model_args)}")
+        args = {k: v for k, v in base_args.items() if k not in ("grids", "n_cond")}
+        patches = {tuple(patch) for _, patch in base_args["grids"]}
+        if "patch" not in model_args and len(patches) != 1:
+            raise ValueError("a new geometry; name its patches with adapt.model.patch (--patch)")
+        return {**args, "patch": list(next(iter(patches))), **model_args}
+
     @torch.no_grad()
-    def load_transferable(self, base: CaloDREAM) -> list[str]:
+    def load_transferable(self, base: CaloDREAM, x: torch.Tensor | None = None) -> list[str]:
         """Take ``base``'s weights for this (new) geometry, as seed 004 section 6 does; returns the
         names of the parameters that were re-initialised or interpolated (to train with a larger
-        learning rate).
+        learning rate). (The target's training rows ``x`` are not needed.)
 
         Everything whose shape is unchanged is copied (the universal blocks, both time and the
         energy network). The patch embedding and the head are copied when the patch is the same,

@@ -31,11 +31,12 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "dit"
     args: dict = field(default_factory=dict)  # backbone keyword arguments (patch, dim, depth, ...)
+    counts: str | None = None       # pointwise: the ShowerFlow run giving each shower's points per layer
 
 
 @dataclass
 class ProcessConfig:
-    name: str = "edm"               # edm | cd (consistency distillation of a trained EDM run) | cfm (flow matching)
+    name: str = "edm"               # edm | cd (consistency distillation of an EDM run) | cfm (flow matching) | likelihood
     args: dict = field(default_factory=dict)
     teacher: str | None = None      # cd: the EDM run folder to distil
     student: str | None = None      # cd: initialise the student from this CD run (default: the teacher)
@@ -43,7 +44,7 @@ class ProcessConfig:
 
 @dataclass
 class AdaptConfig:
-    base: str | None = None         # the pre-trained EDM run to adapt; None: not an adaptation
+    base: str | None = None         # the pre-trained run (EDM, CFM, likelihood) to adapt; None: not an adaptation
     strategy: str = "full"          # see calofm.adapt: scratch, full, bitfit, top-k, lora, condition, slot, reinit
     args: dict = field(default_factory=dict)  # strategy arguments (k; r, alpha; lr_mult)
     model: dict = field(default_factory=dict)  # backbone arguments for a target of another geometry (patch)
@@ -88,7 +89,7 @@ class RunConfig:
             (t.ema is None or 0 <= t.ema < 1, "train.ema", "must be in [0, 1) or null"),
             (t.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16"),
             (t.checkpoint_every > 0 and t.log_every > 0, "train.checkpoint_every", "intervals must be positive"),
-            (self.process.name in ("edm", "cd", "cfm"), "process.name", "must be edm, cd or cfm"),
+            (self.process.name in ("edm", "cd", "cfm", "likelihood"), "process.name", "must be edm, cd, cfm or likelihood"),
             (self.process.name != "cd" or self.process.teacher, "process.teacher", "cd needs the EDM run to distil"),
             (self.process.name == "cd" or self.data.detectors, "data.detectors", "name at least one detector"),
             (not (self.adapt.base and self.process.name == "cd"), "adapt.base",

@@ -8,6 +8,7 @@ arguments, the voxel and condition transforms, and each detector's mesh.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,24 +19,31 @@ import torch
 from calofm.adapt import REINIT_LR_MULT, Adaptation, apply
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import ShowerWriter
+from calofm.data.calibration import OccupancyCalibration
 from calofm.data.files import GENERATED_BY
 from calofm.data.mesh import (
+    POINT_KINDS,
     DetectorShowers,
     fit_representation,
     read_detector,
+    representation_from_dict,
     split_detector,
     tensors,
 )
-from calofm.data.preprocess import N_KINEMATIC, ConditionTransform, representation_from_dict
-from calofm.data.showers import Showers
-from calofm.generative import EDM, PROCESSES, ConsistencyDistillation, FlowMatching, flow_matching
-from calofm.geometry import read_out, readout_from_dict
+from calofm.data.points import LayerCountTransform, PointCloudTransform, count_condition, layer_counts
+from calofm.data.preprocess import N_KINEMATIC, ConditionTransform
+from calofm.data.showers import PointClouds, Showers
+from calofm.generative import EDM, PROCESSES, ConsistencyDistillation, FlowMatching, Likelihood, flow_matching
+from calofm.geometry import project, read_out, readout_from_dict
 from calofm.models import BACKBONES
 from calofm.train import checkpoint
 from calofm.train.config import DataConfig, RunConfig, from_dict
 from calofm.train.loop import MODEL
 
 MODEL_FORMAT = "calofm-model/1"
+COUNTS = "counts.safetensors"      # a point-cloud run's copy of its ShowerFlow model
+CALIBRATION = "calibration.json"   # a point-cloud run's occupancy calibration, per detector
+MAKERS = {"edm": EDM, "cfm": flow_matching, "likelihood": Likelihood}  # process.name -> process of a fresh net
 
 
 @dataclass
@@ -51,6 +59,8 @@ class Assembled:
     lr_scale: dict[str, float] = dataclasses.field(default_factory=dict)  # Trainer's lr_scale
     fold: Callable[[torch.nn.Module], torch.nn.Module] | None = None     # Trainer's fold
     adaptation: Adaptation | None = None
+    files: dict[str, Path] = dataclasses.field(default_factory=dict)  # name in the run folder -> file to copy
+    train: list[DetectorShowers] = dataclasses.field(default_factory=list)  # the training showers
 
 
 def assemble(config: RunConfig) -> Assembled:
@@ -73,49 +83,65 @@ def assemble(config: RunConfig) -> Assembled:
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone: unknown {backbone!r}; known: {', '.join(BACKBONES)}")
         family = BACKBONES[backbone]
-        if getattr(family, "FACTORISED", False) and config.process.name != "cfm":
-            raise ValueError(f"process.name: the {backbone} backbone is trained with flow matching (cfm)")
+        if getattr(family, "TRAINED_WITH", config.process.name) != config.process.name:
+            raise ValueError(f"process.name: the {backbone} backbone is trained with {family.TRAINED_WITH}")
         detectors, train, val = _read_split(data, family.REPRESENTATION)
         voxels = fit_representation(family.REPRESENTATION, train)
         conditions = ConditionTransform(e_max=float(max(d.showers.energy.max() for d in train)),
                                         detectors=[d.name for d in train],
                                         n_slots=len(train) + data.free_slots)
-        net_describe = {**family.geometry_args(train[0].readout, config.model.args), "n_cond": conditions.n_cond}
+        net_describe = {**family.geometry_args(train[0].readout, config.model.args),
+                        "n_cond": conditions.n_cond + voxels.extra_conditions}
         torch.manual_seed(config.train.seed)  # the initial weights belong to the run's seed
         net = family(**net_describe)
-        make = flow_matching if config.process.name == "cfm" else EDM
-        process = make(net, **config.process.args)
+        process = MAKERS[config.process.name](net, **config.process.args)
     x, cond = tensors(train, voxels, conditions)
     sampler = process.sampler()
+    teacher_describe = teacher.describe if config.process.name == "cd" else {}
     describe = {"format": MODEL_FORMAT, "backbone": backbone, "backbone_args": net_describe,
                 "process": sampler.name, "process_args": sampler.hparams,
                 "voxels": voxels.to_dict(), "conditions": conditions.to_dict(),
-                "readouts": {**(teacher.describe["readouts"] if config.process.name == "cd" else {}),
-                             **{d.name: d.readout.to_dict() for d in detectors}},
+                "readouts": {**teacher_describe.get("readouts", {}), **{d.name: d.readout.to_dict() for d in detectors}},
                 "data": dataclasses.asdict(data), "n_train": {d.name: len(d.showers) for d in train}}
+    if voxels.kind in POINT_KINDS:  # generated points are written on the voxel files' meshes
+        describe["meshes"] = {**teacher_describe.get("meshes", {}), **{d.name: d.mesh.to_dict() for d in detectors}}
+    files = {}
+    if voxels.kind == PointCloudTransform.kind:
+        counts = config.model.counts or (teacher.path.parent / COUNTS if config.process.name == "cd" else None)
+        if not counts:
+            raise ValueError("model.counts: the point-cloud family needs the ShowerFlow run that gives each "
+                             "shower's points per layer (train one with model.backbone: showerflow)")
+        files[COUNTS], describe["counts"] = _counts_model(counts, voxels, train)
     notes = [n for d in detectors for n in d.notes]
-    return Assembled(process, x, cond, describe, val, notes)
+    return Assembled(process, x, cond, describe, val, notes, files=files, train=train)
 
 
 def _assemble_adaptation(config: RunConfig) -> Assembled:
     """The base run's model, its new-detector slot given to the target, prepared by the strategy."""
     base = load_model(config.adapt.base)
-    if not isinstance(base.process, (EDM, FlowMatching)):
-        raise InputError(config.adapt.base, f"is a {base.describe['process']} run; adapt an EDM or flow-matching "
-                                            "run (then re-distil a CD student)")
+    if not isinstance(base.process, (EDM, FlowMatching, Likelihood)):
+        raise InputError(config.adapt.base, f"is a {base.describe['process']} run; adapt an EDM, flow-matching or "
+                                            "likelihood run (then re-distil a CD student)")
     detectors, train, val = _read_split(config.data, base.representation_kind)
     target = train[0]
     conditions = base.conditions.with_detector(target.name)
     process, voxels = base.process.train(), base.voxels
     describe = {**{k: v for k, v in base.describe.items() if k != "step"},
                 "readouts": {**base.describe["readouts"], target.name: target.readout.to_dict()}}
+    if "meshes" in describe:
+        describe["meshes"] = {**describe["meshes"], target.name: target.mesh.to_dict()}
     reinitialised: list[str] = []
-    if read_out(target.readout.layer_shapes()) != base.layers:
-        process, voxels, describe["backbone_args"], reinitialised = _new_geometry(base, target, config.adapt.model)
-        describe["readouts"] = {target.name: target.readout.to_dict()}  # the net now has the target's geometry
+    new_geometry = read_out(target.readout.layer_shapes()) != base.layers
+    if new_geometry:
+        voxels = voxels.for_readout(target.readout)
     elif config.adapt.model:
         raise ValueError(f"adapt.model: {target.name} has the base model's geometry; there is no patch to change")
     x, cond = tensors(train, voxels, conditions)
+    if new_geometry:
+        process, describe["backbone_args"], reinitialised = _new_geometry(base, target, config.adapt.model, x)
+        describe["readouts"] = {target.name: target.readout.to_dict()}  # the net now has the target's geometry
+        if "meshes" in describe:
+            describe["meshes"] = {target.name: target.mesh.to_dict()}
     torch.manual_seed(config.train.seed)  # scratch: fresh weights belong to the run's seed
     adaptation = apply(config.adapt.strategy, process.net, N_KINEMATIC + conditions.slot(target.name),
                        **config.adapt.args)
@@ -128,34 +154,44 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
                      "data": dataclasses.asdict(config.data), "n_train": {target.name: len(target.showers)},
                      "adapted": {"from": str(base.path), **adaptation.describe(),
                                  **({"new_geometry": reinitialised} if reinitialised else {})}})
+    files = {}
+    if voxels.kind == PointCloudTransform.kind:  # the target's points per layer come from an adapted ShowerFlow
+        files[COUNTS], describe["counts"] = _counts_model(config.model.counts or base.path.parent / COUNTS, voxels, train)
     return Assembled(process, x, cond, describe, val, [n for d in detectors for n in d.notes],
-                     lr_scale, Adaptation.fold, adaptation)
+                     lr_scale, Adaptation.fold, adaptation, files, train)
 
 
-def _new_geometry(base: TrainedModel, target: DetectorShowers, model_args: dict):
-    """The base model rebuilt for the target's readout (seed 004 section 6): (process, representation,
-    backbone arguments, names of the re-initialised or interpolated parameters)."""
+def _counts_model(path, points: PointCloudTransform, detectors: list[DetectorShowers]) -> tuple[Path, dict]:
+    """The model file and description of the ShowerFlow run at ``path``, checked to give the
+    points per layer of every one of ``detectors`` in ``points``' layers."""
+    model = load_model(path)
+    if model.representation_kind != LayerCountTransform.kind:
+        raise InputError(path, f"is a {model.describe['backbone']} run, not a ShowerFlow run (model.counts)")
+    if model.voxels.n_layers != points.n_layers:
+        raise InputError(path, f"gives counts for {model.voxels.n_layers} layers; the points lie in {points.n_layers}")
+    unknown = [d.name for d in detectors if d.name not in model.conditions.detectors]
+    if unknown:
+        raise InputError(path, f"knows no detector {unknown[0]!r}; train or adapt the ShowerFlow on it first "
+                               "and name that run in model.counts")
+    return model.path, model.describe
+
+
+def _new_geometry(base: TrainedModel, target: DetectorShowers, model_args: dict, x: torch.Tensor):
+    """The base model rebuilt for the target's readout (seed 004 section 6; seed 000's layer
+    extension), given the target's training rows ``x``: (process, backbone arguments, names of the
+    re-initialised or interpolated parameters)."""
     net, backbone = base.process.net, base.describe["backbone"]
-    shape = base.voxels.state_shape(target.readout)
-    if not hasattr(net, "load_transferable"):
-        raise ValueError(f"{target.name}: readout {target.readout.describe()} gives model shape {shape}, the base "
-                         f"model's is {base.shape}; the {backbone} backbone cannot change geometry")
-    if set(model_args) - {"patch"}:
-        raise ValueError(f"adapt.model: only the patch can change with the geometry, got {sorted(model_args)}")
-    args = {k: v for k, v in base.describe["backbone_args"].items() if k not in ("grids", "n_cond")}
-    patches = {tuple(patch) for _, patch in base.describe["backbone_args"]["grids"]}
-    if "patch" not in model_args:
-        if len(patches) != 1:
-            raise ValueError(f"{target.name}: a new geometry; name its patches with adapt.model.patch (--patch)")
-        args["patch"] = list(patches.pop())
-    args.update(model_args)
     family = BACKBONES[backbone]
-    new_args = {**family.geometry_args(target.readout, args), "n_cond": base.conditions.n_cond}
+    if not hasattr(family, "load_transferable"):
+        raise ValueError(f"{target.name}: readout {target.readout.describe()} gives model shape "
+                         f"{tuple(x.shape[1:])}, the base model's is {base.shape}; "
+                         f"the {backbone} backbone cannot change geometry")
+    args = family.transfer_args(base.describe["backbone_args"], model_args)
+    new_args = {**family.geometry_args(target.readout, args), "n_cond": base.describe["backbone_args"]["n_cond"]}
     torch.manual_seed(0)  # the re-initialised parts' start does not depend on the adaptation's seed
     new_net = family(**new_args)
-    fresh = new_net.load_transferable(net)
-    process = type(base.process)(new_net, **base.process.hparams).train()
-    return process, base.voxels.for_readout(target.readout), new_args, fresh
+    fresh = new_net.load_transferable(net, x)
+    return type(base.process)(new_net, **base.process.hparams).train(), new_args, fresh
 
 
 def _load_edm(path: str, why: str) -> TrainedModel:
@@ -179,8 +215,9 @@ def _init_student(process: ConsistencyDistillation, teacher: TrainedModel, path:
 
 def _read_split(data: DataConfig, representation: str) -> tuple[list[DetectorShowers], ...]:
     """Every detector's showers, and their (train, validation) parts; a ``mesh`` representation
-    needs regular meshes."""
-    detectors = [read_detector(name, files, regular=representation == "mesh") for name, files in data.detectors.items()]
+    needs regular meshes, point representations keep the stored points."""
+    detectors = [read_detector(name, files, regular=representation == "mesh", points=representation in POINT_KINDS)
+                 for name, files in data.detectors.items()]
     parts = [split_detector(d, data.val_fraction, data.n_train, data.split_seed) for d in detectors]
     return detectors, [p[0] for p in parts], [p[1] for p in parts]
 
@@ -202,13 +239,13 @@ class TrainedModel:
         return self.voxels.kind
 
     @property
-    def default_steps(self) -> int:
-        return self.process.hparams["steps"]
+    def default_steps(self) -> int | None:
+        return self.process.hparams.get("steps")
 
     def readout(self, detector: str):
         """The mesh generated showers of ``detector`` are written on."""
         self.conditions.slot(detector)  # a one-line error listing the known detectors
-        readouts = self.describe["readouts"]
+        readouts = self.describe.get("meshes", self.describe["readouts"])
         if detector not in readouts:  # a model adapted to a new geometry generates in that one only
             raise CalofmError(f"no readout stored for {detector!r} (the model was adapted to another geometry); "
                               f"it generates {', '.join(readouts)} only")
@@ -217,8 +254,9 @@ class TrainedModel:
     @torch.no_grad()
     def generate(self, energy: np.ndarray, theta: np.ndarray, phi: np.ndarray, detector: str,
                  steps: int | None = None, batch_size: int = 1000, seed: int = 0, progress: bool = False):
-        """Yield CaloChallenge-order voxel rows (MeV) batch by batch for the given conditions."""
-        slot = self.conditions.slot(detector)
+        """Yield the model's output batch by batch for the given conditions: CaloChallenge-order
+        voxel rows (MeV), or for a ShowerFlow run the points per layer."""
+        self.conditions.slot(detector)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         starts = range(0, len(energy), batch_size)
         if progress:
@@ -226,11 +264,12 @@ class TrainedModel:
             starts = track(starts, description=f"generating {len(energy)} showers")
         for start in starts:
             part = slice(start, start + batch_size)
-            cond = self.conditions.forward(energy[part], theta[part], phi[part], slot).to(self.device)
-            noise = torch.randn((len(cond), *self.shape), generator=generator, device=self.device)
-            x = self.process.sample(noise, cond, steps=steps)
-            yield self.voxels.decode(x, energy[part])
+            yield self._generate_batch(energy[part], theta[part], phi[part], detector, steps, generator)
 
+    def _generate_batch(self, energy, theta, phi, detector: str, steps: int | None, generator) -> np.ndarray:
+        cond = self.conditions.forward(energy, theta, phi, self.conditions.slot(detector)).to(self.device)
+        noise = torch.randn((len(cond), *self.shape), generator=generator, device=self.device)
+        return self.voxels.decode(self.process.sample(noise, cond, steps=steps), energy)
 
     def write(self, path: str | Path, energy: np.ndarray, theta: np.ndarray, phi: np.ndarray, detector: str,
               steps: int | None = None, batch_size: int = 1000, seed: int = 0, progress: bool = False) -> None:
@@ -245,6 +284,81 @@ class TrainedModel:
                 part = slice(start, start + len(rows))
                 w.append(Showers(energy=energy[part], showers=rows, theta=theta[part], phi=phi[part]))
                 start += len(rows)
+
+
+class CountModel(TrainedModel):
+    """A ShowerFlow run: the points per layer of showers, which a PointWise run turns into points."""
+
+    def _generate_batch(self, energy, theta, phi, detector: str, steps: int | None, generator) -> np.ndarray:
+        cond = self.conditions.forward(energy, theta, phi, self.conditions.slot(detector)).to(self.device)
+        noise = torch.randn((len(cond), *self.shape), generator=generator, device=self.device)
+        return self.voxels.decode(self.process.sample(noise, cond)).cpu().numpy()
+
+    def write(self, path, *args, **kwargs) -> None:
+        raise CalofmError(f"{self.path} is a ShowerFlow run: it gives points per layer, not showers; generate "
+                          "with a PointWise run trained with it (model.counts)")
+
+
+POINT_CHUNK = 1 << 16  # points denoised at once
+
+
+class PointCloudModel(TrainedModel):
+    """A point-cloud run (CaloClouds): its ShowerFlow gives the points per layer, calibrated for the
+    occupancy of the readout; the PointWise process generates the points, which are placed in
+    layers by depth and projected onto the detector's mesh."""
+
+    def __init__(self, describe: dict, process: torch.nn.Module, path: Path):
+        super().__init__(describe, process, path)
+        counts = Path(path).parent / COUNTS
+        self.counts_model = load_model(counts, self.device)
+        if self.counts_model.describe != describe["counts"]:
+            raise InputError(counts, "is not the ShowerFlow model this run was trained with")
+        calibration = Path(path).parent / CALIBRATION
+        self.calibrations = {name: OccupancyCalibration(**c) for name, c in
+                             (json.loads(calibration.read_text()) if calibration.exists() else {}).items()}
+
+    def _generate_batch(self, energy, theta, phi, detector: str, steps: int | None, generator) -> np.ndarray:
+        counts = self.counts_model._generate_batch(energy, theta, phi, detector, None, generator)
+        if detector in self.calibrations:
+            counts = self.calibrations[detector].apply(counts)
+        clouds = self.clouds(energy, theta, phi, detector, counts, steps, generator)
+        return project(self.readout(detector), clouds.points, clouds.offsets)
+
+    @torch.no_grad()
+    def clouds(self, energy, theta, phi, detector: str, counts: np.ndarray, steps: int | None, generator) -> PointClouds:
+        """Generated points (mm, MeV) of showers with ``counts`` (N, L) points per layer: the
+        PointWise net's points of each shower, sorted by depth, fill its layers front to back."""
+        totals = counts.sum(1)
+        cond = torch.cat([self.conditions.forward(energy, theta, phi, self.conditions.slot(detector)),
+                          count_condition(totals)], dim=1).to(self.device)
+        owners = np.repeat(np.arange(len(counts)), totals)
+        rows = cond[torch.from_numpy(owners).to(self.device)]
+        noise = torch.randn((len(rows), *self.shape), generator=generator, device=self.device)
+        x = torch.cat([self.process.sample(noise[i:i + POINT_CHUNK], rows[i:i + POINT_CHUNK], steps=steps)
+                       for i in range(0, len(rows), POINT_CHUNK)]) if len(rows) else noise
+        order = np.lexsort((x[:, 2].cpu().numpy(), owners))  # by shower, then depth
+        layer = np.empty(len(owners), dtype=np.int64)
+        layer[order] = np.repeat(np.tile(np.arange(counts.shape[1]), len(counts)), counts.ravel())
+        return PointClouds(self.voxels.decode(x, layer), np.concatenate([[0], np.cumsum(totals)]).astype(np.int64))
+
+    def fit_calibration(self, detector: DetectorShowers, n_showers: int = 500, seed: int = 0) -> OccupancyCalibration:
+        """Seed 000's occupancy calibration for ``detector``: cells hit against points, for its Geant4
+        showers and for generated ones with the same points per layer."""
+        s = detector.showers.take(np.arange(min(n_showers, len(detector.showers))))
+        counts = layer_counts(self.voxels.clouds(s, detector.readout), self.voxels.z_edges)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        clouds = self.clouds(s.energy, s.theta, s.phi, detector.name, counts, None, generator)
+        generated = project(self.readout(detector.name), clouds.points, clouds.offsets)
+        n = counts.sum(1)
+        return OccupancyCalibration.fit(n, (s.showers > 0).sum(1), n, (generated > 0).sum(1))
+
+
+MODELS = {LayerCountTransform.kind: CountModel, PointCloudTransform.kind: PointCloudModel}
+
+
+def trained_model(describe: dict, process: torch.nn.Module, path: Path | None = None) -> TrainedModel:
+    """The generator of the kind ``describe``'s representation calls for."""
+    return MODELS.get(describe["voxels"].get("kind"), TrainedModel)(describe, process, path)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -262,4 +376,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
         process.load_state_dict(weights)
     except RuntimeError as exc:
         raise InputError(file, f"weights do not match the described model ({str(exc).splitlines()[0]})") from None
-    return TrainedModel(describe, process.to(device), file)
+    return trained_model(describe, process.to(device), file)

@@ -6,6 +6,8 @@ run folder (config.yaml, checkpoint, model, metrics.csv, validation.csv) and res
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,26 +15,51 @@ import numpy as np
 import yaml
 
 from calofm.core.errors import InputError
+from calofm.core.files import atomic_path
+from calofm.data.points import LayerCountTransform, PointCloudTransform, layer_counts
+from calofm.evaluate.distances import wasserstein_normalised
 from calofm.evaluate.samples import sample_from_arrays
 from calofm.evaluate.suite import quick_metrics
 from calofm.train.config import RunConfig
-from calofm.train.loop import Trainer
-from calofm.train.run import TrainedModel, assemble
+from calofm.train.loop import MODEL, Trainer
+from calofm.train.run import CALIBRATION, assemble, load_model, trained_model
 
 
-def validator(validation, describe: dict, n_showers: int):
-    """Validation callback: generate each detector's validation conditions, compare with Geant4."""
+def validator(validation, describe: dict, n_showers: int, out: Path):
+    """Validation callback: generate each detector's validation conditions, compare with Geant4 (for
+    a ShowerFlow run, the points per layer)."""
     def validate(sampler, step: int) -> dict:
-        model = TrainedModel(describe, sampler)
+        model = trained_model(describe, sampler, out / MODEL)
         row = {}
         for d in validation:
             s = d.showers.take(np.arange(min(n_showers, len(d.showers))))
-            rows = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, d.name, seed=step)))
-            reference = sample_from_arrays("geant4", s.showers, s.energy, d.readout)
-            generated = sample_from_arrays("model", rows, s.energy, d.readout)
-            row.update({f"{d.name}/{k}": v for k, v in quick_metrics(reference, generated, d.readout).items()})
+            generated = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, d.name, seed=step)))
+            if model.representation_kind == LayerCountTransform.kind:
+                metrics = count_metrics(layer_counts(model.voxels.clouds(s, d.readout), model.voxels.z_edges), generated)
+            else:
+                metrics = quick_metrics(sample_from_arrays("geant4", s.showers, s.energy, d.mesh),
+                                        sample_from_arrays("model", generated, s.energy, d.mesh), d.mesh)
+            row.update({f"{d.name}/{k}": v for k, v in metrics.items()})
         return row
     return validate
+
+
+def count_metrics(reference: np.ndarray, generated: np.ndarray) -> dict:
+    """Points per layer (N, L) against Geant4's: normalised W1 of the total, and its mean over the
+    layers that hold points."""
+    per_layer = [wasserstein_normalised(reference[:, i], generated[:, i])
+                 for i in range(reference.shape[1]) if reference[:, i].std() > 0]
+    return {"w1_points": wasserstein_normalised(reference.sum(1), generated.sum(1)),
+            "w1_layer_points": float(np.mean(per_layer))}
+
+
+def calibrate(out: Path, detectors, log: Callable[[str], None]) -> None:
+    """Fit the occupancy calibration of a point-cloud run on its training ``detectors`` and store it."""
+    model = load_model(out)
+    fits = {d.name: model.fit_calibration(d).to_dict() for d in detectors}
+    with atomic_path(out / CALIBRATION) as tmp:
+        tmp.write_text(json.dumps(fits, indent=1))
+    log(f"occupancy calibration fitted on {', '.join(fits)} -> {out / CALIBRATION}")
 
 
 def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
@@ -62,11 +89,18 @@ def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
         + f", {config.train.steps} steps -> {out}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    for name, source in built.files.items():  # files the model needs beside it (a ShowerFlow model)
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(source, tmp)
     validation = [d for d in built.validation if len(d.showers)]
-    validate = validator(validation, built.describe, config.train.validate_showers) if validation else None
+    validate = validator(validation, built.describe, config.train.validate_showers, out) if validation else None
     trainer = Trainer(built.process, built.x, built.cond, config.train, out, built.describe, validate,
                       progress=progress, log=log, lr_scale=built.lr_scale, fold=built.fold)
     result = trainer.run()
+    fitted = out / CALIBRATION
+    if built.describe["voxels"]["kind"] == PointCloudTransform.kind and (
+            not fitted.exists() or fitted.stat().st_mtime < (out / MODEL).stat().st_mtime):
+        calibrate(out, built.train, log)
     loss = "" if result["loss"] is None else f", last logged loss {result['loss']:.4f}"
     log(f"done: step {result['step']}{loss}, {result['seconds']:.0f} s; model in {out / 'model.safetensors'}")
     return {**result, "describe": built.describe}

@@ -3,8 +3,9 @@
 Each cell adapts a base run (EDM or flow matching, of any model family; a strategy entry may name
 its own ``base``, so one study can place families side by side) with one strategy (or trains from
 scratch) on a nested subset of the target's training file drawn with the cell's seed, generates the conditions of the held-out
-test file, and evaluates against it. The summary follows seed 000 table 2: the six-observable W1
-geometric mean x 10^-2 as mean +- standard error over seeds (one seed: the metric's own error),
+test file, and evaluates against it. A point-cloud cell first adapts the base's ShowerFlow
+(``cells/counts-<full|scratch>-n<size>-s<seed>/``, shared by the cells of that size and seed). The summary follows seed 000 table 2: the six-observable W1
+(and quantile-KL) geometric mean x 10^-2 as mean +- standard error over seeds (one seed: the metric's own error),
 the share of parameters trained, plus the high-level classifier AUC and FPD; the gain of each
 strategy over the scratch row of the same base in %, and one plot per metric against training size.
 
@@ -35,12 +36,13 @@ from calofm.data.mesh import read_detector
 from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare, split_reference
 from calofm.train.config import RunConfig, build_config, from_dict
-from calofm.train.run import load_model
+from calofm.train.run import COUNTS, load_model
 from calofm.workflow.fit import fit
 
 SCHEMA = "calofm-study/1"
 METRICS = {  # key in result.json: (label, scale shown in tables)
     "gm": ("six-observable W1 geometric mean x 10^-2", 100.0),
+    "kl": ("six-observable quantile-KL geometric mean x 10^-2", 100.0),
     "auc": ("high-level classifier AUC", 1.0),
     "fpd": ("FPD x 10^3", 1000.0),
 }
@@ -79,6 +81,7 @@ class StudyConfig:
     sizes: list = field(default_factory=list)
     seeds: list = field(default_factory=lambda: [0])
     train: dict = field(default_factory=dict)       # train.* keys for every cell
+    counts_train: dict = field(default_factory=dict)  # point-cloud bases: train.* keys of the ShowerFlow cells
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -129,6 +132,19 @@ def _cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], labe
         raise ValueError(f"strategies.{label}: {exc}") from None
 
 
+def _counts_config(study: StudyConfig, base: str, strategy: str, size: int, seed: int) -> RunConfig:
+    """The ShowerFlow cell a point-cloud cell draws its points per layer from (seed 000 section 4.3:
+    trained from scratch for the scratch rows and fully fine-tuned for every other strategy, so the
+    cells of one size and seed share it)."""
+    counts = "scratch" if strategy == "scratch" else "full"
+    return build_config({
+        "out": str(_cell(study, f"counts-{counts}", size, seed) / "run"),
+        "data": {"detectors": {study.target.name: [study.target.train]}, "n_train": size, "val_fraction": 0.0,
+                 "split_seed": seed},
+        "adapt": {"base": str(Path(base) / COUNTS), "strategy": counts},
+        "train": {"lr": 1e-4, **study.train, **study.counts_train, "seed": seed}})  # seed 000 table 5: Adam 1e-4
+
+
 def _cell(study: StudyConfig, label: str, size: int, seed: int) -> Path:
     return Path(study.out) / "cells" / f"{label}-n{size}-s{seed}"
 
@@ -142,6 +158,10 @@ def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: s
         return json.loads(done.read_text())
     t0 = time.perf_counter()
     config = _cell_config(study, strategies, label, size, seed)
+    if (Path(config.adapt.base) / COUNTS).exists():  # a point-cloud base: its ShowerFlow adapts first
+        counts = _counts_config(study, config.adapt.base, config.adapt.strategy, size, seed)
+        fit(counts, f"{study.out}: ShowerFlow ({counts.adapt.strategy})", progress=progress, log=log)
+        config.model.counts = counts.out
     trained = fit(config, f"{study.out}: {label}", progress=progress, log=log)
     model = load_model(config.out)
     test, n = reference.showers, min(study.evaluate.n or len(reference.showers), len(reference.showers))
@@ -192,7 +212,8 @@ class Reference:
 
 def _numbers(comparison: dict) -> dict:
     """(value, error) of the study's metrics from one metrics.json comparison."""
-    picks = {"gm": comparison.get("geometric_mean_wasserstein"), "fpd": comparison.get("fpd"),
+    picks = {"gm": comparison.get("geometric_mean_wasserstein"), "kl": comparison.get("geometric_mean_kl"),
+             "fpd": comparison.get("fpd"),
              "auc": comparison.get("classifier", {}).get("high", {}).get("auc")}
     return {key: [(m or {}).get("value"), (m or {}).get("error")] for key, m in picks.items()}
 
@@ -245,9 +266,9 @@ def summarise(results: list[dict]) -> dict:
         for size in sizes:
             cell = [r for r in mine if r["size"] == size]
             if cell:
-                row["sizes"][str(size)] = {key: mean_error([r[key] for r in cell]) for key in METRICS}
+                row["sizes"][str(size)] = {key: mean_error([r.get(key, (None, None)) for r in cell]) for key in METRICS}
                 row["sizes"][str(size)]["seeds"] = len(cell)
-        row["mean"] = {key: mean_error([r[key] for r in mine]) for key in METRICS}
+        row["mean"] = {key: mean_error([r.get(key, (None, None)) for r in mine]) for key in METRICS}
         rows[label] = row
     summary = {"sizes": sizes, "rows": rows, "cells": results}
     scratch = {row["base"]: label for label, row in reversed(rows.items()) if row["strategy"] == "scratch"}
@@ -310,12 +331,12 @@ def markdown(summary: dict, plots: dict[str, str], preamble: str = "") -> str:
             lines.append(f"| {name} | " + " | ".join("-" if gains.get(s) is None else f"{gains[s]:+.0f}"
                                                       for s in sizes) + " |")
         lines.append("")
-    lines += ["## Cells", "", "| strategy | size | seed | trained showers | trainable | GM x 10^-2 | AUC | FPD x 10^3 | seconds |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Cells", "", "| strategy | size | seed | trained showers | trainable | GM x 10^-2 | KL GM x 10^-2 | AUC "
+              "| FPD x 10^3 | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["cells"]:
-        gm, auc, fpd = ({"value": r[k][0], "error": r[k][1]} for k in ("gm", "auc", "fpd"))
+        gm, kl, auc, fpd = ({"value": v, "error": e} for v, e in (r.get(k, (None, None)) for k in ("gm", "kl", "auc", "fpd")))
         lines.append(f"| {r['label']} | {r['size']} | {r['seed']} | {r['n_train']} | {r['trainable']:,} | "
-                     f"{_fmt(gm, 100)} | {_fmt(auc, 1)} | {_fmt(fpd, 1000)} | {r['seconds']:.0f} |")
+                     f"{_fmt(gm, 100)} | {_fmt(kl, 100)} | {_fmt(auc, 1)} | {_fmt(fpd, 1000)} | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
