@@ -73,6 +73,9 @@ def test_occupancy_calibration_inverts_the_generated_polynomial():
     # the calibrated count fills, once generated, as many cells as Geant4 does at n points
     np.testing.assert_allclose(0.6 * calibrated - 0.5e-4 * calibrated**2, data_occupancy, rtol=2e-3, atol=0.5)
     assert np.all(calibrated[:-1] > n[:-1]) and np.all(np.diff(calibrated) >= 0)  # equal at n = 2000
+    far = calibration(np.array([5.0, 2000.0, 4000.0, 40000.0]))  # beyond the fits: the ratio at their ends
+    np.testing.assert_allclose(far[1:] / [2000.0, 4000.0, 40000.0], far[1] / 2000.0, rtol=1e-3)
+    np.testing.assert_allclose(far[0] / 5.0, calibration(np.array([10.0]))[0] / 10.0, rtol=0.1)
     same = OccupancyCalibration.fit(n, data_occupancy, n, data_occupancy)
     np.testing.assert_array_equal(same(n), np.rint(n))
     with pytest.raises(ValueError, match="more than 3 showers"):

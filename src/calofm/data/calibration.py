@@ -16,11 +16,16 @@ import numpy as np
 
 @dataclass
 class OccupancyCalibration:
-    """N_cal = p_gen^-1(p_data(N)); polynomial coefficients highest power first (numpy.polyfit)."""
+    """N_cal = p_gen^-1(p_data(N)); polynomial coefficients highest power first (numpy.polyfit).
+
+    A cubic is only trusted where it was fitted: a count outside [n_min, n_max] keeps the ratio
+    N_cal / N of the nearest end of that range (a ShowerFlow still learning can ask for more points
+    than any training shower had, where the cubics turn over)."""
 
     data: list[float]
     gen: list[float]
-    n_max: float  # the largest count of the fits: p_gen is inverted on [0, n_max] (and beyond, linearly)
+    n_min: float
+    n_max: float
 
     @classmethod
     def fit(cls, n_data, occupancy_data, n_gen, occupancy_gen, degree: int = 3) -> OccupancyCalibration:
@@ -29,14 +34,16 @@ class OccupancyCalibration:
         if min(len(n_data), len(n_gen)) <= degree:
             raise ValueError(f"a degree-{degree} calibration needs more than {degree} showers of each kind")
         return cls(np.polyfit(n_data, occupancy_data, degree).tolist(), np.polyfit(n_gen, occupancy_gen, degree).tolist(),
-                   float(max(n_data.max(), n_gen.max())))
+                   float(max(n_data.min(), n_gen.min(), 1.0)), float(min(n_data.max(), n_gen.max())))
 
     def __call__(self, n: np.ndarray) -> np.ndarray:
         """Calibrated whole counts for generated counts ``n``: p_gen inverted on its increasing part."""
-        grid = np.linspace(0.0, 1.5 * self.n_max, 4096)
+        n = np.asarray(n, float)
+        inside = np.clip(n, self.n_min, max(self.n_max, self.n_min))
+        grid = np.linspace(0.0, 3.0 * self.n_max, 8192)
         occupancy = np.maximum.accumulate(np.polyval(self.gen, grid))  # monotone, so invertible by interp
-        target = np.polyval(self.data, np.asarray(n, float))
-        return np.rint(np.interp(target, occupancy, grid)).astype(np.int64)
+        calibrated = np.interp(np.polyval(self.data, inside), occupancy, grid)
+        return np.rint(n * calibrated / inside).astype(np.int64)
 
     def apply(self, counts: np.ndarray) -> np.ndarray:
         """Points per layer (N, L) scaled to the calibrated totals, layer shares kept; the largest
