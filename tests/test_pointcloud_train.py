@@ -67,7 +67,7 @@ def test_showerflow_and_pointwise_train_and_generate_better_showers_than_untrain
     assert validation[0].split(",")[1:] == ["par04-siw/w1_points", "par04-siw/w1_layer_points"]
 
 
-def test_point_cloud_runs_keep_their_showerflow_and_refuse_to_mix(runs, tmp_path):
+def test_point_cloud_runs_keep_their_showerflow_and_refuse_to_mix(runs, geant4_presets, tmp_path, capsys):
     counts = load_model(runs / "flow")
     layers = np.concatenate(list(counts.generate(np.full(5, 5e3), np.full(5, np.pi / 2), np.zeros(5), "par04-siw")))
     assert layers.shape == (5, 45) and layers.dtype == np.int64 and layers.min() >= 0
@@ -76,7 +76,12 @@ def test_point_cloud_runs_keep_their_showerflow_and_refuse_to_mix(runs, tmp_path
     config = yaml.safe_load((runs / "points.yaml").read_text())
     config["model"]["counts"] = str(runs / "points")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "out": str(tmp_path / "bad")}))
-    assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) == 2  # a one-line error
+    assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) == 2
+    assert "not a ShowerFlow run" in capsys.readouterr().err
+    adapt = ["adapt", "--from", str(runs / "points"), "--data", str(geant4_presets / "par04-scipb.h5"), "--steps", "1",
+             "--no-progress", "--out", str(tmp_path / "adapted")]
+    assert main(adapt) == 2  # its ShowerFlow was never adapted to the new detector
+    assert "knows no detector 'par04-scipb'" in capsys.readouterr().err
 
 
 def test_adapting_both_networks_to_a_new_detector_and_a_study_cell(runs, geant4_presets, tmp_path, one_thread):

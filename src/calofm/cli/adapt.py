@@ -22,16 +22,20 @@ STRATEGY_HELP = ("scratch (fresh weights), full (all weights), bitfit (biases), 
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("adapt", help="adapt a pre-trained run (EDM or flow matching) to a new detector",
+    p = sub.add_parser("adapt", help="adapt a pre-trained run (EDM, flow matching, ShowerFlow) to a new detector",
                        description="Adapt a pre-trained run of any model family (CaloDiT-2 EDM, CaloDREAM++ flow "
-                                   "matching) to a new detector's showers, in the model's free detector slot, with "
-                                   "one transfer strategy; optionally re-distil the one-step CD student of an EDM run "
-                                   "(initialised from the pre-trained CD run, the adapted EDM as teacher). "
-                                   "Writes OUT (the adapted run) and OUT/cd. Strategies: " + STRATEGY_HELP + ".",
-                       epilog="example: calofm adapt --from runs/pretrain --data scipb.h5 --strategy lora --arg r=16 "
-                              "--n-train 100 --cd runs/pretrain-cd --out runs/scipb-lora",
+                                   "matching, the point-cloud ShowerFlow and PointWise runs) to a new detector's "
+                                   "showers, in the model's free detector slot, with one transfer strategy; "
+                                   "optionally re-distil the one-step CD student of an EDM run (initialised from the "
+                                   "pre-trained CD run, the adapted EDM as teacher). Writes OUT (the adapted run) "
+                                   "and OUT/cd. Strategies: " + STRATEGY_HELP + ".",
+                       epilog="examples:\n  calofm adapt --from runs/pretrain --data scipb.h5 --strategy lora --arg r=16 "
+                              "--n-train 100 --cd runs/pretrain-cd --out runs/scipb-lora\n"
+                              "  calofm adapt --from runs/points/counts.safetensors --data siw.h5 --out runs/siw-flow\n"
+                              "  calofm adapt --from runs/points --data siw.h5 --strategy bitfit --counts runs/siw-flow "
+                              "--out runs/siw-points",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="base", required=True, help="pre-trained run folder (EDM or flow matching)")
+    p.add_argument("--from", dest="base", required=True, help="pre-trained run folder or model file")
     p.add_argument("--data", type=Path, required=True, help="the new detector's Geant4 showers (any calofm format)")
     p.add_argument("--detector", help="name of the new detector (default: the file's 'detector' attribute)")
     p.add_argument("--strategy", default="full", choices=STRATEGIES, help="transfer strategy (default full)")
@@ -41,6 +45,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--patch", metavar="YAML", help="a flow-matching (vit) base adapted to another geometry: the "
                                                   "target's patch, e.g. '[1, 5, 1]' or one per grid "
                                                   "'[[5, 5, 3], [3, 5, 5]]' (default: the base's patch)")
+    p.add_argument("--counts", metavar="RUN", help="a point-cloud (pointwise) base: the ShowerFlow run that gives the "
+                                                  "new detector's points per layer (adapt the base's "
+                                                  "counts.safetensors to it first)")
     p.add_argument("--n-train", type=int, help="use this many training showers (a nested subset; default all)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="fraction held out for validation during training (default 0: evaluate on a test file)")
@@ -103,7 +110,7 @@ def adapt(args) -> int:
                     "val_fraction": args.val_fraction, "split_seed": args.seed},
            "adapt": {"base": args.base, "strategy": args.strategy, "args": key_values(args.arg, "--arg"),
                      "model": {} if args.patch is None else {"patch": yaml.safe_load(args.patch)}},
-           "train": train}
+           "model": {"counts": args.counts}, "train": train}
     fit(_config(raw), "adapt", progress=not args.no_progress)
     if args.cd:
         cd = {"out": str(args.out / "cd"), "process": {"name": "cd", "teacher": str(args.out), "student": args.cd},
