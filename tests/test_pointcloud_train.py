@@ -104,3 +104,26 @@ def test_adapting_both_networks_to_a_new_detector_and_a_study_cell(runs, geant4_
     with open_showers(cells / "full-n60-s0" / "generated.h5") as f:
         assert f.readout.describe() == read_detector("t", [target]).mesh.describe() and len(f.read()) == 100
     assert all(c["kl"][0] is not None and c["gm"][0] is not None for c in summary["cells"])
+
+
+def test_consistency_distillation_of_a_pointwise_run_generates_in_one_step(runs, tmp_path, one_thread):
+    cd = write(tmp_path, "cd", {"process": {"name": "cd", "teacher": str(runs / "points")},
+                                "train": {"steps": 10, "batch_size": 1024, "lr": 1e-4, **TRAIN}})
+    assert main(["train", "--config", cd, "--no-progress"]) == 0
+    student = load_model(tmp_path / "cd")
+    assert isinstance(student, PointCloudModel) and student.describe["process"] == "consistency"
+    assert student.counts_model.describe == load_model(runs / "flow").describe and student.default_steps == 1
+    rows = np.concatenate(list(student.generate(np.full(4, 5e3), np.full(4, np.pi / 2), np.zeros(4), "par04-siw")))
+    assert rows.shape == (4, 6480) and np.all(rows.sum(1) > 0)
+
+
+@torch.no_grad()
+def test_padded_point_sets_give_every_point_what_one_row_at_a_time_gives(runs, monkeypatch, one_thread):
+    model = load_model(runs / "points")
+    totals = np.array([3, 50, 0, 7, 120, 1])
+    cond = torch.rand(6, model.conditions.n_cond + 1, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(int(totals.sum()), 4, generator=torch.Generator().manual_seed(1))
+    rows = model.process.sample(noise, cond[torch.from_numpy(np.repeat(np.arange(6), totals))], steps=4)
+    monkeypatch.setattr("calofm.train.run.POINT_CHUNK", 128)  # several groups, one shower alone above the chunk
+    torch.testing.assert_close(model.denoise(noise, cond, totals, 4), rows, rtol=1e-5, atol=1e-5)
+    assert model.denoise(noise[:0], cond[:1], np.array([0]), 4).shape == (0, 4)

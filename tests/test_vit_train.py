@@ -84,7 +84,7 @@ def test_vit_backbone_needs_flow_matching(geant4_presets, tmp_path, capsys):
     raw["process"] = {"name": "edm"}
     path.write_text(yaml.safe_dump(raw))
     assert main(["train", "--config", str(path), "--no-progress"]) == 2
-    assert "the vit backbone is trained with flow matching (cfm)" in capsys.readouterr().err
+    assert "the vit backbone is trained with cfm, not edm" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

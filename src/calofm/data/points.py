@@ -116,9 +116,9 @@ class LayerCountTransform(LayeredPoints):
         u = torch.rand(counts.shape, generator=generator, dtype=torch.float64)
         return ((counts.to(torch.float64) + u) / self.norm).float()
 
-    def decode(self, values: torch.Tensor) -> torch.Tensor:
-        """Model values -> whole, non-negative counts (the inverse of ``normalise``)."""
-        return torch.floor(values.to(torch.float64) * self.norm).clamp(min=0).long()
+    def decode(self, values: torch.Tensor, energy=None) -> np.ndarray:
+        """Model values -> whole, non-negative counts (N, L) int64 (the inverse of ``normalise``)."""
+        return torch.floor(values.detach().to(torch.float64) * self.norm).clamp(min=0).long().cpu().numpy()
 
 
 @dataclass

@@ -84,7 +84,8 @@ def assemble(config: RunConfig) -> Assembled:
             raise ValueError(f"model.backbone: unknown {backbone!r}; known: {', '.join(BACKBONES)}")
         family = BACKBONES[backbone]
         if getattr(family, "TRAINED_WITH", config.process.name) != config.process.name:
-            raise ValueError(f"process.name: the {backbone} backbone is trained with {family.TRAINED_WITH}")
+            raise ValueError(f"process.name: the {backbone} backbone is trained with {family.TRAINED_WITH}, "
+                             f"not {config.process.name}")
         detectors, train, val = _read_split(data, family.REPRESENTATION)
         voxels = fit_representation(family.REPRESENTATION, train)
         conditions = ConditionTransform(e_max=float(max(d.showers.energy.max() for d in train)),
@@ -133,6 +134,10 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
     reinitialised: list[str] = []
     new_geometry = read_out(target.readout.layer_shapes()) != base.layers
     if new_geometry:
+        if not hasattr(BACKBONES[base.describe["backbone"]], "load_transferable"):
+            raise ValueError(f"{target.name}: readout {target.readout.describe()} gives model shape "
+                             f"{base.voxels.state_shape(target.readout)}, the base model's is {base.shape}; "
+                             f"the {base.describe['backbone']} backbone cannot change geometry")
         voxels = voxels.for_readout(target.readout)
     elif config.adapt.model:
         raise ValueError(f"adapt.model: {target.name} has the base model's geometry; there is no patch to change")
@@ -153,7 +158,7 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
     describe.update({"conditions": conditions.to_dict(), "voxels": voxels.to_dict(),
                      "data": dataclasses.asdict(config.data), "n_train": {target.name: len(target.showers)},
                      "adapted": {"from": str(base.path), **adaptation.describe(),
-                                 **({"new_geometry": reinitialised} if reinitialised else {})}})
+                                 **({"new_geometry": reinitialised} if new_geometry else {})}})
     files = {}
     if voxels.kind == PointCloudTransform.kind:  # the target's points per layer come from an adapted ShowerFlow
         files[COUNTS], describe["counts"] = _counts_model(config.model.counts or base.path.parent / COUNTS, voxels, train)
@@ -180,17 +185,12 @@ def _new_geometry(base: TrainedModel, target: DetectorShowers, model_args: dict,
     """The base model rebuilt for the target's readout (seed 004 section 6; seed 000's layer
     extension), given the target's training rows ``x``: (process, backbone arguments, names of the
     re-initialised or interpolated parameters)."""
-    net, backbone = base.process.net, base.describe["backbone"]
-    family = BACKBONES[backbone]
-    if not hasattr(family, "load_transferable"):
-        raise ValueError(f"{target.name}: readout {target.readout.describe()} gives model shape "
-                         f"{tuple(x.shape[1:])}, the base model's is {base.shape}; "
-                         f"the {backbone} backbone cannot change geometry")
+    family = BACKBONES[base.describe["backbone"]]
     args = family.transfer_args(base.describe["backbone_args"], model_args)
     new_args = {**family.geometry_args(target.readout, args), "n_cond": base.describe["backbone_args"]["n_cond"]}
     torch.manual_seed(0)  # the re-initialised parts' start does not depend on the adaptation's seed
     new_net = family(**new_args)
-    fresh = new_net.load_transferable(net, x)
+    fresh = new_net.load_transferable(base.process.net, x)
     return type(base.process)(new_net, **base.process.hparams).train(), new_args, fresh
 
 
@@ -289,17 +289,12 @@ class TrainedModel:
 class CountModel(TrainedModel):
     """A ShowerFlow run: the points per layer of showers, which a PointWise run turns into points."""
 
-    def _generate_batch(self, energy, theta, phi, detector: str, steps: int | None, generator) -> np.ndarray:
-        cond = self.conditions.forward(energy, theta, phi, self.conditions.slot(detector)).to(self.device)
-        noise = torch.randn((len(cond), *self.shape), generator=generator, device=self.device)
-        return self.voxels.decode(self.process.sample(noise, cond)).cpu().numpy()
-
     def write(self, path, *args, **kwargs) -> None:
         raise CalofmError(f"{self.path} is a ShowerFlow run: it gives points per layer, not showers; generate "
                           "with a PointWise run trained with it (model.counts)")
 
 
-POINT_CHUNK = 1 << 16  # points denoised at once
+POINT_CHUNK = 1 << 16  # points denoised at once (padded point sets of similar size)
 
 
 class PointCloudModel(TrainedModel):
@@ -331,17 +326,37 @@ class PointCloudModel(TrainedModel):
         totals = counts.sum(1)
         cond = torch.cat([self.conditions.forward(energy, theta, phi, self.conditions.slot(detector)),
                           count_condition(totals)], dim=1).to(self.device)
+        noise = torch.randn((int(totals.sum()), *self.shape), generator=generator, device=self.device)
+        x = self.denoise(noise, cond, totals, steps)
         owners = np.repeat(np.arange(len(counts)), totals)
-        rows = cond[torch.from_numpy(owners).to(self.device)]
-        noise = torch.randn((len(rows), *self.shape), generator=generator, device=self.device)
-        x = torch.cat([self.process.sample(noise[i:i + POINT_CHUNK], rows[i:i + POINT_CHUNK], steps=steps)
-                       for i in range(0, len(rows), POINT_CHUNK)]) if len(rows) else noise
         order = np.lexsort((x[:, 2].cpu().numpy(), owners))  # by shower, then depth
         layer = np.empty(len(owners), dtype=np.int64)
         layer[order] = np.repeat(np.tile(np.arange(counts.shape[1]), len(counts)), counts.ravel())
         return PointClouds(self.voxels.decode(x, layer), np.concatenate([[0], np.cumsum(totals)]).astype(np.int64))
 
-    def fit_calibration(self, detector: DetectorShowers, n_showers: int = 500, seed: int = 0) -> OccupancyCalibration:
+    def denoise(self, noise: torch.Tensor, cond: torch.Tensor, totals: np.ndarray, steps: int | None) -> torch.Tensor:
+        """The points that ``noise`` (M, 4), the rows of showers of ``totals`` points in order, maps to.
+        Showers of similar size are padded into point sets (B, P, 4) of at most ``POINT_CHUNK`` points
+        that share one context per shower, so the context layers run once per shower, not per point;
+        a point's result does not depend on its set (the net treats points independently)."""
+        if not len(noise):
+            return noise
+        offsets = np.concatenate([[0], np.cumsum(totals)])
+        order, out, start = np.argsort(totals, kind="stable"), torch.empty_like(noise), 0
+        while start < len(order):
+            stop = start + 1
+            while stop < len(order) and (stop + 1 - start) * totals[order[stop]] <= POINT_CHUNK:
+                stop += 1
+            group = order[start:stop]
+            index = offsets[group][:, None] + np.arange(max(int(totals[group].max()), 1))[None]
+            valid = torch.from_numpy(index < offsets[group + 1][:, None]).to(noise.device)
+            sets = noise[torch.from_numpy(np.minimum(index, len(noise) - 1)).to(noise.device)]
+            x = self.process.sample(sets * valid[..., None], cond[torch.from_numpy(group).to(cond.device)], steps=steps)
+            out[torch.from_numpy(index).to(noise.device)[valid]] = x[valid]
+            start = stop
+        return out
+
+    def fit_calibration(self, detector: DetectorShowers, n_showers: int = 200, seed: int = 0) -> OccupancyCalibration:
         """Seed 000's occupancy calibration for ``detector``: cells hit against points, for its Geant4
         showers and for generated ones with the same points per layer."""
         s = detector.showers.take(np.arange(min(n_showers, len(detector.showers))))

@@ -81,7 +81,7 @@ def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
     what = config.process.name
     if built.adaptation:
         a = built.adaptation
-        what = f"{what} adaptation ({a.strategy}) of {config.adapt.base}"
+        what = f"{built.describe['process']} adaptation ({a.strategy}) of {config.adapt.base}"
     trainable = sum(p.numel() for p in built.process.parameters() if p.requires_grad)
     log(f"training {what} on {', '.join(f'{k} ({v})' for k, v in built.describe['n_train'].items())} showers: "
         f"{trainable:,} trainable parameters"
