@@ -294,7 +294,7 @@ class CountModel(TrainedModel):
                           "with a PointWise run trained with it (model.counts)")
 
 
-POINT_CHUNK = 1 << 16  # points denoised at once (padded point sets of similar size)
+POINT_CHUNK = 4096  # points denoised at once: padded point sets of similar size (3x faster than 65536 on CPU)
 
 
 class PointCloudModel(TrainedModel):
