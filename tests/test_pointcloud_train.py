@@ -10,9 +10,11 @@ import torch
 import yaml
 
 from calofm.cli.main import main
+from calofm.core.errors import InputError
 from calofm.data import open_showers
 from calofm.data.mesh import read_detector
 from calofm.evaluate.samples import sample_from_arrays
+from calofm.export.generator import OneStepGenerator
 from calofm.evaluate.suite import quick_metrics
 from calofm.train import assemble, load_config, load_model
 from calofm.train.run import MODEL, PointCloudModel, trained_model
@@ -115,6 +117,8 @@ def test_consistency_distillation_of_a_pointwise_run_generates_in_one_step(runs,
     assert student.counts_model.describe == load_model(runs / "flow").describe and student.default_steps == 1
     rows = np.concatenate(list(student.generate(np.full(4, 5e3), np.full(4, np.pi / 2), np.zeros(4), "par04-siw")))
     assert rows.shape == (4, 6480) and np.all(rows.sum(1) > 0)
+    with pytest.raises(InputError, match="decodes mesh"):
+        OneStepGenerator(student)
 
 
 @torch.no_grad()

@@ -34,11 +34,17 @@ CaloDREAM++ (energy network + universal ViT, factorised flow matching; any layer
   model: {backbone: vit, args: {patch: [3, 16, 1], dim: 480, depth: 6, heads: 6, mlp_dim: 1920,
           energy: {dim: 64, heads: 4, encoder_layers: 4, decoder_layers: 4, ff_dim: 1024}}}
   process: {name: cfm, args: {solver: rk4, steps: 20}}   # patch: one per grid for irregular readouts
+
+Point clouds (CaloClouds II, seed 000; two runs, the second naming the first; studies/caloclouds/):
+
+  model: {backbone: showerflow}                  process: {name: likelihood}   # points per layer
+  model: {backbone: pointwise, counts: runs/showerflow}
+  process: {name: edm, args: {sigma_data: 0.5, steps: 32}}                     # the points
 """
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a model (EDM, flow matching, or consistency distillation of an EDM run)",
+    p = sub.add_parser("train", help="train a model (EDM, flow matching, likelihood, or consistency distillation of an EDM run)",
                        description="Train the model a YAML config describes, on one or several detectors' "
                                    "Geant4 showers. Writes the run folder: checkpoint.safetensors (+ .json; "
                                    "the run resumes from it when re-run with the same config), "

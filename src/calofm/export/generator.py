@@ -40,6 +40,10 @@ class OneStepGenerator(nn.Module):
         if not isinstance(model.process, Consistency):
             raise InputError(model.path, f"holds an '{model.describe['process']}' model; export a one-step consistency-"
                                          "distilled run (calofm train with process cd, or calofm adapt --cd)")
+        if model.representation_kind != "mesh":
+            raise InputError(model.path, f"holds a {model.describe['backbone']} model on the "
+                                         f"'{model.representation_kind}' representation; the export graph decodes "
+                                         "mesh (CaloDiT-2) models only")
         self.process = model.process.eval()
         self.conditions, self.voxels = model.conditions, model.voxels
         self.shape, self.noise_input = tuple(model.shape), noise_input

@@ -2,7 +2,9 @@
 
 A run folder's ``model.safetensors`` carries, in its JSON description, everything needed to
 rebuild the generator without the config or the training data: backbone and process with their
-arguments, the voxel and condition transforms, and each detector's mesh.
+arguments, the voxel and condition transforms, and each detector's mesh. A point-cloud run also
+keeps its ShowerFlow model (``counts.safetensors``) and its occupancy calibration
+(``calibration.json``, fitted after training) beside it.
 """
 
 from __future__ import annotations
