@@ -1,0 +1,94 @@
+"""Showers as token sequences for the next-token family (seed 003 section 3, "Tokenization of Space
+and Energy").
+
+A shower becomes the sequence of its non-zero voxels in descending energy, each a pair (spatial
+token = the voxel's index in CaloChallenge order, energy token = its linear energy bin), between a
+start and an end pair. The readout is already discrete, so space needs no further tokenisation; the
+energy bin width is chosen so that the energy vocabulary is about as large as the spatial one
+(seed 003: 27k voxels, 25k energy bins), which lets the two losses share one weight. Decoding puts
+each voxel at its bin's centre: the round trip is exact up to half a bin width (energies above the
+last bin are clipped into it). The vocabularies belong to a geometry and are stored with the
+checkpoint (``to_dict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+START, END, PAD = 0, 1, 2  # special tokens, after the regular ones: token n_regular + START, ...
+N_SPECIAL = 3
+
+
+@dataclass(frozen=True)
+class Tokeniser:
+    """(spatial, energy) token pairs of the non-zero voxels of ``n_voxels``-voxel showers."""
+
+    n_voxels: int
+    bin_width: float     # MeV per energy token
+    n_bins: int          # energy tokens; the last one holds everything above its lower edge
+
+    @classmethod
+    def fit(cls, showers: np.ndarray, n_bins: int | None = None) -> Tokeniser:
+        """Bins of equal width up to the largest voxel energy of ``showers`` (N, V); by default as many
+        energy tokens as voxels."""
+        showers = np.asarray(showers)
+        top = float(showers.max(initial=0.0))
+        if not top > 0:
+            raise ValueError("no deposit to fit the energy bins on")
+        n_bins = int(n_bins or showers.shape[1])
+        return cls(int(showers.shape[1]), top / n_bins, n_bins)
+
+    @property
+    def spatial_vocab(self) -> int:
+        return self.n_voxels + N_SPECIAL
+
+    @property
+    def energy_vocab(self) -> int:
+        return self.n_bins + N_SPECIAL
+
+    def special(self, which: int) -> tuple[int, int]:
+        """The (spatial, energy) pair of the special token ``which`` (START, END or PAD)."""
+        return self.n_voxels + which, self.n_bins + which
+
+    def encode(self, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(spatial, energy) token arrays (N, T) padded with PAD, and the lengths (N,) counting the
+        start and end pairs; T = 2 + the largest number of non-zero voxels."""
+        showers = np.asarray(showers, dtype=np.float64)
+        if showers.ndim != 2 or showers.shape[1] != self.n_voxels:
+            raise ValueError(f"showers of shape {showers.shape} do not match {self.n_voxels} voxels")
+        if np.any(~np.isfinite(showers)) or np.any(showers < 0):
+            raise ValueError("showers hold negative or non-finite energies")
+        hits = (showers > 0).sum(1)
+        order = np.argsort(-showers, axis=1, kind="stable")[:, :int(hits.max(initial=0))]  # descending energy
+        energy = np.take_along_axis(showers, order, axis=1)
+        bins = np.minimum(np.floor(energy / self.bin_width), self.n_bins - 1).astype(np.int64)
+        lengths = hits + 2
+        spatial = np.full((len(showers), int(lengths.max(initial=2))), self.special(PAD)[0], dtype=np.int64)
+        tokens = np.full_like(spatial, self.special(PAD)[1])
+        inside = np.arange(order.shape[1])[None] < hits[:, None]
+        spatial[:, 1:1 + order.shape[1]] = np.where(inside, order, spatial[:, 1:1 + order.shape[1]])
+        tokens[:, 1:1 + order.shape[1]] = np.where(inside, bins, tokens[:, 1:1 + order.shape[1]])
+        spatial[:, 0], tokens[:, 0] = self.special(START)
+        rows = np.arange(len(showers))
+        spatial[rows, lengths - 1], tokens[rows, lengths - 1] = self.special(END)
+        return spatial, tokens, lengths
+
+    def decode(self, spatial: np.ndarray, energy: np.ndarray) -> np.ndarray:
+        """Voxel rows (N, V) in MeV from token arrays (N, T): every regular pair before the first end
+        pair deposits its bin's centre energy in its voxel (a repeated voxel adds up)."""
+        spatial, energy = np.asarray(spatial, dtype=np.int64), np.asarray(energy, dtype=np.int64)
+        ended = np.cumsum(spatial == self.special(END)[0], axis=1) > 0
+        keep = ~ended & (spatial < self.n_voxels) & (energy < self.n_bins)
+        rows, _ = np.nonzero(keep)
+        out = np.zeros((len(spatial), self.n_voxels))
+        np.add.at(out, (rows, spatial[keep]), (energy[keep] + 0.5) * self.bin_width)
+        return out.astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"kind": "tokens", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Tokeniser:
+        return cls(int(d["n_voxels"]), float(d["bin_width"]), int(d["n_bins"]))

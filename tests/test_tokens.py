@@ -1,0 +1,42 @@
+"""The next-token family's tokeniser (seed 003 section 3): showers <-> (spatial, energy) token pairs."""
+
+import numpy as np
+import pytest
+
+from calofm.data.toy import toy_showers
+from calofm.data.tokens import END, PAD, START, Tokeniser
+
+
+def test_showers_round_trip_through_tokens_up_to_half_a_bin(ds2):
+    showers = toy_showers(ds2, 20, seed=0, e_min=2e3, e_max=2e4).showers
+    tok = Tokeniser.fit(showers)
+    assert tok.n_bins == tok.n_voxels == 6480 and tok.spatial_vocab == tok.energy_vocab == 6483
+    spatial, energy, lengths = tok.encode(showers)
+    np.testing.assert_array_equal(lengths, (showers > 0).sum(1) + 2)
+    assert spatial.shape == energy.shape == (20, lengths.max())
+    back = tok.decode(spatial, energy)
+    np.testing.assert_array_equal(back > 0, showers > 0)  # the same voxels
+    assert np.abs(back - showers).max() <= tok.bin_width / 2 * (1 + 1e-5)
+    row = 3
+    assert (spatial[row, 0], energy[row, 0]) == tok.special(START)
+    assert (spatial[row, lengths[row] - 1], energy[row, lengths[row] - 1]) == tok.special(END)
+    assert np.all(spatial[row, lengths[row]:] == tok.special(PAD)[0])
+    deposits = showers[row, spatial[row, 1:lengths[row] - 1]]
+    assert np.all(np.diff(deposits) <= 0)  # descending energy
+
+
+def test_vocabularies_travel_with_the_checkpoint_and_bad_input_is_refused(ds2):
+    showers = toy_showers(ds2, 4, seed=1).showers
+    tok = Tokeniser.fit(showers, n_bins=100)
+    assert Tokeniser.from_dict(tok.to_dict()) == tok and tok.energy_vocab == 103
+    spatial, energy, _ = tok.encode(showers * 3)  # above the fitted range: the last bin
+    assert energy[:, 1].max() == 99
+    cut = spatial.copy()
+    cut[:, 2] = tok.special(END)[0]  # generation stopped after one voxel
+    assert np.all((tok.decode(cut, energy) > 0).sum(1) == 1)
+    with pytest.raises(ValueError, match="do not match 6480 voxels"):
+        tok.encode(showers[:, :10])
+    with pytest.raises(ValueError, match="negative or non-finite"):
+        tok.encode(-showers)
+    with pytest.raises(ValueError, match="no deposit"):
+        Tokeniser.fit(np.zeros((2, 5)))
