@@ -5,40 +5,44 @@ import torch
 
 from calofm.models.nexttoken import NextToken, rotary
 
+SLOTS = 5  # class one-hot entries: the experts grow into them
+
 
 def tiny(n_experts=3, seed=0) -> NextToken:
     torch.manual_seed(seed)
-    return NextToken(n_cond=5, spatial_vocab=50, energy_vocab=40, n_experts=n_experts, dim=32, depth=3, heads=4,
+    return NextToken(n_cond=2 + SLOTS, expert_column=2, depths=torch.linspace(0, 1, 50), energy_vocab=40, n_experts=n_experts, dim=32, depth=3, heads=4,
                      mlp_dim=64, max_len=20).eval()
 
 
 def batch(b=4, t=12, seed=1):
+    """Token pairs, and conditions [2 kinematic values, class one-hot] of the classes x."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 50, (b, t), generator=g), torch.randint(0, 40, (b, t), generator=g),
-            torch.rand(b, t, generator=g), torch.rand(b, 5, generator=g), torch.tensor([0, 2, 1, 2])[:b])
+    x = torch.tensor([0, 2, 1, 2])[:b]
+    cond = torch.cat([torch.rand(b, 2, generator=g), torch.nn.functional.one_hot(x, SLOTS).float()], dim=1)
+    return torch.randint(0, 50, (b, t), generator=g), torch.randint(0, 40, (b, t), generator=g), cond, x
 
 
 @torch.no_grad()
 def test_kv_cached_decoding_gives_the_logits_of_the_full_forward():
-    net, (s, e, d, c, x) = tiny(), batch()
-    full = net(s, e, d, c, x)
+    net, (s, e, c, _) = tiny(), batch()
+    full = net(s, e, c)
     cache = net.cache(len(s))
-    steps = [net(s[:, :5], e[:, :5], d[:, :5], c, x, cache=cache, start=0)]  # prefill, then one pair at a time
-    steps += [net(s[:, t:t + 1], e[:, t:t + 1], d[:, t:t + 1], c, x, cache=cache, start=t) for t in range(5, 12)]
+    steps = [net(s[:, :5], e[:, :5], c, cache=cache, start=0)]  # prefill, then one pair at a time
+    steps += [net(s[:, t:t + 1], e[:, t:t + 1], c, cache=cache, start=t) for t in range(5, 12)]
     for i in range(2):
         torch.testing.assert_close(torch.cat([step[i] for step in steps], 1), full[i], rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
 def test_logits_depend_on_the_past_only_and_on_the_condition():
-    net, (s, e, d, c, x) = tiny(), batch()
-    base = net(s, e, d, c, x)[0]
+    net, (s, e, c, _) = tiny(), batch()
+    base = net(s, e, c)[0]
     s2 = s.clone()
     s2[:, 7:] = (s2[:, 7:] + 1) % 50
-    changed = net(s2, e, d, c, x)[0]
+    changed = net(s2, e, c)[0]
     torch.testing.assert_close(changed[:, :7], base[:, :7])
     assert not torch.allclose(changed[:, 7:], base[:, 7:])
-    assert not torch.allclose(net(s, e, d, c + 0.5, x)[0][:, 0], base[:, 0])
+    assert not torch.allclose(net(s, e, c + torch.tensor([0.5, 0.5] + [0.0] * SLOTS))[0][:, 0], base[:, 0])
 
 
 def test_partial_rope_rotates_the_first_half_and_keeps_norms():
@@ -51,12 +55,12 @@ def test_partial_rope_rotates_the_first_half_and_keeps_norms():
 
 @torch.no_grad()
 def test_each_class_runs_its_own_expert_and_active_parameters_stay_constant():
-    net, (s, e, d, c, x) = tiny(), batch()
-    base = net(s, e, d, c, x)[0]
+    net, (s, e, c, x) = tiny(), batch()
+    base = net(s, e, c)[0]
     for block in [net.cross, *net.blocks]:
         for p in block.mlp.experts[1].parameters():
             p.add_(1.0)
-    moved = net(s, e, d, c, x)[0]
+    moved = net(s, e, c)[0]
     torch.testing.assert_close(moved[x != 1], base[x != 1])  # classes 0 and 2 never touch expert 1
     assert not torch.allclose(moved[x == 1], base[x == 1])
     assert tiny(1).active_parameters() == tiny(3).active_parameters() == tiny(5).active_parameters()

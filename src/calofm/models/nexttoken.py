@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calofm.data.preprocess import N_KINEMATIC
 from calofm.models.init import reset_parameters
 
 
@@ -116,13 +117,17 @@ class Block(nn.Module):
 
 
 class NextToken(nn.Module):
-    """``net(spatial, energy, depth, cond, expert)`` -> (spatial logits, energy logits), (B, T, V) each,
-    for token pairs (B, T) (position 0 is the start pair) whose voxels lie at ``depth`` (B, T) = layer / L."""
+    """``net(spatial, energy, cond)`` -> (spatial logits, energy logits), (B, T, V) each, for token
+    pairs (B, T) (position 0 is the start pair). ``depths`` gives each spatial token's depth (its
+    voxel's layer / L; 0 for the special tokens); a sequence's expert is the index of the largest of
+    its condition's entries from ``expert_column`` on (the class one-hot)."""
 
-    def __init__(self, n_cond: int, spatial_vocab: int, energy_vocab: int, n_experts: int = 1, dim: int = 256,
-                 depth: int = 6, heads: int = 8, mlp_dim: int = 1024, max_len: int = 2048):
+    def __init__(self, n_cond: int, depths, energy_vocab: int, n_experts: int = 1, expert_column: int = N_KINEMATIC,
+                 dim: int = 256, depth: int = 6, heads: int = 8, mlp_dim: int = 1024, max_len: int = 2048):
         super().__init__()
-        self.heads, self.max_len = heads, max_len
+        self.heads, self.max_len, self.expert_column = heads, max_len, expert_column
+        self.register_buffer("depths", torch.as_tensor(depths, dtype=torch.float32), persistent=False)
+        spatial_vocab = len(self.depths)
         self.spatial_embed, self.energy_embed = nn.Embedding(spatial_vocab, dim), nn.Embedding(energy_vocab, dim)
         self.cond_embed = nn.Linear(n_cond, dim)
         self.depth_bias = nn.Linear(1, dim, bias=False)
@@ -150,11 +155,12 @@ class NextToken(nn.Module):
         head_dim = self.spatial_embed.weight.shape[1] // self.heads
         return KVCache.empty(1 + len(self.blocks), batch, self.heads, self.max_len + 1, head_dim, device)
 
-    def forward(self, spatial: torch.Tensor, energy: torch.Tensor, depth: torch.Tensor, cond: torch.Tensor,
-                expert: torch.Tensor, cache: KVCache | None = None, start: int = 0):
+    def forward(self, spatial: torch.Tensor, energy: torch.Tensor, cond: torch.Tensor,
+                cache: KVCache | None = None, start: int = 0):
         """Logits after every given position; with ``cache``, the tokens are positions ``start``..
         of sequences whose earlier positions (and the condition, when ``start`` > 0) are cached."""
-        bias = self.depth_bias(depth[..., None].to(self.depth_bias.weight.dtype))
+        expert = cond[:, self.expert_column:].argmax(1)
+        bias = self.depth_bias(self.depths[spatial][..., None])
         s, e = self.spatial_embed(spatial) + bias, self.energy_embed(energy) + bias
         if start == 0:  # the condition token leads both streams
             c = self.cond_embed(cond)[:, None]
