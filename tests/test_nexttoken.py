@@ -1,8 +1,10 @@
 """The next-token backbone (seed 003 section 3): KV-cached decoding, causality, partial RoPE and the
 fixed-routing experts."""
 
+import pytest
 import torch
 
+from calofm.generative.autoregressive import AutoRegressive
 from calofm.models.nexttoken import NextToken, rotary
 
 SLOTS = 5  # class one-hot entries: the experts grow into them
@@ -65,3 +67,44 @@ def test_each_class_runs_its_own_expert_and_active_parameters_stay_constant():
     assert not torch.allclose(moved[x == 1], base[x == 1])
     assert tiny(1).active_parameters() == tiny(3).active_parameters() == tiny(5).active_parameters()
     assert sum(p.numel() for p in tiny(5).parameters()) > sum(p.numel() for p in tiny(3).parameters())
+
+
+@torch.no_grad()
+def test_sampling_is_deterministic_given_the_noise_and_stops_at_the_end_token():
+    process = AutoRegressive(tiny())
+    _, _, cond, _ = batch()
+    noise = torch.randn(4, 15, 2, generator=torch.Generator().manual_seed(5))
+    out = process.sample(noise, cond)
+    assert out.shape == (4, 15, 2) and torch.equal(out, process.sample(noise, cond))
+    assert torch.all(out[:, 0] == torch.tensor([47, 37]))  # the start pair
+    for row in out:
+        ends = (row[:, 0] == 48).nonzero()
+        assert len(ends) <= 1
+        if len(ends):  # the end pair, then padding
+            assert row[ends[0, 0], 1] == 38 and torch.all(row[ends[0, 0] + 1:] == torch.tensor([49, 39]))
+    greedy = AutoRegressive(process.net, top_k=1)
+    first = process.net(out[:, :1, 0], out[:, :1, 1], cond)
+    drawn = greedy.sample(torch.randn(4, 2, 2), cond)[:, 1]
+    masked = [lg[:, -1].clone() for lg in first]
+    for lg, v in zip(masked, (50, 40)):
+        lg[:, [v - 3, v - 1]] = -float("inf")
+    assert torch.equal(drawn[:, 1], masked[1].argmax(-1))  # top-k 1 is greedy
+
+
+def test_next_token_training_lowers_the_loss_on_a_repeating_pattern(one_thread):
+    torch.manual_seed(0)
+    process = AutoRegressive(tiny())
+    tokens = torch.stack([torch.tensor([47] + [3, 9, 27, 5] * 2 + [48]), torch.tensor([37] + [30, 20, 10, 0] * 2 + [38])], -1)
+    x0, cond = tokens.expand(8, -1, -1), batch(b=4)[2].repeat(2, 1)
+    opt = torch.optim.Adam(process.parameters(), lr=3e-3)
+    first = float(process(x0, cond).detach())
+    for _ in range(60):
+        loss = process(x0, cond)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.1 * first
+    with pytest.raises(ValueError, match="temperature > 0"):
+        AutoRegressive(tiny(), temperature=0)
+    with pytest.raises(ValueError, match="longer than the model's 20"):
+        process.sample(torch.randn(1, 30, 2), cond[:1])

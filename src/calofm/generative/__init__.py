@@ -13,13 +13,16 @@ cond, steps)`` generates from caller-given standard normal noise and ``sampler()
 * :class:`FlowMatching`: conditional flow matching on straight paths, Euler / midpoint / RK4 /
   adaptive ODE sampling; :class:`FactorisedFlowMatching` chains two of them (CaloDREAM's energy
   and shape networks). For these the backbone's second argument is the time t in [0, 1].
-* :class:`Likelihood`: maximum likelihood of a density backbone ``net(cond)`` (a normalising flow
-  such as ShowerFlow), inverse-transform sampling.
+* :class:`Likelihood`: maximum likelihood of a density backbone (a normalising flow such as
+  ShowerFlow), inverse-transform sampling.
+* :class:`AutoRegressive`: next-token cross-entropy of token-pair sequences, KV-cached sampling with
+  temperature / top-k / top-p.
 
 ``PROCESSES`` maps a saved sampler's ``name`` to its class, so ``PROCESSES[name](net, **hparams)``
 rebuilds it around a fresh backbone before its state dict is loaded.
 """
 
+from calofm.generative.autoregressive import AutoRegressive
 from calofm.generative.consistency import Consistency, ConsistencyDistillation
 from calofm.generative.edm import EDM
 from calofm.generative.flow import SOLVERS, FactorisedFlowMatching, FlowMatching, flow_matching
@@ -27,7 +30,7 @@ from calofm.generative.likelihood import Likelihood
 from calofm.generative.process import Process, karras_sigmas
 
 PROCESSES = {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching, "cfm_factorised": FactorisedFlowMatching,
-             "likelihood": Likelihood}
+             "likelihood": Likelihood, "autoregressive": AutoRegressive}
 
-__all__ = ["EDM", "PROCESSES", "SOLVERS", "Consistency", "ConsistencyDistillation", "FactorisedFlowMatching",
+__all__ = ["EDM", "PROCESSES", "AutoRegressive", "SOLVERS", "Consistency", "ConsistencyDistillation", "FactorisedFlowMatching",
            "FlowMatching", "Likelihood", "Process", "flow_matching", "karras_sigmas"]

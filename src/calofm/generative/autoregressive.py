@@ -1,0 +1,94 @@
+"""Next-token likelihood training and KV-cached sampling of token-pair sequences (seed 003).
+
+The data are (B, T, 2) token pairs (spatial, energy) from :class:`calofm.data.tokens.Tokeniser`:
+a start pair, the voxels, an end pair, then padding. The backbone is called as ``net(spatial,
+energy, cond, cache=None, start=0)`` and returns the logits of the next spatial and energy tokens
+after every position; ``net.cache(batch)`` preallocates its key/value cache. Training minimises the
+summed cross-entropies of the next pair (padding ignored). Sampling draws one pair per step from the
+cached decoder, by inverse CDF of the uniforms Phi(noise): deterministic given the caller's noise,
+as every process's ``sample`` is. ``temperature``, ``top_k`` and ``top_p`` shape the distributions;
+a sequence stops at its first end token and is padded after it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from calofm.data.tokens import END, N_SPECIAL, PAD, START
+from calofm.generative.process import Process
+
+
+def _special(vocab: int, which: int) -> int:
+    return vocab - N_SPECIAL + which
+
+
+def filtered(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Probabilities from ``logits`` (B, V) at ``temperature``, kept to the ``top_k`` most likely
+    tokens (0: all) and the smallest set holding ``top_p`` of the probability."""
+    logits = logits / temperature
+    if top_k:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    probs = logits.softmax(-1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the most likely token always stays
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+    return probs / probs.sum(-1, keepdim=True)
+
+
+def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The token whose CDF interval holds the uniform ``u`` (B,), for probabilities (B, V)."""
+    cdf = probs.cumsum(-1)
+    return torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+class AutoRegressive(Process):
+    """Cross-entropy training and KV-cached sampling of a next-token backbone."""
+
+    name = "autoregressive"
+
+    def __init__(self, net: torch.nn.Module, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
+        super().__init__()
+        if not (temperature > 0 and top_k >= 0 and 0 < top_p <= 1):
+            raise ValueError(f"sampling needs temperature > 0, top_k >= 0 and 0 < top_p <= 1, got "
+                             f"{temperature}, {top_k}, {top_p}")
+        self.net = net
+        self.hparams = {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p)}
+        self.vocabs = (net.spatial_head.out_features, net.energy_head.out_features)
+
+    def forward(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x0 = x0.long()
+        logits = self.net(x0[:, :-1, 0], x0[:, :-1, 1], cond)
+        return sum(F.cross_entropy(lg.transpose(1, 2), x0[:, 1:, i], ignore_index=_special(v, PAD))
+                   for i, (lg, v) in enumerate(zip(logits, self.vocabs)))
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Token pairs (B, T, 2) for standard normal ``noise`` (B, T, 2): T - 1 draws after the start
+        pair (``steps`` is not used)."""
+        b, length = noise.shape[:2]
+        if length - 1 > self.net.max_len:
+            raise ValueError(f"{length - 1} tokens after the start pair: longer than the model's {self.net.max_len}")
+        uniforms = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
+        out = torch.stack([torch.full((b, length), _special(v, PAD), device=noise.device) for v in self.vocabs], -1)
+        out[:, 0] = torch.tensor([_special(v, START) for v in self.vocabs], device=noise.device)
+        cache, done = self.net.cache(b, noise.device), torch.zeros(b, dtype=torch.bool, device=noise.device)
+        for t in range(length - 1):
+            logits = self.net(out[:, t:t + 1, 0], out[:, t:t + 1, 1], cond, cache=cache, start=t)
+            pair = []
+            for i, (lg, v) in enumerate(zip(logits, self.vocabs)):
+                lg = lg[:, -1].clone()
+                lg[:, [_special(v, START), _special(v, PAD)]] = -math.inf  # never drawn
+                pair.append(draw(filtered(lg, **self.hparams), uniforms[:, t + 1, i]))
+            done_now = done | (pair[0] == _special(self.vocabs[0], END))
+            for i, v in enumerate(self.vocabs):
+                token = torch.where(done_now & ~done, _special(v, END), pair[i])
+                out[:, t + 1, i] = torch.where(done, _special(v, PAD), token)
+            done = done_now
+            if bool(done.all()):
+                break
+        return out
