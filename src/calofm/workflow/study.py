@@ -1,19 +1,21 @@
 """Data-efficiency studies (`calofm study`): strategies x training sizes x seeds on one target detector.
 
-Each cell adapts a base run (EDM or flow matching, of any model family; a strategy entry may name
-its own ``base``, so one study can place families side by side) with one strategy (or trains from
-scratch) on a nested subset of the target's training file drawn with the cell's seed, generates the conditions of the held-out
-test file, and evaluates against it. A point-cloud cell first adapts the base's ShowerFlow
-(``cells/counts-<full|scratch>-n<size>-s<seed>/``, shared by the cells of that size and seed). The summary follows seed 000 table 2: the six-observable W1
-(and quantile-KL) geometric mean x 10^-2 as mean +- standard error over seeds (one seed: the metric's own error),
-the share of parameters trained, plus the high-level classifier AUC and FPD; the gain of each
-strategy over the scratch row of the same base in %, and one plot per metric against training size.
+Each cell adapts a base run (EDM, flow matching or point clouds, of any model family; a strategy
+entry may name its own ``base``, so one study can place families side by side) with one strategy
+(or trains from scratch) on a nested subset of the target's training file drawn with the cell's
+seed, generates the conditions of the held-out test file, and evaluates against it. A point-cloud
+cell first adapts the base's ShowerFlow (``cells/counts-<full|scratch>-n<size>-s<seed>/``, shared
+by the cells of that size and seed). The summary follows seed 000 table 2: the six-observable W1
+and quantile-KL geometric means x 10^-2 as mean +- standard error over seeds (one seed: the
+metric's own error), the share of parameters trained, plus the high-level classifier AUC and FPD;
+the gain of each strategy over the scratch row of the same base in %, and one plot per metric
+against training size.
 
 Folder: ``cells/<label>-n<size>-s<seed>/`` (``run/`` the training run, ``generated.h5`` (run
 ``calofm evaluate`` on it for every plot), ``metrics.json`` the suite's comparison with half A of
 the test file, ``result.json`` written last: a cell with it is not rerun; one
 without resumes its training from the last checkpoint), ``metrics.json`` (schema
-``calofm-study/1``: ``rows`` label -> {strategy, percent, trainable, sizes: {size: {gm, auc, fpd:
+``calofm-study/1``: ``rows`` label -> {strategy, percent, trainable, sizes: {size: {gm, kl, auc, fpd:
 {value, error}, seeds}}, mean}, ``gain_over_scratch``, ``floor`` (test half B vs half A; cached in floor.json), ``cells``),
 ``report.md``, ``*.png``.
 """
