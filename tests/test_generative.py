@@ -13,6 +13,7 @@ from torch import nn
 from calofm.generative import (
     EDM,
     PROCESSES,
+    AutoRegressive,
     Consistency,
     ConsistencyDistillation,
     FactorisedFlowMatching,
@@ -293,7 +294,8 @@ def test_distillation_of_the_exact_gaussian_teacher():
 
 def test_registry_rebuilds_the_sampler_from_a_backbone():
     assert PROCESSES == {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching,
-                         "cfm_factorised": FactorisedFlowMatching, "likelihood": Likelihood}
+                         "cfm_factorised": FactorisedFlowMatching, "likelihood": Likelihood,
+                         "autoregressive": AutoRegressive}
     flow = FlowMatching(MLP(3, 2), solver="midpoint", steps=3)
     again = PROCESSES[flow.name](MLP(3, 2), **flow.hparams)
     again.load_state_dict(flow.state_dict())
