@@ -3,7 +3,9 @@
 Every detector's files are read whole (a few 10k showers of 6480 voxels fit in memory), split
 deterministically into train and validation parts, optionally cut to a nested subset of the
 training part, and checked to share one model shape: the universal representation lets one model
-serve detectors whose mesh bin sizes differ.
+serve detectors whose mesh bin sizes differ. ``REPRESENTATIONS`` maps every representation's kind
+(mesh and layer ratios from :mod:`calofm.data.preprocess`, points and layer counts from
+:mod:`calofm.data.points`) to its class.
 """
 
 from __future__ import annotations
