@@ -23,6 +23,9 @@ def test_showers_round_trip_through_tokens_up_to_half_a_bin(ds2):
     assert np.all(spatial[row, lengths[row]:] == tok.special(PAD)[0])
     deposits = showers[row, spatial[row, 1:lengths[row] - 1]]
     assert np.all(np.diff(deposits) <= 0)  # descending energy
+    pairs, owners, extra = tok.rows(toy_showers(ds2, 20, seed=0, e_min=2e3, e_max=2e4))  # the model rows
+    assert owners is None and extra is None
+    np.testing.assert_array_equal(pairs.numpy(), np.stack([spatial, energy], axis=-1))
 
 
 def test_vocabularies_travel_with_the_checkpoint_and_bad_input_is_refused(ds2):

@@ -99,8 +99,7 @@ def fit_representation(kind: str, detectors: list[DetectorShowers]):
         return LayerCountTransform.fit(detectors[0].readout)
     if kind == PointCloudTransform.kind:
         z_edges = detectors[0].readout.z_edges
-        return PointCloudTransform.fit([PointCloudTransform(z_edges).clouds(d.showers, d.readout) for d in detectors],
-                                       z_edges)
+        return PointCloudTransform.fit([PointCloudTransform.clouds(d.showers, d.readout) for d in detectors], z_edges)
     raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
 
 

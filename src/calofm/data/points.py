@@ -87,9 +87,14 @@ class LayeredPoints(Representation):
         """This representation for another readout's layers (the scales stay)."""
         return dataclasses.replace(self, z_edges=[float(z) for z in readout.z_edges])
 
-    def clouds(self, showers: Showers, readout) -> PointClouds:
+    @staticmethod
+    def clouds(showers: Showers, readout) -> PointClouds:
         """The showers' points (stored, or their voxels smeared with a fixed seed)."""
         return point_clouds(showers, readout, np.random.default_rng(SMEAR_SEED))
+
+    def layer_counts(self, showers: Showers, readout) -> np.ndarray:
+        """(N, L) points of each shower in each of these layers."""
+        return layer_counts(self.clouds(showers, readout), self.z_edges)
 
 
 @dataclass
@@ -107,7 +112,7 @@ class LayerCountTransform(LayeredPoints):
         return (self.n_layers,)
 
     def rows(self, showers: Showers, readout):
-        counts = layer_counts(self.clouds(showers, readout), self.z_edges)
+        counts = self.layer_counts(showers, readout)
         return self.normalise(torch.from_numpy(counts), torch.Generator().manual_seed(SMEAR_SEED)), None, None
 
     def normalise(self, counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -8,23 +8,33 @@ energy bin width is chosen so that the energy vocabulary is about as large as th
 (seed 003: 27k voxels, 25k energy bins), which lets the two losses share one weight. Decoding puts
 each voxel at its bin's centre: the round trip is exact up to half a bin width (energies above the
 last bin are clipped into it). The vocabularies belong to a geometry and are stored with the
-checkpoint (``to_dict``).
+checkpoint (``to_dict``, as every representation).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
+import torch
+
+from calofm.data.preprocess import Representation
 
 START, END, PAD = 0, 1, 2  # special tokens, after the regular ones: token n_regular + START, ...
 N_SPECIAL = 3
 
 
+def special_token(vocab: int, which: int) -> int:
+    """The id of the special token ``which`` (START, END or PAD) in a vocabulary of ``vocab`` tokens."""
+    return vocab - N_SPECIAL + which
+
+
 @dataclass(frozen=True)
-class Tokeniser:
+class Tokeniser(Representation):
     """(spatial, energy) token pairs of the non-zero voxels of ``n_voxels``-voxel showers."""
 
+    kind: ClassVar[str] = "tokens"
     n_voxels: int
     bin_width: float     # MeV per energy token
     n_bins: int          # energy tokens; the last one holds everything above its lower edge
@@ -50,7 +60,7 @@ class Tokeniser:
 
     def special(self, which: int) -> tuple[int, int]:
         """The (spatial, energy) pair of the special token ``which`` (START, END or PAD)."""
-        return self.n_voxels + which, self.n_bins + which
+        return special_token(self.spatial_vocab, which), special_token(self.energy_vocab, which)
 
     def encode(self, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(spatial, energy) token arrays (N, T) padded with PAD, and the lengths (N,) counting the
@@ -75,6 +85,11 @@ class Tokeniser:
         spatial[rows, lengths - 1], tokens[rows, lengths - 1] = self.special(END)
         return spatial, tokens, lengths
 
+    def rows(self, showers, readout=None):
+        """(N, T, 2) int64 token pairs of the showers, one sequence per shower (no extra conditions)."""
+        spatial, energy, _ = self.encode(showers.showers)
+        return torch.from_numpy(np.stack([spatial, energy], axis=-1)), None, None
+
     def decode(self, spatial: np.ndarray, energy: np.ndarray) -> np.ndarray:
         """Voxel rows (N, V) in MeV from token arrays (N, T): every regular pair before the first end
         pair deposits its bin's centre energy in its voxel (a repeated voxel adds up)."""
@@ -85,10 +100,3 @@ class Tokeniser:
         out = np.zeros((len(spatial), self.n_voxels))
         np.add.at(out, (rows, spatial[keep]), (energy[keep] + 0.5) * self.bin_width)
         return out.astype(np.float32)
-
-    def to_dict(self) -> dict:
-        return {"kind": "tokens", **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Tokeniser:
-        return cls(int(d["n_voxels"]), float(d["bin_width"]), int(d["n_bins"]))

@@ -17,12 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from calofm.data.tokens import END, N_SPECIAL, PAD, START
+from calofm.data.tokens import END, PAD, START, special_token
 from calofm.generative.process import Process
-
-
-def _special(vocab: int, which: int) -> int:
-    return vocab - N_SPECIAL + which
 
 
 def filtered(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
@@ -63,7 +59,7 @@ class AutoRegressive(Process):
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = x0.long()
         logits = self.net(x0[:, :-1, 0], x0[:, :-1, 1], cond)
-        return sum(F.cross_entropy(lg.transpose(1, 2), x0[:, 1:, i], ignore_index=_special(v, PAD))
+        return sum(F.cross_entropy(lg.transpose(1, 2), x0[:, 1:, i], ignore_index=special_token(v, PAD))
                    for i, (lg, v) in enumerate(zip(logits, self.vocabs)))
 
     @torch.no_grad()
@@ -74,20 +70,20 @@ class AutoRegressive(Process):
         if length - 1 > self.net.max_len:
             raise ValueError(f"{length - 1} tokens after the start pair: longer than the model's {self.net.max_len}")
         uniforms = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
-        out = torch.stack([torch.full((b, length), _special(v, PAD), device=noise.device) for v in self.vocabs], -1)
-        out[:, 0] = torch.tensor([_special(v, START) for v in self.vocabs], device=noise.device)
+        out = torch.stack([torch.full((b, length), special_token(v, PAD), device=noise.device) for v in self.vocabs], -1)
+        out[:, 0] = torch.tensor([special_token(v, START) for v in self.vocabs], device=noise.device)
         cache, done = self.net.cache(b, noise.device), torch.zeros(b, dtype=torch.bool, device=noise.device)
         for t in range(length - 1):
             logits = self.net(out[:, t:t + 1, 0], out[:, t:t + 1, 1], cond, cache=cache, start=t)
             pair = []
             for i, (lg, v) in enumerate(zip(logits, self.vocabs)):
                 lg = lg[:, -1].clone()
-                lg[:, [_special(v, START), _special(v, PAD)]] = -math.inf  # never drawn
+                lg[:, [special_token(v, START), special_token(v, PAD)]] = -math.inf  # never drawn
                 pair.append(draw(filtered(lg, **self.hparams), uniforms[:, t + 1, i]))
-            done_now = done | (pair[0] == _special(self.vocabs[0], END))
+            done_now = done | (pair[0] == special_token(self.vocabs[0], END))
             for i, v in enumerate(self.vocabs):
-                token = torch.where(done_now & ~done, _special(v, END), pair[i])
-                out[:, t + 1, i] = torch.where(done, _special(v, PAD), token)
+                token = torch.where(done_now & ~done, special_token(v, END), pair[i])
+                out[:, t + 1, i] = torch.where(done, special_token(v, PAD), token)
             done = done_now
             if bool(done.all()):
                 break

@@ -104,9 +104,10 @@ class Experts(nn.Module):
 class Block(nn.Module):
     """Pre-norm attention (self, or cross from the spatial stream) and the class's expert MLP."""
 
-    def __init__(self, dim: int, heads: int, hidden: int, n_experts: int):
+    def __init__(self, dim: int, heads: int, hidden: int, n_experts: int, cross: bool = False):
         super().__init__()
-        self.norm1, self.norm2, self.norm_context = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(dim) if cross else None
         self.attn = Attention(dim, heads)
         self.mlp = Experts(dim, hidden, n_experts)
 
@@ -131,7 +132,7 @@ class NextToken(nn.Module):
         self.spatial_embed, self.energy_embed = nn.Embedding(spatial_vocab, dim), nn.Embedding(energy_vocab, dim)
         self.cond_embed = nn.Linear(n_cond, dim)
         self.depth_bias = nn.Linear(1, dim, bias=False)
-        self.cross = Block(dim, heads, mlp_dim, n_experts)
+        self.cross = Block(dim, heads, mlp_dim, n_experts, cross=True)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, n_experts) for _ in range(depth - 1))
         self.norm = nn.LayerNorm(dim)
         self.spatial_head, self.energy_head = nn.Linear(dim, spatial_vocab), nn.Linear(dim, energy_vocab)

@@ -32,7 +32,7 @@ from calofm.data.mesh import (
     split_detector,
     tensors,
 )
-from calofm.data.points import LayerCountTransform, PointCloudTransform, count_condition, layer_counts
+from calofm.data.points import LayerCountTransform, PointCloudTransform, count_condition
 from calofm.data.preprocess import N_KINEMATIC, ConditionTransform
 from calofm.data.showers import PointClouds, Showers
 from calofm.generative import EDM, PROCESSES, ConsistencyDistillation, FlowMatching, Likelihood, flow_matching
@@ -108,13 +108,8 @@ def assemble(config: RunConfig) -> Assembled:
                 "data": dataclasses.asdict(data), "n_train": {d.name: len(d.showers) for d in train}}
     if voxels.kind in POINT_KINDS:  # generated points are written on the voxel files' meshes
         describe["meshes"] = {**teacher_describe.get("meshes", {}), **{d.name: d.mesh.to_dict() for d in detectors}}
-    files = {}
-    if voxels.kind == PointCloudTransform.kind:
-        counts = config.model.counts or (teacher.path.parent / COUNTS if config.process.name == "cd" else None)
-        if not counts:
-            raise ValueError("model.counts: the point-cloud family needs the ShowerFlow run that gives each "
-                             "shower's points per layer (train one with model.backbone: showerflow)")
-        files[COUNTS], describe["counts"] = _counts_model(counts, voxels, train)
+    counts = config.model.counts or (teacher.path.parent / COUNTS if config.process.name == "cd" else None)
+    files = _counts_file(counts, voxels, train, describe)
     notes = [n for d in detectors for n in d.notes]
     return Assembled(process, x, cond, describe, val, notes, files=files, train=train)
 
@@ -161,26 +156,31 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
                      "data": dataclasses.asdict(config.data), "n_train": {target.name: len(target.showers)},
                      "adapted": {"from": str(base.path), **adaptation.describe(),
                                  **({"new_geometry": reinitialised} if new_geometry else {})}})
-    files = {}
-    if voxels.kind == PointCloudTransform.kind:  # the target's points per layer come from an adapted ShowerFlow
-        files[COUNTS], describe["counts"] = _counts_model(config.model.counts or base.path.parent / COUNTS, voxels, train)
+    files = _counts_file(config.model.counts or base.path.parent / COUNTS, voxels, train, describe)
     return Assembled(process, x, cond, describe, val, [n for d in detectors for n in d.notes],
                      lr_scale, Adaptation.fold, adaptation, files, train)
 
 
-def _counts_model(path, points: PointCloudTransform, detectors: list[DetectorShowers]) -> tuple[Path, dict]:
-    """The model file and description of the ShowerFlow run at ``path``, checked to give the
-    points per layer of every one of ``detectors`` in ``points``' layers."""
+def _counts_file(path, voxels, detectors: list[DetectorShowers], describe: dict) -> dict[str, Path]:
+    """The files a run of representation ``voxels`` keeps beside its model: for point clouds, the
+    ShowerFlow run at ``path`` (``describe["counts"]`` gets its description), checked to give the
+    points per layer of every one of ``detectors`` in the points' layers; nothing otherwise."""
+    if voxels.kind != PointCloudTransform.kind:
+        return {}
+    if not path:
+        raise ValueError("model.counts: the point-cloud family needs the ShowerFlow run that gives each "
+                         "shower's points per layer (train one with model.backbone: showerflow)")
     model = load_model(path)
     if model.representation_kind != LayerCountTransform.kind:
         raise InputError(path, f"is a {model.describe['backbone']} run, not a ShowerFlow run (model.counts)")
-    if model.voxels.n_layers != points.n_layers:
-        raise InputError(path, f"gives counts for {model.voxels.n_layers} layers; the points lie in {points.n_layers}")
+    if model.voxels.n_layers != voxels.n_layers:
+        raise InputError(path, f"gives counts for {model.voxels.n_layers} layers; the points lie in {voxels.n_layers}")
     unknown = [d.name for d in detectors if d.name not in model.conditions.detectors]
     if unknown:
         raise InputError(path, f"knows no detector {unknown[0]!r}; train or adapt the ShowerFlow on it first "
                                "and name that run in model.counts")
-    return model.path, model.describe
+    describe["counts"] = model.describe
+    return {COUNTS: model.path}
 
 
 def _new_geometry(base: TrainedModel, target: DetectorShowers, model_args: dict, x: torch.Tensor):
@@ -362,7 +362,7 @@ class PointCloudModel(TrainedModel):
         """Seed 000's occupancy calibration for ``detector``: cells hit against points, for its Geant4
         showers and for generated ones with the same points per layer."""
         s = detector.showers.take(np.arange(min(n_showers, len(detector.showers))))
-        counts = layer_counts(self.voxels.clouds(s, detector.readout), self.voxels.z_edges)
+        counts = self.voxels.layer_counts(s, detector.readout)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         clouds = self.clouds(s.energy, s.theta, s.phi, detector.name, counts, None, generator)
         generated = project(self.readout(detector.name), clouds.points, clouds.offsets)

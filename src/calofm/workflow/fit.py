@@ -16,7 +16,7 @@ import yaml
 
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
-from calofm.data.points import LayerCountTransform, PointCloudTransform, layer_counts
+from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.evaluate.distances import wasserstein_normalised
 from calofm.evaluate.samples import sample_from_arrays
 from calofm.evaluate.suite import quick_metrics
@@ -35,7 +35,7 @@ def validator(validation, describe: dict, n_showers: int, out: Path):
             s = d.showers.take(np.arange(min(n_showers, len(d.showers))))
             generated = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, d.name, seed=step)))
             if model.representation_kind == LayerCountTransform.kind:
-                metrics = count_metrics(layer_counts(model.voxels.clouds(s, d.readout), model.voxels.z_edges), generated)
+                metrics = count_metrics(model.voxels.layer_counts(s, d.readout), generated)
             else:
                 metrics = quick_metrics(sample_from_arrays("geant4", s.showers, s.energy, d.mesh),
                                         sample_from_arrays("model", generated, s.energy, d.mesh), d.mesh)
@@ -89,9 +89,9 @@ def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
         + f", {config.train.steps} steps -> {out}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    for name, source in built.files.items():  # files the model needs beside it (a ShowerFlow model)
+    for name, origin in built.files.items():  # files the model needs beside it (a ShowerFlow model)
         with atomic_path(out / name) as tmp:
-            shutil.copyfile(source, tmp)
+            shutil.copyfile(origin, tmp)
     validation = [d for d in built.validation if len(d.showers)]
     validate = validator(validation, built.describe, config.train.validate_showers, out) if validation else None
     trainer = Trainer(built.process, built.x, built.cond, config.train, out, built.describe, validate,

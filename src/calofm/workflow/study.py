@@ -122,28 +122,37 @@ def _cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], labe
     strategy = spec.strategy or label
     if strategy not in STRATEGIES:
         raise ValueError(f"strategies.{label}: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    base = spec.base or study.base
     train = {"lr": DEFAULT_LR.get(strategy, 1e-4), **study.train, **spec.train, "seed": seed}
-    raw = {"out": str(_cell(study, label, size, seed) / "run"),
-           "data": {"detectors": {study.target.name: [study.target.train]}, "n_train": size, "val_fraction": 0.0,
-                    "split_seed": seed},
-           "adapt": {"base": spec.base or study.base, "strategy": strategy, "args": spec.args, "model": spec.model},
+    raw = {"out": str(_cell(study, label, size, seed) / "run"), "data": _cell_data(study, size, seed),
+           "adapt": {"base": base, "strategy": strategy, "args": spec.args, "model": spec.model},
            "train": train}
+    if (Path(base) / COUNTS).exists():  # a point-cloud base: the points per layer come from the ShowerFlow cell
+        raw["model"] = {"counts": str(_cell(study, f"counts-{_counts_strategy(strategy)}", size, seed) / "run")}
     try:
         return build_config(raw)
     except ValueError as exc:
         raise ValueError(f"strategies.{label}: {exc}") from None
 
 
-def _counts_config(study: StudyConfig, base: str, strategy: str, size: int, seed: int) -> RunConfig:
-    """The ShowerFlow cell a point-cloud cell draws its points per layer from (seed 000 section 4.3:
-    trained from scratch for the scratch rows and fully fine-tuned for every other strategy, so the
-    cells of one size and seed share it)."""
-    counts = "scratch" if strategy == "scratch" else "full"
+def _cell_data(study: StudyConfig, size: int, seed: int) -> dict:
+    """A cell's data: the nested subset of ``size`` target training showers drawn with ``seed``."""
+    return {"detectors": {study.target.name: [study.target.train]}, "n_train": size, "val_fraction": 0.0,
+            "split_seed": seed}
+
+
+def _counts_strategy(strategy: str) -> str:
+    """The ShowerFlow's strategy under a PointWise ``strategy`` (seed 000 section 4.3: from scratch
+    for the scratch rows, fully fine-tuned for every other)."""
+    return "scratch" if strategy == "scratch" else "full"
+
+
+def _counts_config(study: StudyConfig, config: RunConfig, size: int, seed: int) -> RunConfig:
+    """The ShowerFlow cell the point-cloud cell ``config`` draws its points per layer from (shared
+    by the cells of one size and seed)."""
     return build_config({
-        "out": str(_cell(study, f"counts-{counts}", size, seed) / "run"),
-        "data": {"detectors": {study.target.name: [study.target.train]}, "n_train": size, "val_fraction": 0.0,
-                 "split_seed": seed},
-        "adapt": {"base": str(Path(base) / COUNTS), "strategy": counts},
+        "out": config.model.counts, "data": _cell_data(study, size, seed),
+        "adapt": {"base": str(Path(config.adapt.base) / COUNTS), "strategy": _counts_strategy(config.adapt.strategy)},
         "train": {"lr": 1e-4, **study.train, **study.counts_train, "seed": seed}})  # seed 000 table 5: Adam 1e-4
 
 
@@ -160,10 +169,9 @@ def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: s
         return json.loads(done.read_text())
     t0 = time.perf_counter()
     config = _cell_config(study, strategies, label, size, seed)
-    if (Path(config.adapt.base) / COUNTS).exists():  # a point-cloud base: its ShowerFlow adapts first
-        counts = _counts_config(study, config.adapt.base, config.adapt.strategy, size, seed)
+    if config.model.counts:  # a point-cloud base: its ShowerFlow adapts first
+        counts = _counts_config(study, config, size, seed)
         fit(counts, f"{study.out}: ShowerFlow ({counts.adapt.strategy})", progress=progress, log=log)
-        config.model.counts = counts.out
     trained = fit(config, f"{study.out}: {label}", progress=progress, log=log)
     model = load_model(config.out)
     test, n = reference.showers, min(study.evaluate.n or len(reference.showers), len(reference.showers))
