@@ -12,8 +12,8 @@ SLOTS = 5  # class one-hot entries: the experts grow into them
 
 def tiny(n_experts=3, seed=0) -> NextToken:
     torch.manual_seed(seed)
-    return NextToken(n_cond=2 + SLOTS, expert_column=2, depths=torch.linspace(0, 1, 50), energy_vocab=40, n_experts=n_experts, dim=32, depth=3, heads=4,
-                     mlp_dim=64, max_len=20).eval()
+    return NextToken(n_cond=2 + SLOTS, layer_sizes=[10] * 4, n_experts=n_experts, expert_column=2, dim=32, depth=3,
+                     heads=4, mlp_dim=64).eval()  # vocabularies of 43: 40 voxels, START 40, END 41, PAD 42
 
 
 def batch(b=4, t=12, seed=1):
@@ -21,14 +21,14 @@ def batch(b=4, t=12, seed=1):
     g = torch.Generator().manual_seed(seed)
     x = torch.tensor([0, 2, 1, 2])[:b]
     cond = torch.cat([torch.rand(b, 2, generator=g), torch.nn.functional.one_hot(x, SLOTS).float()], dim=1)
-    return torch.randint(0, 50, (b, t), generator=g), torch.randint(0, 40, (b, t), generator=g), cond, x
+    return torch.randint(0, 43, (b, t), generator=g), torch.randint(0, 43, (b, t), generator=g), cond, x
 
 
 @torch.no_grad()
 def test_kv_cached_decoding_gives_the_logits_of_the_full_forward():
     net, (s, e, c, _) = tiny(), batch()
     full = net(s, e, c)
-    cache = net.cache(len(s))
+    cache = net.cache(len(s), s.shape[1])
     steps = [net(s[:, :5], e[:, :5], c, cache=cache, start=0)]  # prefill, then one pair at a time
     steps += [net(s[:, t:t + 1], e[:, t:t + 1], c, cache=cache, start=t) for t in range(5, 12)]
     for i in range(2):
@@ -40,7 +40,7 @@ def test_logits_depend_on_the_past_only_and_on_the_condition():
     net, (s, e, c, _) = tiny(), batch()
     base = net(s, e, c)[0]
     s2 = s.clone()
-    s2[:, 7:] = (s2[:, 7:] + 1) % 50
+    s2[:, 7:] = (s2[:, 7:] + 1) % 43
     changed = net(s2, e, c)[0]
     torch.testing.assert_close(changed[:, :7], base[:, :7])
     assert not torch.allclose(changed[:, 7:], base[:, 7:])
@@ -76,25 +76,26 @@ def test_sampling_is_deterministic_given_the_noise_and_stops_at_the_end_token():
     noise = torch.randn(4, 15, 2, generator=torch.Generator().manual_seed(5))
     out = process.sample(noise, cond)
     assert out.shape == (4, 15, 2) and torch.equal(out, process.sample(noise, cond))
-    assert torch.all(out[:, 0] == torch.tensor([47, 37]))  # the start pair
+    assert torch.all(out[:, 0] == 40)  # the start pair
+    assert torch.equal(out, process.sample(noise, cond, kv_cache=False))  # the cache changes nothing drawn
     for row in out:
-        ends = (row[:, 0] == 48).nonzero()
+        ends = (row[:, 0] == 41).nonzero()
         assert len(ends) <= 1
         if len(ends):  # the end pair, then padding
-            assert row[ends[0, 0], 1] == 38 and torch.all(row[ends[0, 0] + 1:] == torch.tensor([49, 39]))
+            assert row[ends[0, 0], 1] == 41 and torch.all(row[ends[0, 0] + 1:] == 42)
     greedy = AutoRegressive(process.net, top_k=1)
     first = process.net(out[:, :1, 0], out[:, :1, 1], cond)
     drawn = greedy.sample(torch.randn(4, 2, 2), cond)[:, 1]
     masked = [lg[:, -1].clone() for lg in first]
-    for lg, v in zip(masked, (50, 40)):
-        lg[:, [v - 3, v - 1]] = -float("inf")
+    for lg in masked:
+        lg[:, [40, 42]] = -float("inf")
     assert torch.equal(drawn[:, 1], masked[1].argmax(-1))  # top-k 1 is greedy
 
 
 def test_next_token_training_lowers_the_loss_on_a_repeating_pattern(one_thread):
     torch.manual_seed(0)
     process = AutoRegressive(tiny())
-    tokens = torch.stack([torch.tensor([47] + [3, 9, 27, 5] * 2 + [48]), torch.tensor([37] + [30, 20, 10, 0] * 2 + [38])], -1)
+    tokens = torch.stack([torch.tensor([40] + [3, 9, 27, 5] * 2 + [41, 42]), torch.tensor([40] + [30, 20, 10, 0] * 2 + [41, 42])], -1)
     x0, cond = tokens.expand(8, -1, -1), batch(b=4)[2].repeat(2, 1)
     opt = torch.optim.Adam(process.parameters(), lr=3e-3)
     first = float(process(x0, cond).detach())
@@ -106,5 +107,54 @@ def test_next_token_training_lowers_the_loss_on_a_repeating_pattern(one_thread):
     assert float(loss.detach()) < 0.1 * first
     with pytest.raises(ValueError, match="temperature > 0"):
         AutoRegressive(tiny(), temperature=0)
-    with pytest.raises(ValueError, match="longer than the model's 20"):
-        process.sample(torch.randn(1, 30, 2), cond[:1])
+    with pytest.raises(ValueError, match="experts for 3 classes"):
+        process(x0[:1], torch.nn.functional.one_hot(torch.tensor([2 + 4]), 2 + SLOTS).float())
+
+
+def mixed(net, classes):
+    """Logits of one token batch whose rows belong to ``classes``."""
+    s, e, _, _ = batch(b=len(classes), seed=3)
+    cond = torch.cat([torch.full((len(classes), 2), 0.3), torch.nn.functional.one_hot(torch.tensor(classes), SLOTS).float()], 1)
+    return net(s, e, cond)
+
+
+@torch.no_grad()
+def test_additive_adaptation_leaves_every_earlier_class_bit_identical():
+    from calofm.adapt import Adaptation, apply, restore
+
+    net = tiny(n_experts=2)
+    active = net.active_parameters()
+    before = mixed(net, [0, 1, 1, 0])
+    names = {"w": 0, "ta": 1}
+    material = apply("expert", net, 2 + 2, {**names}, init="ta")  # a new material, from Ta's expert
+    assert net.architecture() == {"n_experts": 3, "head_of_class": [0, 0, 0]} and material.adapter is None
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable and all(".experts.2." in n or "parametrizations" in n for n in trainable)
+    particle = apply("particle", net, 2 + 3, {**names, "pb": 2}, init="w", r=4, alpha=4)  # a new particle
+    assert net.architecture() == {"n_experts": 4, "head_of_class": [0, 0, 0, 1]}
+    assert particle.adapter == {"name": "particle1", "head": 1, "r": 4, "alpha": 4.0}
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert any(".lora_A.particle1." in n for n in trainable) and any("heads.1." in n for n in trainable)
+    assert not any(n.startswith(("spatial_heads.0", "energy_heads.0")) or ".experts.0." in n for n in trainable)
+    for p in net.parameters():  # training moves what trains
+        if p.requires_grad:
+            p.add_(0.1)
+    Adaptation.fold(net)  # slot deltas merge; the particle's adapter must not
+    after = mixed(net, [0, 1, 1, 0])
+    for a, b in zip(after, before):
+        assert torch.equal(a, b)  # bit-identical, not merely close
+    assert net.active_parameters() == active + sum(p.numel() for n, p in net.named_parameters() if "lora_" in n)
+    new = mixed(net, [3, 3, 0, 1])
+    rebuilt = restore(NextToken(n_cond=2 + SLOTS, layer_sizes=[10] * 4, expert_column=2, dim=32, depth=3, heads=4,
+                                mlp_dim=64, **net.architecture()), [particle.adapter]).eval()
+    rebuilt.load_state_dict(net.state_dict())  # a saved model comes back with its adapter
+    for a, b in zip(mixed(rebuilt, [3, 3, 0, 1]), new):
+        assert torch.equal(a, b)
+    rebuilt.lora_routes = {}  # without its adapter, the new particle's rows change: the adapter is in use
+    assert not torch.equal(mixed(rebuilt, [3, 3, 0, 1])[0][:2], new[0][:2])
+    with pytest.raises(ValueError, match="grows by classes"):
+        apply("full", tiny(), 2 + 3)
+    with pytest.raises(ValueError, match="init must name"):
+        apply("expert", tiny(), 2 + 3, names, init="lead")
+    with pytest.raises(ValueError, match="is not the next class"):
+        apply("expert", tiny(n_experts=2), 2 + 4, names, init="w")

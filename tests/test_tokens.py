@@ -14,7 +14,7 @@ def test_showers_round_trip_through_tokens_up_to_half_a_bin(ds2):
     spatial, energy, lengths = tok.encode(showers)
     np.testing.assert_array_equal(lengths, (showers > 0).sum(1) + 2)
     assert spatial.shape == energy.shape == (20, lengths.max())
-    back = tok.decode(spatial, energy)
+    back = tok.decode(np.stack([spatial, energy], -1))
     np.testing.assert_array_equal(back > 0, showers > 0)  # the same voxels
     assert np.abs(back - showers).max() <= tok.bin_width / 2 * (1 + 1e-5)
     row = 3
@@ -25,7 +25,9 @@ def test_showers_round_trip_through_tokens_up_to_half_a_bin(ds2):
     assert np.all(np.diff(deposits) <= 0)  # descending energy
     pairs, owners, extra = tok.rows(toy_showers(ds2, 20, seed=0, e_min=2e3, e_max=2e4))  # the model rows
     assert owners is None and extra is None
-    np.testing.assert_array_equal(pairs.numpy(), np.stack([spatial, energy], axis=-1))
+    assert pairs.shape == (20, tok.max_len, 2) and tok.max_len == (lengths.max() - 2) * 3 // 2 + 2
+    np.testing.assert_array_equal(pairs[:, :lengths.max()].numpy(), np.stack([spatial, energy], axis=-1))
+    assert np.all(pairs[:, lengths.max():].numpy() == tok.special(PAD))
 
 
 def test_vocabularies_travel_with_the_checkpoint_and_bad_input_is_refused(ds2):
@@ -36,7 +38,7 @@ def test_vocabularies_travel_with_the_checkpoint_and_bad_input_is_refused(ds2):
     assert energy[:, 1].max() == 99
     cut = spatial.copy()
     cut[:, 2] = tok.special(END)[0]  # generation stopped after one voxel
-    assert np.all((tok.decode(cut, energy) > 0).sum(1) == 1)
+    assert np.all((tok.decode(np.stack([cut, energy], -1)) > 0).sum(1) == 1)
     with pytest.raises(ValueError, match="do not match 6480 voxels"):
         tok.encode(showers[:, :10])
     with pytest.raises(ValueError, match="negative or non-finite"):

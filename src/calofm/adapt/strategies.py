@@ -20,6 +20,17 @@ section 5, seed 004 section 2):
     reinit      input, output and position parts re-initialised and trained with ``lr_mult``
                 (default 5) times the learning rate, everything else from the pre-trained weights
 
+Additive strategies for a backbone with one expert per class (``ROUTED``, seed 003 section 3,
+:class:`calofm.models.NextToken`), which grow it instead of changing its weights, so the
+pre-trained classes generate bit-identically (the generic strategies do not apply to it):
+
+    expert      a new material: a new class whose experts start from those of the class ``init``
+                (a detector name) and are all that trains (+ the new slot); it shares ``init``'s
+                particle heads and adapters
+    particle    a new particle: the same, plus new particle heads (copies of ``init``'s) and a
+                LoRA adapter (peft, rank ``r``, scale ``alpha``) on every attention projection
+                (q, k, v, out) that only this particle's classes run; the adapter is not merged
+
 The new detector slot: a strategy that freezes the condition input layer still trains its
 column for the new slot, as a separate delta (a parametrisation), so the frozen columns stay
 bit-exact. :meth:`Adaptation.fold` merges deltas and adapters back into plain weights: the
@@ -34,13 +45,16 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-STRATEGIES = ("scratch", "full", "bitfit", "top-k", "lora", "condition", "slot", "reinit")
+STRATEGIES = ("scratch", "full", "bitfit", "top-k", "lora", "condition", "slot", "reinit", "expert", "particle")
+ADDITIVE = ("expert", "particle")  # the strategies of a routed backbone
 # learning rates used when a strategy gives none: seed 002 (1e-3 scratch, 1e-4 adaptation) and the
 # ratios of seed 000 table 4 (BitFit 4x, LoRA 2x the full fine-tuning rate)
 DEFAULT_LR = {"scratch": 1e-3, "full": 1e-4, "bitfit": 4e-4, "top-k": 1e-4, "lora": 2e-4,
-              "condition": 1e-3, "slot": 1e-3, "reinit": 1e-4}
+              "condition": 1e-3, "slot": 1e-3, "reinit": 1e-4, "expert": 5e-4, "particle": 5e-4}
 REINIT_LR_MULT = 5.0  # seed 004: re-initialised layers train at five times the base learning rate
-ARGS = {"top-k": {"k": 2}, "lora": {"r": 8, "alpha": 8}, "reinit": {"lr_mult": REINIT_LR_MULT}}
+ARGS = {"top-k": {"k": 2}, "lora": {"r": 8, "alpha": 8}, "reinit": {"lr_mult": REINIT_LR_MULT},
+        "expert": {"init": None}, "particle": {"init": None, "r": 8, "alpha": 8}}
+ADAPTER = "particle{}"  # the LoRA adapter of particle (head) i
 OPTIONAL_ROLES = ("position",)  # roles a backbone may lack: the strategies then skip them
 
 
@@ -53,6 +67,8 @@ class Adaptation:
     base_parameters: int                                  # parameters of the backbone as pre-trained
     trainable: int                                        # parameters that train
     lr_scale: dict[str, float] = field(default_factory=dict)  # parameter name -> multiplier (if != 1)
+    backbone_args: dict = field(default_factory=dict)     # constructor arguments the strategy changed
+    adapter: dict | None = None                           # a routed LoRA adapter it added (see restore)
 
     @property
     def percent(self) -> float:
@@ -76,12 +92,20 @@ class Adaptation:
 
     @staticmethod
     def fold(net: nn.Module) -> nn.Module:
-        """Merge slot deltas and LoRA adapters into plain weights, in place; returns ``net``."""
+        """Merge slot deltas and LoRA adapters into plain weights, in place; returns ``net``. ``net``
+        may be a deep copy of the training model (the EMA sampler): its parametrized modules share
+        their class with the originals', and torch removes a parametrization from the class, so each
+        gets a class of its own first."""
         for module in list(net.modules()):
             if parametrize.is_parametrized(module, "weight"):
+                cls = type(module)
+                own = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+                module.__class__ = type(cls.__name__, cls.__bases__, own)
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        routed = {a for m in net.modules() for a in getattr(m, "lora_routes", {}).values()}  # particle adapters stay
         for name, module in list(net.named_modules()):
-            if type(module).__module__.startswith("peft.") and hasattr(module, "get_base_layer"):  # a LoRA layer
+            if (type(module).__module__.startswith("peft.") and hasattr(module, "get_base_layer")  # a LoRA layer
+                    and not routed & set(module.lora_A)):
                 module.merge()
                 parent, _, child = name.rpartition(".")
                 setattr(net.get_submodule(parent) if parent else net, child, module.get_base_layer())
@@ -133,11 +157,17 @@ def condition_inputs(net: nn.Module) -> list[nn.Linear]:
     return layers
 
 
-def apply(strategy: str, net: nn.Module, slot_column: int, **args) -> Adaptation:
+def apply(strategy: str, net: nn.Module, slot_column: int, classes: dict[str, int] | None = None,
+          **args) -> Adaptation:
     """Prepare ``net`` (in place) for adaptation with ``strategy``; ``slot_column`` is the index in
-    the condition vector of the new detector's one-hot entry. Unknown names or arguments raise."""
+    the condition vector of the new detector's one-hot entry, ``classes`` the class (slot) of each
+    detector the model knows (for ``init``). Unknown names or arguments raise."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if getattr(type(net), "ROUTED", False) != (strategy in ADDITIVE):
+        raise ValueError(f"strategy {strategy}: " + (f"a {type(net).__name__} grows by classes; adapt it with "
+                                                     f"{' or '.join(ADDITIVE)}" if strategy not in ADDITIVE else
+                                                     f"{type(net).__name__} has no experts to add"))
     unknown = sorted(set(args) - set(ARGS.get(strategy, {})))
     if unknown:
         known = ", ".join(ARGS.get(strategy, {})) or "none"
@@ -168,13 +198,86 @@ def apply(strategy: str, net: nn.Module, slot_column: int, **args) -> Adaptation
             module.requires_grad_(True)
     elif strategy == "lora":
         _inject_lora(net, args["r"], args["alpha"])
-    if strategy in ("bitfit", "lora", "slot"):  # the condition input layers are frozen: train the new slot's column
+    grown, adapter = {}, None
+    if strategy in ADDITIVE:
+        grown, adapter = _add_class(net, strategy, slot_column, classes or {}, args)
+    if strategy in ("bitfit", "lora", "slot", *ADDITIVE):  # the condition input layers are frozen: train the new slot's column
         for layer in condition_inputs(net):
             if not 0 <= slot_column < layer.in_features:
                 raise ValueError(f"slot column {slot_column} outside the condition input ({layer.in_features})")
             parametrize.register_parametrization(layer, "weight", SlotDelta(layer.out_features, slot_column))
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    return Adaptation(strategy, args, base, trainable, lr_scale)
+    return Adaptation(strategy, args, base, trainable, lr_scale, grown, adapter)
+
+
+def _add_class(net: nn.Module, strategy: str, slot_column: int, classes: dict[str, int], args: dict):
+    """The additive strategies: the target's class, grown from ``args["init"]``'s (see the module
+    docstring); returns (the changed constructor arguments, the routed adapter or None)."""
+    if args["init"] not in classes:
+        raise ValueError(f"strategy {strategy}: init must name the detector whose expert the new one starts "
+                         f"from; known: {', '.join(classes)}")
+    new = net.add_class(classes[args["init"]], new_particle=strategy == "particle")
+    if new != slot_column - net.expert_column:
+        raise ValueError(f"strategy {strategy}: the new detector's slot {slot_column - net.expert_column} is not "
+                         f"the next class ({new}); adapt from the run that knows every earlier detector")
+    for block in [net.cross, *net.blocks]:
+        block.mlp.experts[new].requires_grad_(True)
+    adapter = None
+    if strategy == "particle":
+        head = int(net.head_of_class[new])
+        net.spatial_heads[head].requires_grad_(True)
+        net.energy_heads[head].requires_grad_(True)
+        adapter = {"name": ADAPTER.format(head), "head": head, "r": int(args["r"]), "alpha": float(args["alpha"])}
+        restore(net, [adapter])
+        for name, p in net.named_parameters():
+            if f".{adapter['name']}." in name:
+                p.requires_grad_(True)
+    return net.architecture(), adapter
+
+
+def restore(net: nn.Module, adapters: list[dict]) -> nn.Module:
+    """Add the routed LoRA ``adapters`` (peft; {name, head, r, alpha}, as ``apply`` describes them) to
+    the attention projections of ``net``, frozen; each runs for its particle's rows only, the
+    others see the base layers alone. Returns ``net``."""
+    if not adapters:
+        return net
+    from peft import LoraConfig, inject_adapter_in_model
+
+    routes = dict(getattr(net, "lora_routes", {}))
+    for a in adapters:
+        trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+        inject_adapter_in_model(LoraConfig(r=int(a["r"]), lora_alpha=a["alpha"], lora_dropout=0.0,
+                                           target_modules=r".*attn\.(q|k|v|out)"), net, adapter_name=a["name"])
+        for n, p in net.named_parameters():  # peft marks every adapter trainable: keep the caller's choice
+            p.requires_grad_(n in trainable)
+        routes[int(a["head"])] = a["name"]
+    net.lora_routes = routes
+    if not getattr(net, "lora_routing", False):
+        net.register_forward_pre_hook(_route_rows, with_kwargs=True)
+        net.lora_routing = True
+    for module in net.modules():
+        if _is_lora(module) and not getattr(module, "lora_routing", False):
+            module.register_forward_pre_hook(_pass_adapter_names, with_kwargs=True)
+            module.lora_routing = True
+    return net
+
+
+def _is_lora(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("peft.") and hasattr(module, "lora_A")
+
+
+def _route_rows(net: nn.Module, args: tuple, kwargs: dict):
+    """Before a routed backbone runs: every LoRA layer learns which adapter each row takes
+    (peft's mixed-batch forward; ``__base__`` for none)."""
+    cond = kwargs["cond"] if "cond" in kwargs else args[2]
+    names = [net.lora_routes.get(h, "__base__") for h in net.particles(cond).tolist()]
+    for module in net.modules():
+        if _is_lora(module):
+            module.lora_rows = names
+
+
+def _pass_adapter_names(module: nn.Module, args: tuple, kwargs: dict):
+    return args, {**kwargs, "adapter_names": module.lora_rows}
 
 
 def _inject_lora(net: nn.Module, r: int, alpha: float) -> None:

@@ -5,7 +5,7 @@ deterministically into train and validation parts, optionally cut to a nested su
 training part, and checked to share one model shape: the universal representation lets one model
 serve detectors whose mesh bin sizes differ. ``REPRESENTATIONS`` maps every representation's kind
 (mesh and layer ratios from :mod:`calofm.data.preprocess`, points and layer counts from
-:mod:`calofm.data.points`) to its class.
+:mod:`calofm.data.points`, tokens from :mod:`calofm.data.tokens`) to its class.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.data.preprocess import ConditionTransform, LayerRatioTransform, VoxelTransform
 from calofm.data.showers import Showers
 from calofm.data.splits import nested_subset, split_indices
+from calofm.data.tokens import Tokeniser
 from calofm.geometry.layers import read_out
 
 NORMAL_THETA = math.pi / 2  # Par04 convention: normal incidence on the layers
 
 
-REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform, LayerCountTransform, PointCloudTransform)}
+REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform, LayerCountTransform, PointCloudTransform,
+                                       Tokeniser)}
 POINT_KINDS = (LayerCountTransform.kind, PointCloudTransform.kind)
 
 
@@ -100,6 +102,8 @@ def fit_representation(kind: str, detectors: list[DetectorShowers]):
     if kind == PointCloudTransform.kind:
         z_edges = detectors[0].readout.z_edges
         return PointCloudTransform.fit([PointCloudTransform.clouds(d.showers, d.readout) for d in detectors], z_edges)
+    if kind == Tokeniser.kind:
+        return Tokeniser.fit(np.concatenate([d.showers.showers for d in detectors]))
     raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
 
 

@@ -8,7 +8,8 @@ energy bin width is chosen so that the energy vocabulary is about as large as th
 (seed 003: 27k voxels, 25k energy bins), which lets the two losses share one weight. Decoding puts
 each voxel at its bin's centre: the round trip is exact up to half a bin width (energies above the
 last bin are clipped into it). The vocabularies belong to a geometry and are stored with the
-checkpoint (``to_dict``, as every representation).
+checkpoint (``to_dict``, as every representation), with the longest sequence the model rows hold
+(``max_len``, half as long again as the longest fitted one): generation draws at most that many.
 """
 
 from __future__ import annotations
@@ -38,17 +39,23 @@ class Tokeniser(Representation):
     n_voxels: int
     bin_width: float     # MeV per energy token
     n_bins: int          # energy tokens; the last one holds everything above its lower edge
+    max_len: int         # token pairs of the longest sequence, start and end included
 
     @classmethod
     def fit(cls, showers: np.ndarray, n_bins: int | None = None) -> Tokeniser:
         """Bins of equal width up to the largest voxel energy of ``showers`` (N, V); by default as many
-        energy tokens as voxels."""
+        energy tokens as voxels (seed 003's rule, which :class:`calofm.models.NextToken` follows)."""
         showers = np.asarray(showers)
         top = float(showers.max(initial=0.0))
         if not top > 0:
             raise ValueError("no deposit to fit the energy bins on")
         n_bins = int(n_bins or showers.shape[1])
-        return cls(int(showers.shape[1]), top / n_bins, n_bins)
+        longest = int((showers > 0).sum(1).max())
+        return cls(int(showers.shape[1]), top / n_bins, n_bins, longest * 3 // 2 + 2)
+
+    def state_shape(self, readout=None) -> tuple[int, int]:
+        """A shower's model rows: ``max_len`` (spatial, energy) pairs."""
+        return self.max_len, 2
 
     @property
     def spatial_vocab(self) -> int:
@@ -86,14 +93,22 @@ class Tokeniser(Representation):
         return spatial, tokens, lengths
 
     def rows(self, showers, readout=None):
-        """(N, T, 2) int64 token pairs of the showers, one sequence per shower (no extra conditions)."""
-        spatial, energy, _ = self.encode(showers.showers)
-        return torch.from_numpy(np.stack([spatial, energy], axis=-1)), None, None
+        """(N, max_len, 2) int64 token pairs of the showers, one padded sequence per shower (no extra
+        conditions)."""
+        spatial, energy, lengths = self.encode(showers.showers)
+        if lengths.max(initial=0) > self.max_len:
+            raise ValueError(f"a shower of {lengths.max() - 2} hits is longer than the tokeniser's "
+                             f"{self.max_len - 2} (fitted on showers of fewer hits)")
+        pairs = np.stack([spatial, energy], axis=-1)
+        padding = np.broadcast_to(np.array(self.special(PAD)), (len(pairs), self.max_len - pairs.shape[1], 2))
+        return torch.from_numpy(np.concatenate([pairs, padding], axis=1)), None, None
 
-    def decode(self, spatial: np.ndarray, energy: np.ndarray) -> np.ndarray:
-        """Voxel rows (N, V) in MeV from token arrays (N, T): every regular pair before the first end
-        pair deposits its bin's centre energy in its voxel (a repeated voxel adds up)."""
-        spatial, energy = np.asarray(spatial, dtype=np.int64), np.asarray(energy, dtype=np.int64)
+    def decode(self, x, energy=None) -> np.ndarray:
+        """Voxel rows (N, V) in MeV from token pairs ``x`` (N, T, 2): every regular pair before the
+        first end pair deposits its bin's centre energy in its voxel (a repeated voxel adds up);
+        ``energy`` (the incident energies) is not needed."""
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        spatial, energy = x[..., 0].astype(np.int64), x[..., 1].astype(np.int64)
         ended = np.cumsum(spatial == self.special(END)[0], axis=1) > 0
         keep = ~ended & (spatial < self.n_voxels) & (energy < self.n_bins)
         rows, _ = np.nonzero(keep)

@@ -3,8 +3,9 @@
 The data are (B, T, 2) token pairs (spatial, energy) from :class:`calofm.data.tokens.Tokeniser`:
 a start pair, the voxels, an end pair, then padding. The backbone is called as ``net(spatial,
 energy, cond, cache=None, start=0)`` and returns the logits of the next spatial and energy tokens
-after every position; ``net.cache(batch)`` preallocates its key/value cache. Training minimises the
-summed cross-entropies of the next pair (padding ignored). Sampling draws one pair per step from the
+after every position; ``net.cache(batch, length)`` preallocates its key/value cache and ``net.vocab``
+is the size of both vocabularies. Training minimises the summed cross-entropies of the next pair
+(padding ignored; a batch is cut to its longest sequence first). Sampling draws one pair per step from the
 cached decoder, by inverse CDF of the uniforms Phi(noise): deterministic given the caller's noise,
 as every process's ``sample`` is. ``temperature``, ``top_k`` and ``top_p`` shape the distributions;
 a sequence stops at its first end token and is padded after it.
@@ -54,37 +55,42 @@ class AutoRegressive(Process):
                              f"{temperature}, {top_k}, {top_p}")
         self.net = net
         self.hparams = {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p)}
-        self.vocabs = (net.spatial_head.out_features, net.energy_head.out_features)
+        self.special = {t: special_token(net.vocab, t) for t in (START, END, PAD)}  # the same in both streams
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = x0.long()
+        pad = self.special[PAD]
+        x0 = x0[:, :max(int((x0[..., 0] != pad).sum(1).max()), 2)]
         logits = self.net(x0[:, :-1, 0], x0[:, :-1, 1], cond)
-        return sum(F.cross_entropy(lg.transpose(1, 2), x0[:, 1:, i], ignore_index=special_token(v, PAD))
-                   for i, (lg, v) in enumerate(zip(logits, self.vocabs)))
+        return sum(F.cross_entropy(lg.flatten(0, 1), x0[:, 1:, i].flatten(), ignore_index=pad) for i, lg in enumerate(logits))
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None,
+               kv_cache: bool = True) -> torch.Tensor:
         """Token pairs (B, T, 2) for standard normal ``noise`` (B, T, 2): T - 1 draws after the start
-        pair (``steps`` is not used)."""
+        pair (``steps`` is not used). ``kv_cache=False`` recomputes the whole prefix at every step
+        (the same tokens, for benchmarks)."""
         b, length = noise.shape[:2]
-        if length - 1 > self.net.max_len:
-            raise ValueError(f"{length - 1} tokens after the start pair: longer than the model's {self.net.max_len}")
+        start, end, pad = (self.special[t] for t in (START, END, PAD))
         uniforms = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
-        out = torch.stack([torch.full((b, length), special_token(v, PAD), device=noise.device) for v in self.vocabs], -1)
-        out[:, 0] = torch.tensor([special_token(v, START) for v in self.vocabs], device=noise.device)
-        cache, done = self.net.cache(b, noise.device), torch.zeros(b, dtype=torch.bool, device=noise.device)
+        out = torch.full((b, length, 2), pad, device=noise.device)
+        out[:, 0] = start
+        cache = self.net.cache(b, length, noise.device) if kv_cache else None
+        done = torch.zeros(b, dtype=torch.bool, device=noise.device)
         for t in range(length - 1):
-            logits = self.net(out[:, t:t + 1, 0], out[:, t:t + 1, 1], cond, cache=cache, start=t)
+            if kv_cache:
+                logits = self.net(out[:, t:t + 1, 0], out[:, t:t + 1, 1], cond, cache=cache, start=t)
+            else:
+                logits = self.net(out[:, :t + 1, 0], out[:, :t + 1, 1], cond)
             pair = []
-            for i, (lg, v) in enumerate(zip(logits, self.vocabs)):
+            for i, lg in enumerate(logits):
                 lg = lg[:, -1].clone()
-                lg[:, [special_token(v, START), special_token(v, PAD)]] = -math.inf  # never drawn
+                lg[:, [start, pad]] = -math.inf  # never drawn
                 pair.append(draw(filtered(lg, **self.hparams), uniforms[:, t + 1, i]))
-            done_now = done | (pair[0] == special_token(self.vocabs[0], END))
-            for i, v in enumerate(self.vocabs):
-                token = torch.where(done_now & ~done, special_token(v, END), pair[i])
-                out[:, t + 1, i] = torch.where(done, special_token(v, PAD), token)
-            done = done_now
+            ended = done | (pair[0] == end)
+            token = torch.where((ended & ~done)[:, None], end, torch.stack(pair, -1))
+            out[:, t + 1] = torch.where(done[:, None], pad, token)
+            done = ended
             if bool(done.all()):
                 break
         return out

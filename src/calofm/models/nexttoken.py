@@ -8,16 +8,20 @@ blocks follow. Positions enter only through partial rotary embeddings (the first
 head's dimensions, base 1000) and a per-token depth bias (the voxel's layer / L). Each block's MLP
 is one expert per (particle, material) class, chosen by the class of the sequence: every shower
 runs exactly one expert per block, so the active parameters stay constant as experts are added.
-Two heads give the logits of the next spatial and the next energy token. Full fp32 (seed 003 saw
-bf16 artefacts in the multiplicity).
+Each particle has its own pair of output heads (logits of the next spatial and the next energy
+token; seed 003's particle-wise vocabularies), chosen the same way through ``head_of_class``.
+Full fp32 (seed 003 saw bf16 artefacts in the multiplicity).
 
-Generation appends one pair at a time: ``forward(..., cache=KVCache, start=t)`` computes only the
-new positions and reads the earlier keys and values from a cache preallocated to the maximum length
-(static shapes, for CUDA graphs).
+The model grows additively (``add_class``: a new class's expert copied from an existing one, and
+optionally a new particle's heads); the adaptation strategies of :mod:`calofm.adapt` decide what
+trains. Generation appends one pair at a time: ``forward(..., cache=KVCache, start=t)`` computes
+only the new positions and reads the earlier keys and values from a cache preallocated to the
+whole sequence (static shapes).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calofm.data.preprocess import N_KINEMATIC
+from calofm.data.tokens import N_SPECIAL
 from calofm.models.init import reset_parameters
 
 
@@ -85,6 +90,19 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(x.shape))
 
 
+def routed(modules: nn.ModuleList, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Each sequence of ``x`` (B, T, D) through its own module ``modules[index[b]]`` (fixed routing;
+    one batch call per module used)."""
+    used = torch.unique(index).tolist()
+    if len(used) == 1:
+        return modules[used[0]](x)
+    parts = {i: modules[i](x[index == i]) for i in used}
+    out = x.new_empty((*x.shape[:-1], next(iter(parts.values())).shape[-1]))
+    for i, part in parts.items():
+        out[index == i] = part
+    return out
+
+
 class Experts(nn.Module):
     """One MLP per class; ``forward(x, expert)`` runs each sequence (B, T, D) through its own."""
 
@@ -94,11 +112,7 @@ class Experts(nn.Module):
                                      for _ in range(n_experts))
 
     def forward(self, x: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        out = torch.empty_like(x)
-        for i in torch.unique(expert).tolist():
-            rows = expert == i
-            out[rows] = self.experts[i](x[rows])
-        return out
+        return routed(self.experts, x, expert)
 
 
 class Block(nn.Module):
@@ -117,26 +131,89 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x), expert)
 
 
+def depths_of(layer_sizes) -> torch.Tensor:
+    """Each spatial token's depth: its voxel's layer / L, 0 for the special tokens."""
+    layers = torch.repeat_interleave(torch.arange(len(layer_sizes)), torch.as_tensor(layer_sizes))
+    return torch.cat([layers / len(layer_sizes), torch.zeros(N_SPECIAL)])
+
+
 class NextToken(nn.Module):
     """``net(spatial, energy, cond)`` -> (spatial logits, energy logits), (B, T, V) each, for token
-    pairs (B, T) (position 0 is the start pair). ``depths`` gives each spatial token's depth (its
-    voxel's layer / L; 0 for the special tokens); a sequence's expert is the index of the largest of
-    its condition's entries from ``expert_column`` on (the class one-hot)."""
+    pairs (B, T) (position 0 is the start pair) of a readout with ``layer_sizes`` voxels per layer;
+    both vocabularies have one token per voxel (seed 003's equal sizes) plus the special ones. A
+    sequence's class is the index of the largest of its condition's entries from ``expert_column``
+    on (the detector one-hot): it runs the class's expert and its particle's heads
+    (``head_of_class``, default one particle)."""
 
-    def __init__(self, n_cond: int, depths, energy_vocab: int, n_experts: int = 1, expert_column: int = N_KINEMATIC,
-                 dim: int = 256, depth: int = 6, heads: int = 8, mlp_dim: int = 1024, max_len: int = 2048):
+    REPRESENTATION = "tokens"
+    TRAINED_WITH = "autoregressive"
+    ROUTED = True  # one expert per pre-training detector (the run's classes)
+    ROLES = {"input": ["spatial_embed", "energy_embed", "depth_bias"], "noise": [], "condition": "cond_embed",
+             "blocks": "blocks", "output": ["norm", "spatial_heads", "energy_heads"]}
+
+    def __init__(self, n_cond: int, layer_sizes: list[int], n_experts: int = 1, head_of_class: list[int] | None = None,
+                 expert_column: int = N_KINEMATIC, dim: int = 256, depth: int = 6, heads: int = 8, mlp_dim: int = 1024):
         super().__init__()
-        self.heads, self.max_len, self.expert_column = heads, max_len, expert_column
-        self.register_buffer("depths", torch.as_tensor(depths, dtype=torch.float32), persistent=False)
-        spatial_vocab = len(self.depths)
-        self.spatial_embed, self.energy_embed = nn.Embedding(spatial_vocab, dim), nn.Embedding(energy_vocab, dim)
+        head_of_class = list(head_of_class) if head_of_class is not None else [0] * n_experts
+        if len(head_of_class) != n_experts or sorted(set(head_of_class)) != list(range(max(head_of_class) + 1)):
+            raise ValueError(f"head_of_class {head_of_class}: one head index per expert ({n_experts}), "
+                             "covering 0..P-1")
+        self.heads, self.expert_column = heads, expert_column
+        self.register_buffer("depths", depths_of(layer_sizes), persistent=False)
+        self.register_buffer("head_of_class", torch.tensor(head_of_class), persistent=False)
+        vocab = len(self.depths)
+        self.spatial_embed, self.energy_embed = nn.Embedding(vocab, dim), nn.Embedding(vocab, dim)
         self.cond_embed = nn.Linear(n_cond, dim)
         self.depth_bias = nn.Linear(1, dim, bias=False)
         self.cross = Block(dim, heads, mlp_dim, n_experts, cross=True)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, n_experts) for _ in range(depth - 1))
         self.norm = nn.LayerNorm(dim)
-        self.spatial_head, self.energy_head = nn.Linear(dim, spatial_vocab), nn.Linear(dim, energy_vocab)
+        n_heads = max(head_of_class) + 1
+        self.spatial_heads = nn.ModuleList(nn.Linear(dim, vocab) for _ in range(n_heads))
+        self.energy_heads = nn.ModuleList(nn.Linear(dim, vocab) for _ in range(n_heads))
         self.init_weights(self)
+
+    @staticmethod
+    def geometry_args(readout, args: dict) -> dict:
+        """Constructor arguments for ``readout``: its voxels per layer."""
+        return {**args, "layer_sizes": [int(a * r) for a, r in readout.layer_shapes()]}
+
+    @property
+    def vocab(self) -> int:
+        return len(self.depths)
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.cross.mlp.experts)
+
+    def architecture(self) -> dict:
+        """The constructor arguments that change as the model grows (``add_class``)."""
+        return {"n_experts": self.n_experts, "head_of_class": self.head_of_class.tolist()}
+
+    @torch.no_grad()
+    def add_class(self, source: int, new_particle: bool = False) -> int:
+        """A new class whose experts start as copies of class ``source``'s, run with ``source``'s
+        particle heads or, with ``new_particle``, with a new particle's (copies of them); the
+        existing classes compute exactly as before. Returns the new class's index."""
+        if not 0 <= source < self.n_experts:
+            raise ValueError(f"no class {source} to start from (the model has {self.n_experts})")
+        for block in [self.cross, *self.blocks]:
+            block.mlp.experts.append(copy.deepcopy(block.mlp.experts[source]))
+        head = int(self.head_of_class[source])
+        if new_particle:
+            for heads in (self.spatial_heads, self.energy_heads):
+                heads.append(copy.deepcopy(heads[head]))
+            head = len(self.spatial_heads) - 1
+        self.head_of_class = torch.cat([self.head_of_class, self.head_of_class.new_tensor([head])])
+        return self.n_experts - 1
+
+    def classes(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B,) the class of each condition row."""
+        return cond[:, self.expert_column:].argmax(1)
+
+    def particles(self, cond: torch.Tensor) -> torch.Tensor:
+        """(B,) the particle (head index) of each condition row."""
+        return self.head_of_class[self.classes(cond)]
 
     @torch.no_grad()
     def init_weights(self, module: nn.Module) -> None:
@@ -146,21 +223,25 @@ class NextToken(nn.Module):
                 nn.init.normal_(m.weight, std=1 / math.sqrt(m.weight.shape[1]))
 
     def active_parameters(self) -> int:
-        """Parameters one shower runs through: everything but the other classes' experts."""
-        idle = sum(sum(p.numel() for p in e.parameters()) for block in [self.cross, *self.blocks]
-                   for e in block.mlp.experts[1:])
-        return sum(p.numel() for p in self.parameters()) - idle
+        """Parameters one shower runs through: everything but the other classes' experts and the
+        other particles' heads."""
+        idle = [e for block in [self.cross, *self.blocks] for e in block.mlp.experts[1:]]
+        idle += [*self.spatial_heads[1:], *self.energy_heads[1:]]
+        return sum(p.numel() for p in self.parameters()) - sum(p.numel() for m in idle for p in m.parameters())
 
-    def cache(self, batch: int, device=None) -> KVCache:
-        """An empty cache for ``batch`` sequences of up to ``max_len`` + 1 positions (with the condition)."""
+    def cache(self, batch: int, length: int, device=None) -> KVCache:
+        """An empty cache for ``batch`` sequences of ``length`` token pairs (and the condition)."""
         head_dim = self.spatial_embed.weight.shape[1] // self.heads
-        return KVCache.empty(1 + len(self.blocks), batch, self.heads, self.max_len + 1, head_dim, device)
+        return KVCache.empty(1 + len(self.blocks), batch, self.heads, length + 1, head_dim, device)
 
     def forward(self, spatial: torch.Tensor, energy: torch.Tensor, cond: torch.Tensor,
                 cache: KVCache | None = None, start: int = 0):
         """Logits after every given position; with ``cache``, the tokens are positions ``start``..
         of sequences whose earlier positions (and the condition, when ``start`` > 0) are cached."""
-        expert = cond[:, self.expert_column:].argmax(1)
+        expert = self.classes(cond)
+        if start == 0 and int(expert.max()) >= self.n_experts:
+            raise ValueError(f"a condition of class {int(expert.max())}: the model has experts for "
+                             f"{self.n_experts} classes")
         bias = self.depth_bias(self.depths[spatial][..., None])
         s, e = self.spatial_embed(spatial) + bias, self.energy_embed(energy) + bias
         if start == 0:  # the condition token leads both streams
@@ -175,4 +256,5 @@ class NextToken(nn.Module):
         x = self.norm(x)
         if start == 0:
             x = x[:, 1:]  # logits after each token, not after the condition alone
-        return self.spatial_head(x), self.energy_head(x)
+        particle = self.head_of_class[expert]
+        return routed(self.spatial_heads, x, particle), routed(self.energy_heads, x, particle)

@@ -18,6 +18,9 @@ import yaml
 from calofm.core.errors import InputError
 
 
+PROCESS_NAMES = ("edm", "cd", "cfm", "likelihood", "autoregressive")
+
+
 @dataclass
 class DataConfig:
     detectors: dict[str, list[str]] = field(default_factory=dict)  # name -> shower files (one mesh shape)
@@ -36,7 +39,7 @@ class ModelConfig:
 
 @dataclass
 class ProcessConfig:
-    name: str = "edm"               # edm | cd (consistency distillation of an EDM run) | cfm (flow matching) | likelihood
+    name: str = "edm"               # edm | cd (consistency distillation of an EDM run) | cfm (flow matching) | likelihood | autoregressive
     args: dict = field(default_factory=dict)
     teacher: str | None = None      # cd: the EDM run folder to distil
     student: str | None = None      # cd: initialise the student from this CD run (default: the teacher)
@@ -44,9 +47,9 @@ class ProcessConfig:
 
 @dataclass
 class AdaptConfig:
-    base: str | None = None         # the pre-trained run (EDM, CFM, likelihood) to adapt; None: not an adaptation
-    strategy: str = "full"          # see calofm.adapt: scratch, full, bitfit, top-k, lora, condition, slot, reinit
-    args: dict = field(default_factory=dict)  # strategy arguments (k; r, alpha; lr_mult)
+    base: str | None = None         # the pre-trained run (EDM, CFM, likelihood, autoregressive) to adapt; None: not an adaptation
+    strategy: str = "full"          # see calofm.adapt: scratch, full, bitfit, top-k, lora, condition, slot, reinit, expert, particle
+    args: dict = field(default_factory=dict)  # strategy arguments (k; r, alpha; lr_mult; init)
     model: dict = field(default_factory=dict)  # backbone arguments for a target of another geometry (patch)
 
 
@@ -89,7 +92,7 @@ class RunConfig:
             (t.ema is None or 0 <= t.ema < 1, "train.ema", "must be in [0, 1) or null"),
             (t.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16"),
             (t.checkpoint_every > 0 and t.log_every > 0, "train.checkpoint_every", "intervals must be positive"),
-            (self.process.name in ("edm", "cd", "cfm", "likelihood"), "process.name", "must be edm, cd, cfm or likelihood"),
+            (self.process.name in PROCESS_NAMES, "process.name", f"must be {', '.join(PROCESS_NAMES[:-1])} or {PROCESS_NAMES[-1]}"),
             (self.process.name != "cd" or self.process.teacher, "process.teacher", "cd needs the EDM run to distil"),
             (self.process.name == "cd" or self.data.detectors, "data.detectors", "name at least one detector"),
             (not (self.adapt.base and self.process.name == "cd"), "adapt.base",

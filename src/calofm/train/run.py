@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calofm.adapt import REINIT_LR_MULT, Adaptation, apply
+from calofm.adapt import REINIT_LR_MULT, Adaptation, apply, restore
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import ShowerWriter
 from calofm.data.calibration import OccupancyCalibration
@@ -35,7 +35,15 @@ from calofm.data.mesh import (
 from calofm.data.points import LayerCountTransform, PointCloudTransform, count_condition
 from calofm.data.preprocess import N_KINEMATIC, ConditionTransform
 from calofm.data.showers import PointClouds, Showers
-from calofm.generative import EDM, PROCESSES, ConsistencyDistillation, FlowMatching, Likelihood, flow_matching
+from calofm.generative import (
+    EDM,
+    PROCESSES,
+    AutoRegressive,
+    ConsistencyDistillation,
+    FlowMatching,
+    Likelihood,
+    flow_matching,
+)
 from calofm.geometry import project, read_out, readout_from_dict
 from calofm.models import BACKBONES
 from calofm.train import checkpoint
@@ -45,7 +53,9 @@ from calofm.train.loop import MODEL
 MODEL_FORMAT = "calofm-model/1"
 COUNTS = "counts.safetensors"      # a point-cloud run's copy of its ShowerFlow model
 CALIBRATION = "calibration.json"   # a point-cloud run's occupancy calibration, per detector
-MAKERS = {"edm": EDM, "cfm": flow_matching, "likelihood": Likelihood}  # process.name -> process of a fresh net
+MAKERS = {"edm": EDM, "cfm": flow_matching, "likelihood": Likelihood,  # process.name -> process of a fresh net
+          "autoregressive": AutoRegressive}
+ADAPTABLE = (EDM, FlowMatching, Likelihood, AutoRegressive)
 
 
 @dataclass
@@ -93,7 +103,8 @@ def assemble(config: RunConfig) -> Assembled:
         conditions = ConditionTransform(e_max=float(max(d.showers.energy.max() for d in train)),
                                         detectors=[d.name for d in train],
                                         n_slots=len(train) + data.free_slots)
-        net_describe = {**family.geometry_args(train[0].readout, config.model.args),
+        args = {"n_experts": len(train), **config.model.args} if getattr(family, "ROUTED", False) else config.model.args
+        net_describe = {**family.geometry_args(train[0].readout, args),
                         "n_cond": conditions.n_cond + voxels.extra_conditions}
         torch.manual_seed(config.train.seed)  # the initial weights belong to the run's seed
         net = family(**net_describe)
@@ -117,9 +128,9 @@ def assemble(config: RunConfig) -> Assembled:
 def _assemble_adaptation(config: RunConfig) -> Assembled:
     """The base run's model, its new-detector slot given to the target, prepared by the strategy."""
     base = load_model(config.adapt.base)
-    if not isinstance(base.process, (EDM, FlowMatching, Likelihood)):
-        raise InputError(config.adapt.base, f"is a {base.describe['process']} run; adapt an EDM, flow-matching or "
-                                            "likelihood run (then re-distil a CD student)")
+    if not isinstance(base.process, ADAPTABLE):
+        raise InputError(config.adapt.base, f"is a {base.describe['process']} run; adapt an EDM, flow-matching, "
+                                            "likelihood or autoregressive run (then re-distil a CD student)")
     detectors, train, val = _read_split(config.data, base.representation_kind)
     target = train[0]
     conditions = base.conditions.with_detector(target.name)
@@ -146,7 +157,10 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
             describe["meshes"] = {target.name: target.mesh.to_dict()}
     torch.manual_seed(config.train.seed)  # scratch: fresh weights belong to the run's seed
     adaptation = apply(config.adapt.strategy, process.net, N_KINEMATIC + conditions.slot(target.name),
-                       **config.adapt.args)
+                       {d: conditions.slot(d) for d in base.conditions.detectors}, **config.adapt.args)
+    describe["backbone_args"] = {**describe["backbone_args"], **adaptation.backbone_args}
+    if adaptation.adapter:
+        describe["adapters"] = [*describe.get("adapters", []), adaptation.adapter]
     if reinitialised:  # parts of a new geometry train under every strategy, with the larger learning rate
         adaptation.train_too(process.net, reinitialised, float(adaptation.args.get("lr_mult", REINIT_LR_MULT)))
     names = {id(p): n for n, p in process.named_parameters()}
@@ -387,7 +401,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
     weights, describe = checkpoint.load(file)
     if describe.get("format") != MODEL_FORMAT:
         raise InputError(file, f"model format {describe.get('format')!r}, expected {MODEL_FORMAT!r}")
-    net = BACKBONES[describe["backbone"]](**describe["backbone_args"])
+    net = restore(BACKBONES[describe["backbone"]](**describe["backbone_args"]), describe.get("adapters", []))
     process = PROCESSES[describe["process"]](net, **describe["process_args"])
     try:
         process.load_state_dict(weights)

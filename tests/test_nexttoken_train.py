@@ -1,0 +1,96 @@
+"""The next-token family end to end (seed 003): `calofm train` pre-trains the mixture of experts on
+two materials, a new particle (LoRA + heads) and then a new material for it (an expert) are added
+with `calofm train` adaptations, and every earlier class generates bit-identically throughout."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from calofm.cli.main import main
+from calofm.data import write_showers
+from calofm.data.mesh import read_detector
+from calofm.data.toy import toy_showers
+from calofm.evaluate.samples import sample_from_arrays
+from calofm.evaluate.suite import quick_metrics
+from calofm.geometry.cylindrical import CylindricalBinning
+from calofm.train import assemble, load_config, load_model
+from calofm.train.run import MODEL, trained_model
+
+TINY = {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64}
+TRAIN = {"device": "cpu", "batch_size": 32, "lr": 3.0e-3, "log_every": 25, "validate_showers": 20}
+# (name, Moliere radius, radiation length): photons in W, Ta and electrons in W, Ta (a shorter x0)
+CLASSES = [("w", 9.3, 4.25), ("ta", 14.0, 4.25), ("e-w", 9.3, 2.5), ("e-ta", 14.0, 2.5)]
+MESH = CylindricalBinning.regular(n_r=5, n_alpha=8, n_z=12, dr=8.0, dz=8.0, name="small")  # 480 voxels: small vocabularies
+
+
+def write(folder, name, config) -> str:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"out": str(folder / name), **config}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Toy showers of 1-4 GeV on a 480-voxel mesh of four classes; the pre-trained model (w, ta), its
+    particle adaptation (e-w) and that one's material adaptation (e-ta)."""
+    folder = tmp_path_factory.mktemp("nexttoken")
+    for seed, (name, moliere, x0) in enumerate(CLASSES):
+        showers = toy_showers(MESH, 240, seed=seed, e_min=1e3, e_max=4e3, moliere_mm=moliere, x0_mm=x0)
+        write_showers(folder / f"{name}.h5", showers, "calochallenge", MESH, {"detector": name})
+    data = lambda *names: {"detectors": {n: str(folder / f"{n}.h5") for n in names}, "val_fraction": 0.1,
+                           "free_slots": 2}
+    configs = [
+        write(folder, "pre", {"data": data("w", "ta"), "model": {"backbone": "nexttoken", "args": TINY},
+                              "process": {"name": "autoregressive"}, "train": {"steps": 150, **TRAIN}}),
+        write(folder, "particle", {"data": data("e-w"), "adapt": {"base": str(folder / "pre"), "strategy": "particle",
+                                                                  "args": {"init": "w", "r": 4, "alpha": 4}},
+                                   "process": {"name": "autoregressive"}, "train": {"steps": 40, **TRAIN}}),
+        write(folder, "material", {"data": data("e-ta"), "adapt": {"base": str(folder / "particle"),
+                                                                   "strategy": "expert", "args": {"init": "e-w"}},
+                                   "process": {"name": "autoregressive"}, "train": {"steps": 40, **TRAIN}}),
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for config in configs:
+        assert main(["train", "--config", config, "--no-progress"]) == 0
+    torch.set_num_threads(threads)
+    return folder
+
+
+def generate(model, name, n=20):
+    e = np.linspace(1e3, 4e3, n)
+    return np.concatenate(list(model.generate(e, np.full(n, np.pi / 2), np.zeros(n), name, seed=4)))
+
+
+def test_the_pretrained_mixture_generates_better_showers_than_an_untrained_one(runs, one_thread):
+    model = load_model(runs / "pre")
+    built = assemble(load_config(runs / "pre.yaml"))
+    untrained = trained_model(built.describe, built.process.sampler(), runs / "pre" / MODEL)
+    for name in ("w", "ta"):
+        s = read_detector(name, [runs / f"{name}.h5"]).showers.take(np.arange(100))
+        g4 = sample_from_arrays("geant4", s.showers, s.energy, MESH)
+        gm = {}
+        for label, m in (("trained", model), ("untrained", untrained)):
+            rows = np.concatenate(list(m.generate(s.energy, s.theta, s.phi, name, seed=1)))
+            assert rows.shape == s.showers.shape and np.all(rows >= 0)
+            gm[label] = quick_metrics(g4, sample_from_arrays(label, rows, s.energy, MESH), MESH)["gm_w1"]
+        assert gm["trained"] < 0.5 * gm["untrained"], (name, gm)
+
+
+def test_new_particles_and_materials_join_without_changing_earlier_classes(runs, one_thread):
+    pre, particle, material = (load_model(runs / name) for name in ("pre", "particle", "material"))
+    for name in ("w", "ta"):
+        np.testing.assert_array_equal(generate(particle, name), generate(pre, name))
+        np.testing.assert_array_equal(generate(material, name), generate(pre, name))
+    np.testing.assert_array_equal(generate(material, "e-w"), generate(particle, "e-w"))
+    assert not np.array_equal(generate(material, "e-ta"), generate(material, "e-w"))
+    args = material.describe["backbone_args"]
+    assert (args["n_experts"], args["head_of_class"]) == (4, [0, 0, 1, 1])
+    assert material.describe["adapters"] == particle.describe["adapters"] == [
+        {"name": "particle1", "head": 1, "r": 4, "alpha": 4.0}]
+    adapted = material.describe["adapted"]
+    assert adapted["strategy"] == "expert" and adapted["percent"] < 20
+    net = material.process.net
+    lora = sum(p.numel() for n, p in net.named_parameters() if "lora_" in n)
+    assert net.active_parameters() == pre.process.net.active_parameters() + lora  # experts add no inference cost
