@@ -2,6 +2,7 @@
 
     python benchmarks/bench_generate.py [--energy loguniform:1:1000] [--geant4-showers 20] [--json out.json]
     python benchmarks/bench_generate.py --family vit [--steps 20]
+    python benchmarks/bench_generate.py --family nexttoken [--tokens 300]
 
 Speed does not depend on the weights, so a freshly initialised CaloDiT-2 (6 blocks, 384 dims, 360
 tokens, a one-hot of 4 detectors + 1 free slot as Par04's) goes through `calofm bench`'s
@@ -13,6 +14,13 @@ CPU batch 100, GPU batches where present, and Geant4 in par04-siw on one core. T
 480 dims, 135 patches of 3 x 16 x 1 on the 9 x 16 x 45 mesh), sampled with RK4 (seed 004 table 2:
 full generation and one RK4 step): CPU 1 thread batch 1, CPU batch 100 (``--cpu-batch``), and GPU
 batch 100 (fp32, bf16) where present.
+
+``--family nexttoken``: a default-size next-token transformer (seed 003; 256 dims, 6 blocks, 8
+heads, two experts) on the ILD mesh (6480 voxels: vocabularies of 6483), generating ``--tokens``
+token pairs per shower (the end token is masked, so every shower has that length; 2-8 GeV ILD
+photons have about 240 hits, 10-90 GeV ones about 800) with the preallocated KV cache and
+without it (the whole prefix recomputed at every step): CPU 1 thread batch 1, CPU batch
+``--cpu-batch``, and GPU batch 100 and 1000 (fp32) where present.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ import argparse
 import torch
 
 from calofm.data.preprocess import ConditionTransform, VoxelTransform
-from calofm.generative import EDM, Consistency, FactorisedFlowMatching
+from calofm.data.tokens import END, special_token
+from calofm.generative import EDM, AutoRegressive, Consistency, FactorisedFlowMatching
 from calofm.geometry import calochallenge_binning
-from calofm.models import CaloDREAM, DiT
+from calofm.models import CaloDREAM, DiT, NextToken
 from calofm.train.run import TrainedModel
 from calofm.workflow.bench import ms_per_shower, run_bench
 
@@ -66,18 +75,57 @@ def time_vit(steps: int, cpu_batch: int) -> None:
             process.cpu()
 
 
+class Uncached(torch.nn.Module):
+    """A next-token sampler that recomputes the whole prefix at every step (no KV cache)."""
+
+    def __init__(self, process: AutoRegressive):
+        super().__init__()
+        self.process = process
+
+    def sample(self, noise, cond):
+        return self.process.sample(noise, cond, kv_cache=False)
+
+
+def time_nexttoken(tokens: int, cpu_batch: int) -> None:
+    """ms per shower of a default-size next-token model (fresh weights), with and without KV cache."""
+    n_cond = 4 + 2
+    net = NextToken(n_cond, **NextToken.geometry_args(calochallenge_binning("dataset_2"), {"n_experts": 2}))
+    with torch.no_grad():
+        for head in net.spatial_heads:
+            head.bias[special_token(net.vocab, END)] = -1e9  # no early end: every shower has ``tokens`` pairs
+    cached = AutoRegressive(net).eval()
+    shape = (tokens + 1, 2)
+    print(f"next-token: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters "
+          f"({net.active_parameters() / 1e6:.1f} M active), {tokens} token pairs per shower")
+    threads = torch.get_num_threads()
+    cases = [("CPU 1 thread batch 1", 1, "cpu", 1)] + ([(f"CPU {threads} threads batch {cpu_batch}", cpu_batch, "cpu",
+                                                         threads)] if cpu_batch else [])
+    if torch.cuda.is_available():
+        cases += [(f"{torch.cuda.get_device_name()} fp32 batch {b}", b, "cuda", threads) for b in (100, 1000)]
+    for label, batch, device, n_threads in cases:
+        torch.set_num_threads(n_threads)
+        for name, process in (("KV cache", cached), ("no cache", Uncached(cached))):
+            ms = ms_per_shower(process, shape, n_cond, batch, device, repeats=1)
+            print(f"  {label}, {name}: {ms:.1f} ms per shower")
+    torch.set_num_threads(threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--energy", default="loguniform:1:1000", help="electron energies in GeV for Geant4")
     parser.add_argument("--geant4-showers", type=int, default=20, help="showers Geant4 simulates for its timing")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--family", choices=["dit", "vit"], default="dit", help="model family (default dit)")
+    parser.add_argument("--family", choices=["dit", "vit", "nexttoken"], default="dit", help="model family (default dit)")
     parser.add_argument("--steps", type=int, default=20, help="vit: RK4 steps of a full generation (default 20)")
-    parser.add_argument("--cpu-batch", type=int, default=100, help="vit: CPU batch size beside batch 1 (0: skip)")
+    parser.add_argument("--cpu-batch", type=int, default=100, help="vit, nexttoken: CPU batch size beside batch 1 (0: skip)")
+    parser.add_argument("--tokens", type=int, default=300, help="nexttoken: token pairs per shower (default 300)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.family == "vit":
         time_vit(args.steps, args.cpu_batch)
+        return
+    if args.family == "nexttoken":
+        time_nexttoken(args.tokens, args.cpu_batch)
         return
     cd = default_cd()
     run_bench(cd, "par04-siw", args.energy, args.geant4_showers, args.json)

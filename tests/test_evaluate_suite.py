@@ -9,7 +9,7 @@ from calofm.cli.main import main
 from calofm.data import write_showers
 from calofm.data.toy import toy_showers
 from calofm.evaluate.features import FeatureExtractor, high_level_vector
-from calofm.evaluate.samples import load_sample
+from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare
 from calofm.geometry import calochallenge_binning
 
@@ -127,7 +127,7 @@ def test_evaluate_command_writes_metrics_report_and_plots(tmp_path, samples):
     model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"]
     assert model["n_reference"] == 250 and floor["n_generated"] == 250  # reference split in halves
     assert set(model["observables"]) == {"voxel_energy", "energy_ratio", "visible_energy", "occupancy",
-                                         "longitudinal_profile", "radial_profile"}
+                                         "longitudinal_profile", "radial_profile", "z_centre"}
     assert {"value", "error"} <= set(model["geometric_mean_wasserstein"])
     assert 0 <= model["prdc"]["coverage"]["value"] <= 1.5
     assert metrics["slices"] and all(s["variable"] == "energy_MeV" for s in metrics["slices"])
@@ -147,3 +147,16 @@ def test_mismatched_binnings_are_refused(tmp_path):
     write_showers(tmp_path / "b.h5", toy_showers(ds3, 5), "calochallenge", ds3)
     assert main(["evaluate", "--generated", str(tmp_path / "b.h5"), "--reference", str(tmp_path / "a.h5"),
                  "--out", str(tmp_path / "e")]) == 2
+
+
+def test_the_z_centre_of_gravity_is_the_energy_weighted_mean_layer_depth(ds2):
+    from calofm.evaluate.suite import observables
+
+    showers = np.zeros((3, ds2.n_voxels), np.float32)
+    per_layer = ds2.n_voxels // ds2.n_layers
+    showers[0, 2 * per_layer] = 10.0  # layer 2 only
+    showers[1, [0, 4 * per_layer + 7]] = [1.0, 3.0]  # layers 0 and 4, 1 : 3
+    z = np.asarray(ds2.z_edges)
+    centres = (z[:-1] + z[1:]) / 2
+    got = observables(sample_from_arrays("s", showers, np.full(3, 1e3), ds2), ds2)["z_centre"]
+    np.testing.assert_allclose(got, [centres[2], (centres[0] + 3 * centres[4]) / 4, 0.0], rtol=1e-6)

@@ -2,6 +2,9 @@
 two materials, a new particle (LoRA + heads) and then a new material for it (an expert) are added
 with `calofm train` adaptations, and every earlier class generates bit-identically throughout."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +97,35 @@ def test_new_particles_and_materials_join_without_changing_earlier_classes(runs,
     net = material.process.net
     lora = sum(p.numel() for n, p in net.named_parameters() if "lora_" in n)
     assert net.active_parameters() == pre.process.net.active_parameters() + lora  # experts add no inference cost
+
+
+def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classes(runs, tmp_path, one_thread):
+    for name, moliere, x0 in CLASSES[2:]:  # held-out test files of the classes the sequence evaluates
+        write_showers(tmp_path / f"{name}-test.h5", toy_showers(MESH, 80, seed=9, e_min=1e3, e_max=4e3,
+                                                                moliere_mm=moliere, x0_mm=x0), "calochallenge", MESH)
+    write_showers(tmp_path / "w-test.h5", toy_showers(MESH, 80, seed=8, e_min=1e3, e_max=4e3), "calochallenge", MESH)
+    target = lambda name, train=True: {"name": name, "test": str(tmp_path / f"{name}-test.h5"),
+                                       **({"train": str(runs / f"{name}.h5")} if train else {})}
+    config = {"out": str(tmp_path / "sequence"), "base": str(runs / "pre"),
+              "steps": {"photons-w": {"target": target("w", train=False)},
+                        "electrons-w": {"strategy": "particle", "args": {"init": "w", "r": 4, "alpha": 4}, "size": 100,
+                                        "target": target("e-w")},
+                        "electrons-ta": {"strategy": "expert", "args": {"init": "e-w"}, "size": 100,
+                                         "target": target("e-ta")}},
+              "train": {**TRAIN, "steps": 10}, "evaluate": {"n": 60, "classifier_epochs": 2}}
+    (tmp_path / "sequence.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # steps in order
+    assert main(["study", "--config", str(tmp_path / "sequence.yaml"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "sequence" / "metrics.json").read_text())
+    steps = {s["label"]: s for s in summary["steps"]}
+    assert list(steps) == ["photons-w", "electrons-w", "electrons-ta"] and summary["schema"] == "calofm-sequence/1"
+    assert all(s["identical_in_final"] for s in steps.values())  # the last model regenerates every step's showers
+    assert steps["photons-w"]["strategy"] is None and steps["electrons-ta"]["model"] == summary["final"]
+    assert Path(load_model(summary["final"]).describe["adapted"]["from"]).parent == Path(steps["electrons-w"]["model"])
+    assert all(s["observables"]["z_centre"]["wasserstein"] > 0 for s in steps.values())
+    report = (tmp_path / "sequence" / "report.md").read_text()
+    assert "| electrons-ta | e-ta | expert | 100 |" in report and "CHANGED" not in report
+    assert (tmp_path / "sequence" / "sequence_w1.png").stat().st_size > 1000
+    bad = {**config, "out": str(tmp_path / "bad"),
+           "steps": {"electrons-ta": {**config["steps"]["electrons-ta"], "args": {"init": "lead"}}}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["study", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) == 2  # init names no class

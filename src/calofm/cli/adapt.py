@@ -13,6 +13,7 @@ from calofm.core.errors import CalofmError, InputError
 from calofm.data import open_showers
 from calofm.train.config import RunConfig, build_config
 from calofm.workflow.fit import fit
+from calofm.workflow.sequence import is_sequence, run_sequence
 from calofm.workflow.study import run_study
 
 STRATEGY_HELP = ("scratch (fresh weights), full (all weights), bitfit (biases), top-k (last k blocks + noise and "
@@ -69,7 +70,11 @@ def add_parsers(sub) -> None:
                                    "evaluates against it (six-observable W1 geometric mean, high-level classifier "
                                    "AUC, FPD). Writes OUT/cells/*/ (run folder, generated.h5, metrics.json), OUT/metrics.json, "
                                    "OUT/report.md with the table of seed 000 table 2 and the gain over scratch, and "
-                                   "one plot per metric against training size. Finished cells are not rerun.",
+                                   "one plot per metric against training size. Finished cells are not rerun. A YAML "
+                                   "with 'steps' is a sequence instead (seed 003's additive growth): each step adapts "
+                                   "the model the step before left to one new class and is evaluated per observable; "
+                                   "the report says whether the last model still generates every earlier class "
+                                   "bit-identically.",
                        epilog=STUDY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="study YAML (see the example below)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -92,6 +97,19 @@ example study.yaml:
   sizes: [100, 1000]
   seeds: [0, 1, 2]
   train: {steps: 5000, batch_size: 256}    # any train.* key, for every cell (a strategy's own train: wins)
+  evaluate: {n: 2000, classifier_epochs: 20}
+
+example sequence.yaml (seed 003; a next-token base pre-trained on photons in W and Ta):
+
+  out: studies/growth
+  base: runs/nexttoken                 # pre-trained with data.free_slots >= the classes to add
+  steps:                               # in order; each adapts the model the step before left
+    photons-w: {target: {name: ild-w-gamma, test: w_gamma_test.h5}}       # no strategy: evaluate as is
+    photons-pb: {strategy: expert, args: {init: ild-ta-gamma}, size: 1000,
+                 target: {name: ild-pb-gamma, train: pb_gamma.h5, test: pb_gamma_test.h5}}
+    electrons-w: {strategy: particle, args: {init: ild-w-gamma, r: 8, alpha: 8}, size: 1000,
+                  target: {name: ild-w-e-, train: w_e.h5, test: w_e_test.h5}}
+  train: {steps: 5000, batch_size: 64}
   evaluate: {n: 2000, classifier_epochs: 20}
 """
 
@@ -127,5 +145,5 @@ def _config(raw: dict) -> RunConfig:
 
 
 def study(args) -> int:
-    run_study(args.config, progress=not args.no_progress)
+    (run_sequence if is_sequence(args.config) else run_study)(args.config, progress=not args.no_progress)
     return 0

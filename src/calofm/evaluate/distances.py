@@ -85,6 +85,8 @@ OBSERVABLE_DEFINITIONS: dict[str, str] = {
                             "distribution of the layer index (weights = energy summed over showers)",
     "radial_profile": "2D (N, n_r): energy [MeV] per r bin (summed over layers and alpha) per shower; compared as the "
                       "energy-weighted distribution of the r-bin index (weights = energy summed over showers)",
+    "z_centre": "1D, per shower: energy-weighted mean depth [mm] of the layer centres (0 for an empty shower); "
+                "seed 003's centre of gravity, not one of the six",
 }
 """Seed 000 Table 1, made precise.  ``threshold`` is the dataset's voxel threshold (15.15 keV =
 0.01515 MeV for CaloChallenge datasets 2/3, 1 MeV for dataset 1); "active" means E > threshold."""

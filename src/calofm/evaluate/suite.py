@@ -57,10 +57,14 @@ def observables(sample: Sample, binning) -> dict[str, np.ndarray]:
     Empty showers stay in (they make the distances infinite); the voxel spectrum is left out only
     when no shower of the sample kept its voxels (a slice beyond the voxel cap)."""
     f = sample.features
+    z = np.asarray(binning.z_edges, np.float64)
+    depth = ((z[:-1] + z[1:]) / 2)[[i for i, layer in enumerate(binning.layers) if layer.n_voxels]]
     out = {
         "energy_ratio": f.e_tot / f.e_inc,
         "visible_energy": f.e_tot,
         "occupancy": f.n_hit / binning.n_voxels,
+        "z_centre": np.divide(f.e_layer @ depth, f.e_tot, out=np.zeros_like(f.e_tot, dtype=np.float64),
+                              where=f.e_tot > 0),
         "longitudinal_profile": f.e_layer,
         "radial_profile": f.e_radial,
     }

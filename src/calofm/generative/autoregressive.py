@@ -3,7 +3,7 @@
 The data are (B, T, 2) token pairs (spatial, energy) from :class:`calofm.data.tokens.Tokeniser`:
 a start pair, the voxels, an end pair, then padding. The backbone is called as ``net(spatial,
 energy, cond, cache=None, start=0)`` and returns the logits of the next spatial and energy tokens
-after every position; ``net.cache(batch, length)`` preallocates its key/value cache and ``net.vocab``
+after every position (or, given ``keep``, after the kept ones); ``net.cache(batch, length)`` preallocates its key/value cache and ``net.vocab``
 is the size of both vocabularies. Training minimises the summed cross-entropies of the next pair
 (padding ignored; a batch is cut to its longest sequence first). Sampling draws one pair per step from the
 cached decoder, by inverse CDF of the uniforms Phi(noise): deterministic given the caller's noise,
@@ -61,8 +61,9 @@ class AutoRegressive(Process):
         x0 = x0.long()
         pad = self.special[PAD]
         x0 = x0[:, :max(int((x0[..., 0] != pad).sum(1).max()), 2)]
-        logits = self.net(x0[:, :-1, 0], x0[:, :-1, 1], cond)
-        return sum(F.cross_entropy(lg.flatten(0, 1), x0[:, 1:, i].flatten(), ignore_index=pad) for i, lg in enumerate(logits))
+        keep = x0[:, 1:, 0] != pad
+        logits = self.net(x0[:, :-1, 0], x0[:, :-1, 1], cond, keep=keep)
+        return sum(F.cross_entropy(lg, x0[:, 1:, i][keep]) for i, lg in enumerate(logits))
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None,

@@ -91,7 +91,7 @@ class Attention(nn.Module):
 
 
 def routed(modules: nn.ModuleList, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Each sequence of ``x`` (B, T, D) through its own module ``modules[index[b]]`` (fixed routing;
+    """Each row of ``x`` (B, ..., D) through its own module ``modules[index[b]]`` (fixed routing;
     one batch call per module used)."""
     used = torch.unique(index).tolist()
     if len(used) == 1:
@@ -235,9 +235,11 @@ class NextToken(nn.Module):
         return KVCache.empty(1 + len(self.blocks), batch, self.heads, length + 1, head_dim, device)
 
     def forward(self, spatial: torch.Tensor, energy: torch.Tensor, cond: torch.Tensor,
-                cache: KVCache | None = None, start: int = 0):
+                cache: KVCache | None = None, start: int = 0, keep: torch.Tensor | None = None):
         """Logits after every given position; with ``cache``, the tokens are positions ``start``..
-        of sequences whose earlier positions (and the condition, when ``start`` > 0) are cached."""
+        of sequences whose earlier positions (and the condition, when ``start`` > 0) are cached.
+        ``keep`` (B, T) bool: only the logits after those positions, (N, V) each (training skips
+        the heads, which dominate the cost, at padding)."""
         expert = self.classes(cond)
         if start == 0 and int(expert.max()) >= self.n_experts:
             raise ValueError(f"a condition of class {int(expert.max())}: the model has experts for "
@@ -257,4 +259,6 @@ class NextToken(nn.Module):
         if start == 0:
             x = x[:, 1:]  # logits after each token, not after the condition alone
         particle = self.head_of_class[expert]
+        if keep is not None:
+            x, particle = x[keep], particle[:, None].expand(keep.shape)[keep]
         return routed(self.spatial_heads, x, particle), routed(self.energy_heads, x, particle)

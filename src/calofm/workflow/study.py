@@ -173,14 +173,7 @@ def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: s
         counts = _counts_config(study, config, size, seed)
         fit(counts, f"{study.out}: ShowerFlow ({counts.adapt.strategy})", progress=progress, log=log)
     trained = fit(config, f"{study.out}: {label}", progress=progress, log=log)
-    model = load_model(config.out)
-    test, n = reference.showers, min(study.evaluate.n or len(reference.showers), len(reference.showers))
-    model.write(folder / "generated.h5", test.energy[:n], test.theta[:n], test.phi[:n], study.target.name,
-                steps=study.evaluate.steps, seed=1000 + seed, progress=progress)
-    generated, _ = load_sample(folder / "generated.h5", reference.binning)
-    comparison = compare(reference.half, generated, reference.binning, reference.settings(len(generated)))
-    with atomic_path(folder / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(comparison, indent=1))
+    comparison = evaluate_model(load_model(config.out), study, reference, folder, seed, progress)
     adapted = trained["describe"]["adapted"]
     result = {"label": label, "strategy": adapted["strategy"], "base": config.adapt.base, "size": size, "seed": seed,
               "n_train": trained["describe"]["n_train"][study.target.name],
@@ -189,6 +182,20 @@ def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: s
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     return result
+
+
+def evaluate_model(model, study: StudyConfig, reference: Reference, folder: Path, seed: int,
+                   progress: bool = True) -> dict:
+    """Generate the test file's conditions for the study's target into ``folder/generated.h5`` and
+    compare them with half A of the test file (``folder/metrics.json``); returns the comparison."""
+    test, n = reference.showers, min(study.evaluate.n or len(reference.showers), len(reference.showers))
+    model.write(folder / "generated.h5", test.energy[:n], test.theta[:n], test.phi[:n], study.target.name,
+                steps=study.evaluate.steps, seed=1000 + seed, progress=progress)
+    generated, _ = load_sample(folder / "generated.h5", reference.binning)
+    comparison = compare(reference.half, generated, reference.binning, reference.settings(len(generated)))
+    with atomic_path(folder / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(comparison, indent=1))
+    return comparison
 
 
 class Reference:
