@@ -129,3 +129,24 @@ def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classe
            "steps": {"electrons-ta": {**config["steps"]["electrons-ta"], "args": {"init": "lead"}}}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["study", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) == 2  # init names no class
+
+
+def test_generate_takes_sampling_options_and_the_optional_depth_calibration(runs, tmp_path, one_thread, capsys):
+    from calofm.data import open_showers
+
+    common = ["generate", "--model", str(runs / "pre"), "--n", "60", "--energy", "uniform:1:4", "--detector", "w",
+              "--top-k", "50", "--temperature", "0.9"]
+    assert main([*common, "--out", str(tmp_path / "plain.h5")]) == 0
+    assert main([*common, "--deeper", "3:2", "--out", str(tmp_path / "c.h5")]) == 0
+    with open_showers(tmp_path / "plain.h5") as f:
+        plain = f.read().showers
+    with open_showers(tmp_path / "c.h5") as f:
+        calibrated, metadata = f.read().showers, f.metadata
+    assert metadata["calibration"] == "top-3 deposits 2 layer(s) deeper" and metadata["top_k"] == 50
+    per_layer = MESH.n_voxels // MESH.n_layers
+    depth = lambda s: (s.reshape(len(s), MESH.n_layers, per_layer).sum(2) @ np.arange(MESH.n_layers)) / s.sum(1)
+    np.testing.assert_allclose(calibrated.sum(1), plain.sum(1), rtol=1e-5)  # the same showers, moved
+    assert depth(calibrated).mean() > depth(plain).mean() + 0.3  # the top deposits two layers deeper
+    assert main([*common, "--deeper", "3", "--out", str(tmp_path / "x.h5")]) == 2
+    assert main([*common, "--top-p", "0", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "expected K:LAYERS" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()

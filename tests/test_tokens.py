@@ -45,3 +45,16 @@ def test_vocabularies_travel_with_the_checkpoint_and_bad_input_is_refused(ds2):
         tok.encode(-showers)
     with pytest.raises(ValueError, match="no deposit"):
         Tokeniser.fit(np.zeros((2, 5)))
+
+
+def test_the_depth_calibration_moves_the_top_deposits_deeper_in_the_same_cell():
+    import torch
+
+    tok = Tokeniser(n_voxels=12, bin_width=1.0, n_bins=12, max_len=6)  # 3 layers of 4 voxels
+    start, end, pad = (tok.special(t)[0] for t in (START, END, PAD))
+    x = torch.tensor([[[start, start], [1, 9], [6, 5], [9, 2], [end, end], [pad, pad]],
+                      [[start, start], [10, 4], [end, end], [pad, pad], [pad, pad], [pad, pad]]])
+    moved = tok.deeper(x, k=2, layers=1, layer_voxels=4)
+    assert moved[0, :, 0].tolist() == [start, 5, 10, 9, end, pad]  # top 2 one layer deeper, the third stays
+    assert moved[1, :, 0].tolist() == [start, 10, end, pad, pad, pad]  # the last layer holds; specials stay
+    assert torch.equal(moved[..., 1], x[..., 1]) and torch.equal(tok.deeper(x, 0, 1, 4), x)

@@ -13,7 +13,7 @@ from calofm.core.errors import CalofmError
 from calofm.generative import SOLVERS
 from calofm.simulate.gun import Spectrum
 from calofm.train.config import load_config
-from calofm.train.run import load_model
+from calofm.train.run import TokenModel, load_model
 from calofm.workflow.fit import fit
 
 EXAMPLE = """\
@@ -76,6 +76,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 32 for EDM, 1 for CD, 20 for CFM)")
     p.add_argument("--solver", choices=SOLVERS, help="ODE solver of a flow-matching model (default: the model's, "
                                                      "rk4; adaptive: dopri5, ignores --steps)")
+    p.add_argument("--temperature", type=float, help="next-token models: sampling temperature (default: the model's, 1)")
+    p.add_argument("--top-k", type=int, help="next-token models: draw from the k most likely tokens only (0: all)")
+    p.add_argument("--top-p", type=float, help="next-token models: draw from the smallest set holding this probability")
+    p.add_argument("--deeper", metavar="K:LAYERS", help="next-token models: seed 003's calibration, the K most "
+                                                        "energetic deposits of each shower LAYERS layers deeper (off "
+                                                        "by default; recorded in the file's metadata)")
     p.add_argument("--batch-size", type=int, default=1000, help="showers per batch (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed of conditions and noise (default 0)")
@@ -120,6 +126,7 @@ def generate(args) -> int:
         if not hasattr(model.process, "set_solver"):
             raise CalofmError(f"--solver: {args.model} is a {model.describe['process']} model, not flow matching")
         model.process.set_solver(args.solver)
+    _next_token_options(model, args)
     rng = np.random.default_rng(args.seed)
     energy = np.array([energy_gev.draw(rng) for _ in range(args.n)]) * 1000.0
     thetas = np.array([theta.draw(rng) for _ in range(args.n)])
@@ -128,3 +135,23 @@ def generate(args) -> int:
                 seed=args.seed, progress=True)
     print(f"wrote {args.n} {args.detector} showers to {args.out}")
     return 0
+
+
+def _next_token_options(model, args) -> None:
+    """Apply --temperature, --top-k, --top-p and --deeper, which only next-token models take."""
+    sampling = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p))
+                if v is not None}
+    if (sampling or args.deeper) and not isinstance(model, TokenModel):
+        raise CalofmError(f"--temperature, --top-k, --top-p and --deeper: {args.model} is a "
+                          f"{model.describe['backbone']} model, not a next-token one")
+    if sampling:
+        try:
+            model.process.set_sampling(**{**model.process.hparams, **sampling})
+        except ValueError as exc:
+            raise CalofmError(str(exc)) from None
+    if args.deeper:
+        k, sep, layers = args.deeper.partition(":")
+        if not (sep and k.isdigit() and layers.isdigit()):
+            raise CalofmError(f"--deeper {args.deeper!r}: expected K:LAYERS, two non-negative integers")
+        model.deeper = (int(k), int(layers))
+

@@ -115,3 +115,17 @@ class Tokeniser(Representation):
         out = np.zeros((len(spatial), self.n_voxels))
         np.add.at(out, (rows, spatial[keep]), (energy[keep] + 0.5) * self.bin_width)
         return out.astype(np.float32)
+
+    def deeper(self, x: torch.Tensor, k: int, layers: int, layer_voxels: int) -> torch.Tensor:
+        """Seed 003 section 4's calibration of generated token pairs ``x`` (N, T, 2): the ``k`` most
+        energetic deposits (the first ``k`` pairs after the start) move ``layers`` layers deeper in
+        the same transverse cell (at most to the last layer) of a readout of ``layer_voxels`` voxels
+        per layer, CaloChallenge order."""
+        x = x.clone()
+        head = x[:, 1:1 + k, 0]
+        regular = head < self.n_voxels
+        last = (self.n_voxels // layer_voxels - 1) * layer_voxels
+        moved = torch.minimum(head + layers * layer_voxels, last + head % layer_voxels)
+        x[:, 1:1 + k, 0] = torch.where(regular, moved, head)
+        return x
+

@@ -50,12 +50,16 @@ class AutoRegressive(Process):
 
     def __init__(self, net: torch.nn.Module, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
         super().__init__()
+        self.net = net
+        self.set_sampling(temperature, top_k, top_p)
+        self.special = {t: special_token(net.vocab, t) for t in (START, END, PAD)}  # the same in both streams
+
+    def set_sampling(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
+        """How the next tokens are drawn (kept in ``hparams``, so a saved model keeps them)."""
         if not (temperature > 0 and top_k >= 0 and 0 < top_p <= 1):
             raise ValueError(f"sampling needs temperature > 0, top_k >= 0 and 0 < top_p <= 1, got "
                              f"{temperature}, {top_k}, {top_p}")
-        self.net = net
         self.hparams = {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p)}
-        self.special = {t: special_token(net.vocab, t) for t in (START, END, PAD)}  # the same in both streams
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = x0.long()

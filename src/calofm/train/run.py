@@ -35,6 +35,7 @@ from calofm.data.mesh import (
 from calofm.data.points import LayerCountTransform, PointCloudTransform, count_condition
 from calofm.data.preprocess import N_KINEMATIC, ConditionTransform
 from calofm.data.showers import PointClouds, Showers
+from calofm.data.tokens import Tokeniser
 from calofm.generative import (
     EDM,
     PROCESSES,
@@ -285,7 +286,15 @@ class TrainedModel:
     def _generate_batch(self, energy, theta, phi, detector: str, steps: int | None, generator) -> np.ndarray:
         cond = self.conditions.forward(energy, theta, phi, self.conditions.slot(detector)).to(self.device)
         noise = torch.randn((len(cond), *self.shape), generator=generator, device=self.device)
-        return self.voxels.decode(self.process.sample(noise, cond, steps=steps), energy)
+        return self._decode(self.process.sample(noise, cond, steps=steps), energy, detector)
+
+    def _decode(self, x: torch.Tensor, energy: np.ndarray, detector: str) -> np.ndarray:
+        """The model output of a batch as the generator's output (voxel rows, or points per layer)."""
+        return self.voxels.decode(x, energy)
+
+    def sampling(self) -> dict:
+        """Sampling settings beyond steps and solver, for the metadata of generated files."""
+        return {}
 
     def write(self, path: str | Path, energy: np.ndarray, theta: np.ndarray, phi: np.ndarray, detector: str,
               steps: int | None = None, batch_size: int = 1000, seed: int = 0, progress: bool = False) -> None:
@@ -293,7 +302,8 @@ class TrainedModel:
         metadata = {"generator": f"{GENERATED_BY} ({self.describe['backbone']} + {self.describe['process']})",
                     "model": str(self.path), "model_step": self.describe.get("step", 0), "detector": detector,
                     "steps": steps or self.default_steps, "seed": seed,
-                    **({"solver": self.process.solver} if hasattr(self.process, "solver") else {})}
+                    **({"solver": self.process.solver} if hasattr(self.process, "solver") else {}),
+                    **self.sampling()}
         with ShowerWriter(path, "calochallenge", self.readout(detector), metadata) as w:
             start = 0
             for rows in self.generate(energy, theta, phi, detector, steps, batch_size, seed, progress):
@@ -384,7 +394,26 @@ class PointCloudModel(TrainedModel):
         return OccupancyCalibration.fit(n, (s.showers > 0).sum(1), n, (generated > 0).sum(1))
 
 
-MODELS = {LayerCountTransform.kind: CountModel, PointCloudTransform.kind: PointCloudModel}
+class TokenModel(TrainedModel):
+    """A next-token run: sampled token pairs decode to voxels; optionally seed 003's calibration
+    moves the ``deeper = (k, layers)`` most energetic deposits of every shower deeper (off: None)."""
+
+    deeper: tuple[int, int] | None = None
+
+    def _decode(self, tokens: torch.Tensor, energy: np.ndarray, detector: str) -> np.ndarray:
+        if self.deeper:
+            readout = self.readout(detector)
+            if not getattr(readout, "is_regular", False):
+                raise CalofmError(f"the depth calibration needs a regular mesh; {detector}'s is {readout.describe()}")
+            tokens = self.voxels.deeper(tokens, *self.deeper, readout.n_voxels // readout.n_layers)
+        return self.voxels.decode(tokens)
+
+    def sampling(self) -> dict:
+        calibration = {"calibration": f"top-{self.deeper[0]} deposits {self.deeper[1]} layer(s) deeper"} if self.deeper else {}
+        return {**self.process.hparams, **calibration}
+
+
+MODELS = {LayerCountTransform.kind: CountModel, PointCloudTransform.kind: PointCloudModel, Tokeniser.kind: TokenModel}
 
 
 def trained_model(describe: dict, process: torch.nn.Module, path: Path | None = None) -> TrainedModel:
