@@ -19,13 +19,18 @@ from calofm.workflow.study import run_study
 STRATEGY_HELP = ("scratch (fresh weights), full (all weights), bitfit (biases), top-k (last k blocks + noise and "
                  "condition embeddings), lora (low-rank adapters, merged after training), condition (condition "
                  "embedding), slot (only the new detector's one-hot column: pre-training detectors stay "
-                 "bit-identical), reinit (input/output layers re-initialised, lr x lr_mult)")
+                 "bit-identical), reinit (input/output layers re-initialised, lr x lr_mult); for a next-token "
+                 "mixture of experts, which grows instead: expert (a new material: a new expert started from "
+                 "init's, alone trained) and particle (a new particle: the same plus new output heads and a LoRA "
+                 "adapter that only its classes run); earlier classes stay bit-identical")
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("adapt", help="adapt a pre-trained run (EDM, flow matching, ShowerFlow) to a new detector",
+    p = sub.add_parser("adapt", help="adapt a pre-trained run (EDM, flow matching, ShowerFlow, next-token) to a new "
+                                     "detector",
                        description="Adapt a pre-trained run of any model family (CaloDiT-2 EDM, CaloDREAM++ flow "
-                                   "matching, the point-cloud ShowerFlow and PointWise runs) to a new detector's "
+                                   "matching, the point-cloud ShowerFlow and PointWise runs, the next-token mixture "
+                                   "of experts) to a new detector's "
                                    "showers, in the model's free detector slot, with one transfer strategy; "
                                    "optionally re-distil the one-step CD student of an EDM run (initialised from the "
                                    "pre-trained CD run, the adapted EDM as teacher). Writes OUT (the adapted run) "
@@ -34,14 +39,16 @@ def add_parsers(sub) -> None:
                               "--n-train 100 --cd runs/pretrain-cd --out runs/scipb-lora\n"
                               "  calofm adapt --from runs/points/counts.safetensors --data siw.h5 --out runs/siw-flow\n"
                               "  calofm adapt --from runs/points --data siw.h5 --strategy bitfit --counts runs/siw-flow "
-                              "--out runs/siw-points",
+                              "--out runs/siw-points\n"
+                              "  calofm adapt --from runs/nexttoken --data pb.h5 --strategy expert --arg init=ild-ta-gamma "
+                              "--out runs/pb",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="base", required=True, help="pre-trained run folder or model file")
     p.add_argument("--data", type=Path, required=True, help="the new detector's Geant4 showers (any calofm format)")
     p.add_argument("--detector", help="name of the new detector (default: the file's 'detector' attribute)")
     p.add_argument("--strategy", default="full", choices=STRATEGIES, help="transfer strategy (default full)")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="strategy argument: " + "; ".join(f"{s}: {', '.join(f'{k}={v}' for k, v in a.items())}"
+                   help="strategy argument: " + "; ".join(f"{s}: " + ", ".join(f"{k}={v or 'DETECTOR'}" for k, v in a.items())
                                                           for s, a in ARGS.items()))
     p.add_argument("--patch", metavar="YAML", help="a flow-matching (vit) base adapted to another geometry: the "
                                                   "target's patch, e.g. '[1, 5, 1]' or one per grid "
