@@ -131,3 +131,23 @@ def test_padded_point_sets_give_every_point_what_one_row_at_a_time_gives(runs, m
     monkeypatch.setattr("calofm.train.run.POINT_CHUNK", 128)  # several groups, one shower alone above the chunk
     torch.testing.assert_close(model.denoise(noise, cond, totals, 4), rows, rtol=1e-5, atol=1e-5)
     assert model.denoise(noise[:0], cond[:1], np.array([0]), 4).shape == (0, 4)
+
+
+class Doubling:
+    """An occupancy calibration that asks for twice the points in every layer."""
+
+    def apply(self, counts):
+        return 2 * counts
+
+
+def test_the_calibrations_extra_points_share_the_energy_instead_of_adding_to_it(runs, one_thread):
+    model = load_model(runs / "points")
+    n = 100
+    e, theta, phi = np.full(n, 5e3), np.full(n, np.pi / 2), np.zeros(n)
+    totals = {}
+    for name, calibration in (("none", None), ("doubled", Doubling())):
+        model.calibrations = {"par04-siw": calibration} if calibration else {}
+        rows = np.concatenate(list(model.generate(e, theta, phi, "par04-siw", seed=2)))
+        totals[name] = (rows.sum(1).mean(), (rows > 0).sum(1).mean())
+    assert totals["doubled"][1] > 1.2 * totals["none"][1]  # more cells hit
+    assert abs(totals["doubled"][0] / totals["none"][0] - 1) < 0.1, totals  # about the same energy
