@@ -154,4 +154,3 @@ def _next_token_options(model, args) -> None:
         if not (sep and k.isdigit() and layers.isdigit()):
             raise CalofmError(f"--deeper {args.deeper!r}: expected K:LAYERS, two non-negative integers")
         model.deeper = (int(k), int(layers))
-

@@ -128,4 +128,3 @@ class Tokeniser(Representation):
         moved = torch.minimum(head + layers * layer_voxels, last + head % layer_voxels)
         x[:, 1:1 + k, 0] = torch.where(regular, moved, head)
         return x
-
