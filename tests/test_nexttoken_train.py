@@ -100,10 +100,10 @@ def test_new_particles_and_materials_join_without_changing_earlier_classes(runs,
 
 
 def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classes(runs, tmp_path, one_thread):
-    for name, moliere, x0 in CLASSES[2:]:  # held-out test files of the classes the sequence evaluates
-        write_showers(tmp_path / f"{name}-test.h5", toy_showers(MESH, 80, seed=9, e_min=1e3, e_max=4e3,
+    for name, moliere, x0 in CLASSES[2:]:  # held-out test files (400: halves of 200 for the Geant4 floor)
+        write_showers(tmp_path / f"{name}-test.h5", toy_showers(MESH, 400, seed=9, e_min=1e3, e_max=4e3,
                                                                 moliere_mm=moliere, x0_mm=x0), "calochallenge", MESH)
-    write_showers(tmp_path / "w-test.h5", toy_showers(MESH, 80, seed=8, e_min=1e3, e_max=4e3), "calochallenge", MESH)
+    write_showers(tmp_path / "w-test.h5", toy_showers(MESH, 400, seed=8, e_min=1e3, e_max=4e3), "calochallenge", MESH)
     target = lambda name, train=True: {"name": name, "test": str(tmp_path / f"{name}-test.h5"),
                                        **({"train": str(runs / f"{name}.h5")} if train else {})}
     config = {"out": str(tmp_path / "sequence"), "base": str(runs / "pre"),
@@ -122,6 +122,7 @@ def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classe
     assert steps["photons-w"]["strategy"] is None and steps["electrons-ta"]["model"] == summary["final"]
     assert Path(load_model(summary["final"]).describe["adapted"]["from"]).parent == Path(steps["electrons-w"]["model"])
     assert all(s["observables"]["z_centre"]["wasserstein"] > 0 for s in steps.values())
+    assert all(0 < s["floor"]["gm"][0] < s["gm"][0] for s in steps.values())  # Geant4 against itself: the floor
     report = (tmp_path / "sequence" / "report.md").read_text()
     assert "| electrons-ta | e-ta | expert | 100 |" in report and "CHANGED" not in report
     assert (tmp_path / "sequence" / "sequence_w1.png").stat().st_size > 1000

@@ -7,12 +7,13 @@ family) trains on ``size`` showers of its target's training file; a step without
 current model as it is (the pre-training classes). Every step generates the conditions of its
 target's test file and compares them with half A of it: the W1 and quantile KL of each observable
 (cell energy, energy ratio and sum, occupancy, z centre of gravity, layer and radial profiles),
-their six-observable geometric means, the classifier AUC and FPD. At the end, the last model
+their six-observable geometric means, the classifier AUC and FPD, beside the Geant4 floor (the
+test file's two halves against each other). At the end, the last model
 regenerates every earlier step's showers with the same seed, and the report says whether they
 are bit-identical (the additive strategies promise it).
 
 Folder: ``<label>/`` per step as a study cell (``cells/<label>-n<size>-s<seed>/`` with ``run/``,
-``generated.h5``, ``metrics.json``, ``result.json``; finished steps are not rerun),
+``generated.h5``, ``metrics.json``, ``result.json``, ``floor.json``; finished steps are not rerun),
 ``metrics.json`` (schema ``calofm-sequence/1``), ``report.md`` and ``sequence_w1.png``.
 """
 
@@ -37,6 +38,7 @@ from calofm.workflow.study import (
     StrategyConfig,
     StudyConfig,
     TargetConfig,
+    _cached,
     _cell,
     _numbers,
     evaluate_model,
@@ -128,7 +130,9 @@ def run_sequence(path: str | Path, progress: bool = True, log=print, preamble: s
         else:
             result = _cached_evaluation(study, reference, folder, current, progress)
         comparison = json.loads((folder / "metrics.json").read_text())
+        floor = _cached(folder / "floor.json", reference.floor)
         results.append({**result, "label": label, "target": step.target.name, "model": current, "folder": str(folder),
+                        "floor": floor,
                         "observables": {name: {kind: comparison["observables"].get(name, {}).get(kind, {}).get("value")
                                                for kind in ("wasserstein", "kl")} for name in OBSERVABLES}})
     final = load_model(current)
@@ -170,17 +174,23 @@ def _fmt(value: float | None, scale: float = 100.0) -> str:
     return "-" if value is None else f"{value * scale:.2f}"
 
 
+def _floor(floor: dict | None) -> str:
+    """The test file's half B against half A: what a perfect model would score."""
+    return "-" if not floor else f"{_fmt(floor['gm'][0])}, {_fmt(floor['auc'][0], 1)}"
+
+
 def markdown(summary: dict, plot: str, preamble: str = "") -> str:
     steps = summary["steps"]
     lines = ["# Additive-growth sequence (seed 003)", "", *([preamble, ""] if preamble else []),
              "Each step adapts the model the step before left (the pre-training classes: the pre-trained model as "
              "it is). Values x 10^-2, lower is better; AUC's ideal is 0.5.", "",
              "| step | class | strategy | trained showers | params trained (%) | W1 GM | KL GM | AUC | FPD x 10^3 | "
-             "final model regenerates it |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Geant4 floor: W1 GM, AUC | final model regenerates it |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in steps:
         lines.append(f"| {r['label']} | {r['target']} | {r['strategy'] or '(pre-trained)'} | {r.get('n_train') or '-'} | "
                      f"{r['percent']:.2f} | {_fmt(r['gm'][0])} | {_fmt(r['kl'][0])} | {_fmt(r['auc'][0], 1)} | "
-                     f"{_fmt(r['fpd'][0], 1000)} | {'bit-identical' if r['identical_in_final'] else 'CHANGED'} |")
+                     f"{_fmt(r['fpd'][0], 1000)} | {_floor(r.get('floor'))} | "
+                     f"{'bit-identical' if r['identical_in_final'] else 'CHANGED'} |")
     for kind, title in (("wasserstein", "W1 per observable"), ("kl", "Quantile KL per observable")):
         lines += ["", f"## {title} (x 10^-2)", "", "| step | " + " | ".join(OBSERVABLES) + " |",
                   "|---|" + "---|" * len(OBSERVABLES)]
