@@ -12,6 +12,7 @@ from calofm.evaluate.features import FeatureExtractor, high_level_vector
 from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare
 from calofm.geometry import calochallenge_binning
+from calofm.geometry.cylindrical import CylindricalBinning
 
 N = 1500
 QUICK = Settings(metrics=("distances", "fpd", "classifier"), classifiers=("high",), epochs=8, n_bootstrap=5,
@@ -113,11 +114,11 @@ def test_irregular_dataset_1_features(tmp_path):
     assert f.e_radial.shape == (2, 0)
 
 
-def test_evaluate_command_writes_metrics_report_and_plots(tmp_path, samples):
-    ds2, _ = samples
+def test_evaluate_command_writes_metrics_report_and_plots(tmp_path):
+    mesh = CylindricalBinning.regular(n_r=5, n_alpha=8, n_z=12, dr=8.0, dz=8.0)  # 12 layers: quick layer grids
     ref, gen = tmp_path / "ref.h5", tmp_path / "gen.h5"
-    write_showers(ref, toy_showers(ds2, 500, seed=5), "calochallenge", ds2)
-    write_showers(gen, toy_showers(ds2, 250, seed=6), "calochallenge", ds2)
+    write_showers(ref, toy_showers(mesh, 500, seed=5), "calochallenge", mesh)
+    write_showers(gen, toy_showers(mesh, 250, seed=6), "calochallenge", mesh)
     out = tmp_path / "eval"
     assert main(["evaluate", "--generated", str(gen), "--reference", str(ref), "--out", str(out),
                  "--metrics", "distances,prdc,classifier", "--classifiers", "high", "--epochs", "2",

@@ -83,13 +83,15 @@ class AutoRegressive(Process):
         cache = self.net.cache(b, length, noise.device) if kv_cache else None
         done = torch.zeros(b, dtype=torch.bool, device=noise.device)
         for t in range(length - 1):
-            if kv_cache:
-                logits = self.net(out[:, t:t + 1, 0], out[:, t:t + 1, 1], cond, cache=cache, start=t)
-            else:
-                logits = self.net(out[:, :t + 1, 0], out[:, :t + 1, 1], cond)
+            first = t if kv_cache else 0  # the cache holds the earlier positions; else recompute them
+            tokens = out[:, first:t + 1]
+            newest = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=noise.device)
+            newest[:, -1] = True  # the heads run after the newest token only
+            logits = self.net(tokens[..., 0], tokens[..., 1], cond, keep=newest,
+                              **({"cache": cache, "start": t} if kv_cache else {}))
             pair = []
             for i, lg in enumerate(logits):
-                lg = lg[:, -1].clone()
+                lg = lg.clone()
                 lg[:, [start, pad]] = -math.inf  # never drawn
                 pair.append(draw(filtered(lg, **self.hparams), uniforms[:, t + 1, i]))
             ended = done | (pair[0] == end)
