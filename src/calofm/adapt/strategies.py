@@ -201,7 +201,7 @@ def apply(strategy: str, net: nn.Module, slot_column: int, classes: dict[str, in
     grown, adapter = {}, None
     if strategy in ADDITIVE:
         grown, adapter = _add_class(net, strategy, slot_column, classes or {}, args)
-    if strategy in ("bitfit", "lora", "slot", *ADDITIVE):  # the condition input layers are frozen: train the new slot's column
+    if strategy in ("bitfit", "lora", "slot", *ADDITIVE):  # a frozen condition input: train the new slot's column
         for layer in condition_inputs(net):
             if not 0 <= slot_column < layer.in_features:
                 raise ValueError(f"slot column {slot_column} outside the condition input ({layer.in_features})")

@@ -2,13 +2,14 @@
 
 The data are (B, T, 2) token pairs (spatial, energy) from :class:`calofm.data.tokens.Tokeniser`:
 a start pair, the voxels, an end pair, then padding. The backbone is called as ``net(spatial,
-energy, cond, cache=None, start=0)`` and returns the logits of the next spatial and energy tokens
-after every position (or, given ``keep``, after the kept ones); ``net.cache(batch, length)`` preallocates its key/value cache and ``net.vocab``
-is the size of both vocabularies. Training minimises the summed cross-entropies of the next pair
-(padding ignored; a batch is cut to its longest sequence first). Sampling draws one pair per step from the
-cached decoder, by inverse CDF of the uniforms Phi(noise): deterministic given the caller's noise,
-as every process's ``sample`` is. ``temperature``, ``top_k`` and ``top_p`` shape the distributions;
-a sequence stops at its first end token and is padded after it.
+energy, cond, cache=None, start=0, keep=None)`` and returns the logits of the next spatial and
+energy tokens after every position (after the ``keep`` ones only, when given);
+``net.cache(batch, length)`` preallocates its key/value cache and ``net.vocab`` is the size of both
+vocabularies. Training minimises the summed cross-entropies of the next pair (a batch is cut to its
+longest sequence, and the heads skip the padding). Sampling draws one pair per step from the cached
+decoder, by inverse CDF of the uniforms Phi(noise): deterministic given the caller's noise, as every
+process's ``sample`` is. ``temperature``, ``top_k`` and ``top_p`` shape the distributions; a
+sequence stops at its first end token and is padded after it.
 """
 
 from __future__ import annotations
