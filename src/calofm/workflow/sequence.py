@@ -38,10 +38,10 @@ from calofm.workflow.study import (
     StrategyConfig,
     StudyConfig,
     TargetConfig,
-    _cached,
-    _cell,
-    _numbers,
+    cached,
+    cell_folder,
     evaluate_model,
+    metric_values,
     run_cell,
 )
 
@@ -123,14 +123,14 @@ def run_sequence(path: str | Path, progress: bool = True, log=print, preamble: s
         log(f"[sequence {i}/{len(steps)}] {label}: " + (f"{step.strategy} on {size} {step.target.name} showers from "
                                                          f"{current}" if step.strategy else f"{current} as it is"))
         reference = Reference(study)
-        folder = _cell(study, label, size, seq.seed)
+        folder = cell_folder(study, label, size, seq.seed)
         if step.strategy:
             result = run_cell(study, strategies, label, size, seq.seed, reference, progress, log)
             current = str(folder / "run")
         else:
             result = _cached_evaluation(study, reference, folder, current, progress)
         comparison = json.loads((folder / "metrics.json").read_text())
-        floor = _cached(folder / "floor.json", reference.floor)
+        floor = cached(folder / "floor.json", reference.floor)
         results.append({**result, "label": label, "target": step.target.name, "model": current, "folder": str(folder),
                         "floor": floor,
                         "observables": {name: {kind: comparison["observables"].get(name, {}).get(kind, {}).get("value")
@@ -155,7 +155,7 @@ def _cached_evaluation(study: StudyConfig, reference: Reference, folder: Path, m
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     comparison = evaluate_model(load_model(model), study, reference, folder, study.seeds[0], progress)
-    result = {"strategy": None, "size": 0, "seed": study.seeds[0], "trainable": 0, "percent": 0.0, **_numbers(comparison)}
+    result = {"strategy": None, "size": 0, "seed": study.seeds[0], "trainable": 0, "percent": 0.0, **metric_values(comparison)}
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     return result

@@ -124,11 +124,11 @@ def _cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], labe
         raise ValueError(f"strategies.{label}: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     base = spec.base or study.base
     train = {"lr": DEFAULT_LR.get(strategy, 1e-4), **study.train, **spec.train, "seed": seed}
-    raw = {"out": str(_cell(study, label, size, seed) / "run"), "data": _cell_data(study, size, seed),
+    raw = {"out": str(cell_folder(study, label, size, seed) / "run"), "data": _cell_data(study, size, seed),
            "adapt": {"base": base, "strategy": strategy, "args": spec.args, "model": spec.model},
            "train": train}
     if (Path(base) / COUNTS).exists():  # a point-cloud base: the points per layer come from the ShowerFlow cell
-        raw["model"] = {"counts": str(_cell(study, f"counts-{_counts_strategy(strategy)}", size, seed) / "run")}
+        raw["model"] = {"counts": str(cell_folder(study, f"counts-{_counts_strategy(strategy)}", size, seed) / "run")}
     try:
         return build_config(raw)
     except ValueError as exc:
@@ -156,14 +156,15 @@ def _counts_config(study: StudyConfig, config: RunConfig, size: int, seed: int) 
         "train": {"lr": 1e-4, **study.train, **study.counts_train, "seed": seed}})  # seed 000 table 5: Adam 1e-4
 
 
-def _cell(study: StudyConfig, label: str, size: int, seed: int) -> Path:
+def cell_folder(study: StudyConfig, label: str, size: int, seed: int) -> Path:
+    """The folder of the cell (label, size, seed)."""
     return Path(study.out) / "cells" / f"{label}-n{size}-s{seed}"
 
 
 def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: str, size: int, seed: int,
              reference: Reference, progress: bool = True, log=print) -> dict:
     """Train, generate and evaluate one cell (or read its finished result)."""
-    folder = _cell(study, label, size, seed)
+    folder = cell_folder(study, label, size, seed)
     done = folder / "result.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -178,7 +179,7 @@ def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: s
     result = {"label": label, "strategy": adapted["strategy"], "base": config.adapt.base, "size": size, "seed": seed,
               "n_train": trained["describe"]["n_train"][study.target.name],
               "trainable": adapted["trainable"], "percent": adapted["percent"],
-              **_numbers(comparison), "seconds": round(time.perf_counter() - t0, 1)}
+              **metric_values(comparison), "seconds": round(time.perf_counter() - t0, 1)}
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     return result
@@ -224,10 +225,10 @@ class Reference:
         """Geant4 half B against half A: what a perfect model would score."""
         if self.other is None:
             return None
-        return _numbers(compare(self.half, self.other, self.binning, self.settings(len(self.other))))
+        return metric_values(compare(self.half, self.other, self.binning, self.settings(len(self.other))))
 
 
-def _numbers(comparison: dict) -> dict:
+def metric_values(comparison: dict) -> dict:
     """(value, error) of the study's metrics from one metrics.json comparison."""
     picks = {"gm": comparison.get("geometric_mean_wasserstein"), "kl": comparison.get("geometric_mean_kl"),
              "fpd": comparison.get("fpd"),
@@ -247,7 +248,7 @@ def run_study(path: str | Path, progress: bool = True, log=print, preamble: str 
     for i, (label, size, seed) in enumerate(cells, 1):
         log(f"[study {i}/{len(cells)}] {label}, {size} showers, seed {seed}")
         results.append(run_cell(study, strategies, label, size, seed, reference, progress, log))
-    floor = _cached(out / "floor.json", reference.floor)
+    floor = cached(out / "floor.json", reference.floor)
     summary = {"schema": SCHEMA, **summarise(results), "floor": floor, "config": asdict(study)}
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
@@ -261,7 +262,7 @@ def run_study(path: str | Path, progress: bool = True, log=print, preamble: str 
     return summary
 
 
-def _cached(path: Path, compute):
+def cached(path: Path, compute):
     """``compute()``'s JSON result, stored at ``path`` so a rerun reads it."""
     if path.exists():
         return json.loads(path.read_text())
