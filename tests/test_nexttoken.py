@@ -158,3 +158,5 @@ def test_additive_adaptation_leaves_every_earlier_class_bit_identical():
         apply("expert", tiny(), 2 + 3, names, init="lead")
     with pytest.raises(ValueError, match="is not the next class"):
         apply("expert", tiny(n_experts=2), 2 + 4, names, init="w")
+    with pytest.raises(ValueError, match="already class 1"):
+        apply("expert", tiny(n_experts=2), 2 + 1, names, init="w")

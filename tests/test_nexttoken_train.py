@@ -99,7 +99,7 @@ def test_new_particles_and_materials_join_without_changing_earlier_classes(runs,
     assert net.active_parameters() == pre.process.net.active_parameters() + lora  # experts add no inference cost
 
 
-def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classes(runs, tmp_path, one_thread):
+def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classes(runs, tmp_path, one_thread, capsys):
     for name, moliere, x0 in CLASSES[2:]:  # held-out test files (400: halves of 200 for the Geant4 floor)
         write_showers(tmp_path / f"{name}-test.h5", toy_showers(MESH, 400, seed=9, e_min=1e3, e_max=4e3,
                                                                 moliere_mm=moliere, x0_mm=x0), "calochallenge", MESH)
@@ -130,6 +130,11 @@ def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classe
            "steps": {"electrons-ta": {**config["steps"]["electrons-ta"], "args": {"init": "lead"}}}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["study", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) == 2  # init names no class
+    bad["steps"] = {**config["steps"], "electrons-ta": {**config["steps"]["electrons-ta"], "train": {"stepz": 5}}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    assert main(["study", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) == 2
+    assert "steps.electrons-ta: train.stepz: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "photons-w").exists()  # refused before the first step ran
 
 
 def test_generate_takes_sampling_options_and_the_optional_depth_calibration(runs, tmp_path, one_thread, capsys):

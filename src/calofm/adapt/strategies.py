@@ -34,11 +34,13 @@ pre-trained classes generate bit-identically (the generic strategies do not appl
 The new detector slot: a strategy that freezes the condition input layer still trains its
 column for the new slot, as a separate delta (a parametrisation), so the frozen columns stay
 bit-exact. :meth:`Adaptation.fold` merges deltas and adapters back into plain weights: the
-adapted model has the backbone's own layout and inference cost.
+adapted model has the backbone's own layout and inference cost (except for the particle
+strategy's routed adapters, which stay separate so that other particles do not run them).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -216,10 +218,14 @@ def _add_class(net: nn.Module, strategy: str, slot_column: int, classes: dict[st
     if args["init"] not in classes:
         raise ValueError(f"strategy {strategy}: init must name the detector whose expert the new one starts "
                          f"from; known: {', '.join(classes)}")
+    slot = slot_column - net.expert_column
+    if slot < net.n_experts:
+        raise ValueError(f"strategy {strategy}: the detector is already class {slot} of the model; an additive "
+                         "strategy adds a new one")
+    if slot != net.n_experts:
+        raise ValueError(f"strategy {strategy}: the new detector's slot {slot} is not the next class "
+                         f"({net.n_experts}); adapt from the run that knows every earlier detector")
     new = net.add_class(classes[args["init"]], new_particle=strategy == "particle")
-    if new != slot_column - net.expert_column:
-        raise ValueError(f"strategy {strategy}: the new detector's slot {slot_column - net.expert_column} is not "
-                         f"the next class ({new}); adapt from the run that knows every earlier detector")
     for block in [net.cross, *net.blocks]:
         block.mlp.experts[new].requires_grad_(True)
     adapter = None
@@ -246,8 +252,10 @@ def restore(net: nn.Module, adapters: list[dict]) -> nn.Module:
     routes = dict(getattr(net, "lora_routes", {}))
     for a in adapters:
         trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-        inject_adapter_in_model(LoraConfig(r=int(a["r"]), lora_alpha=a["alpha"], lora_dropout=0.0,
-                                           target_modules=r".*attn\.(q|k|v|out)"), net, adapter_name=a["name"])
+        with warnings.catch_warnings():  # peft warns that a second adapter finds the first one's config
+            warnings.simplefilter("ignore", UserWarning)
+            inject_adapter_in_model(LoraConfig(r=int(a["r"]), lora_alpha=a["alpha"], lora_dropout=0.0,
+                                               target_modules=r".*attn\.(q|k|v|out)"), net, adapter_name=a["name"])
         for n, p in net.named_parameters():  # peft marks every adapter trainable: keep the caller's choice
             p.requires_grad_(n in trainable)
         routes[int(a["head"])] = a["name"]

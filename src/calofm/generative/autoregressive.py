@@ -75,7 +75,7 @@ class AutoRegressive(Process):
                kv_cache: bool = True) -> torch.Tensor:
         """Token pairs (B, T, 2) for standard normal ``noise`` (B, T, 2): T - 1 draws after the start
         pair (``steps`` is not used). ``kv_cache=False`` recomputes the whole prefix at every step
-        (the same tokens, for benchmarks)."""
+        (for benchmarks; the same tokens up to floating-point summation order)."""
         b, length = noise.shape[:2]
         start, end, pad = (self.special[t] for t in (START, END, PAD))
         uniforms = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
@@ -91,9 +91,9 @@ class AutoRegressive(Process):
             logits = self.net(tokens[..., 0], tokens[..., 1], cond, keep=newest,
                               **({"cache": cache, "start": t} if kv_cache else {}))
             pair = []
-            for i, lg in enumerate(logits):
+            for i, lg in enumerate(logits):  # the spatial stream decides the end; the energy one never draws it
                 lg = lg.clone()
-                lg[:, [start, pad]] = -math.inf  # never drawn
+                lg[:, [start, pad] if i == 0 else [start, end, pad]] = -math.inf
                 pair.append(draw(filtered(lg, **self.hparams), uniforms[:, t + 1, i]))
             ended = done | (pair[0] == end)
             token = torch.where((ended & ~done)[:, None], end, torch.stack(pair, -1))

@@ -16,7 +16,7 @@ The model grows additively (``add_class``: a new class's expert copied from an e
 optionally a new particle's heads); the adaptation strategies of :mod:`calofm.adapt` decide what
 trains. Generation appends one pair at a time: ``forward(..., cache=KVCache, start=t)`` computes
 only the new positions and reads the earlier keys and values from a cache preallocated to the
-whole sequence (static shapes).
+whole sequence (no reallocation while sampling).
 """
 
 from __future__ import annotations
@@ -75,11 +75,12 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.heads, -1).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, positions: torch.Tensor,
+    def forward(self, x: torch.Tensor, context: torch.Tensor, start: int,
                 cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``x`` and ``context`` (B, T, D) at stream positions ``start``.. (a Python int: no device sync)."""
+        positions = torch.arange(start, start + x.shape[1], device=x.device)
         q = rotary(self._split(self.q(x)), positions)
         k, v = rotary(self._split(self.k(context)), positions), self._split(self.v(context))
-        start = int(positions[0])
         if cache is not None:  # write the new positions, attend over everything up to them
             cache[0][:, :, start:start + k.shape[2]] = k
             cache[1][:, :, start:start + v.shape[2]] = v
@@ -125,9 +126,9 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads)
         self.mlp = Experts(dim, hidden, n_experts)
 
-    def forward(self, x, expert, positions, context=None, cache=None):
+    def forward(self, x, expert, start: int, context=None, cache=None):
         h = self.norm1(x)
-        x = x + self.attn(h, h if context is None else self.norm_context(context), positions, cache)
+        x = x + self.attn(h, h if context is None else self.norm_context(context), start, cache)
         return x + self.mlp(self.norm2(x), expert)
 
 
@@ -250,11 +251,10 @@ class NextToken(nn.Module):
             c = self.cond_embed(cond)[:, None]
             s, e = torch.cat([c, s], dim=1), torch.cat([c, e], dim=1)
         first = start + (start > 0)  # stream position of the first new token (the condition is position 0)
-        positions = torch.arange(first, first + s.shape[1], device=s.device)
         layer = (lambda i: (cache.keys[i], cache.values[i])) if cache is not None else (lambda i: None)
-        x = self.cross(e, expert, positions, context=s, cache=layer(0))
+        x = self.cross(e, expert, first, context=s, cache=layer(0))
         for i, block in enumerate(self.blocks, 1):
-            x = block(x, expert, positions, cache=layer(i))
+            x = block(x, expert, first, cache=layer(i))
         x = self.norm(x)
         if start == 0:
             x = x[:, 1:]  # logits after each token, not after the condition alone

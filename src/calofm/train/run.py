@@ -105,6 +105,9 @@ def assemble(config: RunConfig) -> Assembled:
                                         detectors=[d.name for d in train],
                                         n_slots=len(train) + data.free_slots)
         args = {"n_experts": len(train), **config.model.args} if getattr(family, "ROUTED", False) else config.model.args
+        if args.get("n_experts", len(train)) != len(train):
+            raise ValueError(f"model.args.n_experts: the {backbone} backbone has one expert per detector ({len(train)}), "
+                             f"got {args['n_experts']}; add classes later with the expert strategy")
         net_describe = {**family.geometry_args(train[0].readout, args),
                         "n_cond": conditions.n_cond + voxels.extra_conditions}
         torch.manual_seed(config.train.seed)  # the initial weights belong to the run's seed

@@ -39,6 +39,7 @@ from calofm.workflow.study import (
     StudyConfig,
     TargetConfig,
     cached,
+    cell_config,
     cell_folder,
     evaluate_model,
     metric_values,
@@ -93,6 +94,13 @@ def load_sequence(path: str | Path) -> tuple[SequenceConfig, dict[str, StepConfi
         for bad, key, problem in problems:
             if bad:
                 raise ValueError(f"{key}: {problem}")
+        for label, step in steps.items():  # every training step's run config, before hours of training
+            if step.strategy:
+                study, strategies, size = _step_study(seq, label, step, seq.base)
+                try:
+                    cell_config(study, strategies, label, size, seq.seed)
+                except ValueError as exc:
+                    raise ValueError(f"steps.{label}: {str(exc).split(': ', 1)[1]}") from None
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(path, f"cannot read the study ({exc.__class__.__name__})") from None
     except ValueError as exc:

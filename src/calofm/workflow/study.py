@@ -108,7 +108,7 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, StrategyConfig]
             if bad:
                 raise ValueError(f"{key}: {problem}")
         for label in strategies:
-            _cell_config(study, strategies, label, study.sizes[0], study.seeds[0])  # validates every strategy
+            cell_config(study, strategies, label, study.sizes[0], study.seeds[0])  # validates every strategy
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(path, f"cannot read the study ({exc.__class__.__name__})") from None
     except ValueError as exc:
@@ -116,7 +116,7 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, StrategyConfig]
     return study, strategies
 
 
-def _cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], label: str, size: int,
+def cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], label: str, size: int,
                  seed: int) -> RunConfig:
     spec = strategies[label]
     strategy = spec.strategy or label
@@ -169,7 +169,7 @@ def run_cell(study: StudyConfig, strategies: dict[str, StrategyConfig], label: s
     if done.exists():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
-    config = _cell_config(study, strategies, label, size, seed)
+    config = cell_config(study, strategies, label, size, seed)
     if config.model.counts:  # a point-cloud base: its ShowerFlow adapts first
         counts = _counts_config(study, config, size, seed)
         fit(counts, f"{study.out}: ShowerFlow ({counts.adapt.strategy})", progress=progress, log=log)
