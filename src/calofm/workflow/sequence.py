@@ -100,7 +100,7 @@ def load_sequence(path: str | Path) -> tuple[SequenceConfig, dict[str, StepConfi
                 try:
                     cell_config(study, strategies, label, size, seq.seed)
                 except ValueError as exc:
-                    raise ValueError(f"steps.{label}: {str(exc).split(': ', 1)[1]}") from None
+                    raise ValueError(f"steps.{label}: {str(exc).partition(': ')[2] or exc}") from None
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(path, f"cannot read the study ({exc.__class__.__name__})") from None
     except ValueError as exc:
