@@ -106,8 +106,7 @@ class Adaptation:
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         routed = {a for m in net.modules() for a in getattr(m, "lora_routes", {}).values()}  # particle adapters stay
         for name, module in list(net.named_modules()):
-            if (type(module).__module__.startswith("peft.") and hasattr(module, "get_base_layer")  # a LoRA layer
-                    and not routed & set(module.lora_A)):
+            if _is_lora(module) and not routed & set(module.lora_A):
                 module.merge()
                 parent, _, child = name.rpartition(".")
                 setattr(net.get_submodule(parent) if parent else net, child, module.get_base_layer())
@@ -226,8 +225,8 @@ def _add_class(net: nn.Module, strategy: str, slot_column: int, classes: dict[st
         raise ValueError(f"strategy {strategy}: the new detector's slot {slot} is not the next class "
                          f"({net.n_experts}); adapt from the run that knows every earlier detector")
     new = net.add_class(classes[args["init"]], new_particle=strategy == "particle")
-    for block in [net.cross, *net.blocks]:
-        block.mlp.experts[new].requires_grad_(True)
+    for expert in net.experts_of(new):
+        expert.requires_grad_(True)
     adapter = None
     if strategy == "particle":
         head = int(net.head_of_class[new])

@@ -57,8 +57,7 @@ def observables(sample: Sample, binning) -> dict[str, np.ndarray]:
     Empty showers stay in (they make the distances infinite); the voxel spectrum is left out only
     when no shower of the sample kept its voxels (a slice beyond the voxel cap)."""
     f = sample.features
-    z = np.asarray(binning.z_edges, np.float64)
-    depth = ((z[:-1] + z[1:]) / 2)[[i for i, layer in enumerate(binning.layers) if layer.n_voxels]]
+    depth = binning.layer_centres()[[i for i, layer in enumerate(binning.layers) if layer.n_voxels]]
     out = {
         "energy_ratio": f.e_tot / f.e_inc,
         "visible_energy": f.e_tot,

@@ -187,6 +187,13 @@ class NextToken(nn.Module):
     def n_experts(self) -> int:
         return len(self.cross.mlp.experts)
 
+    def _mixtures(self) -> list[Experts]:
+        return [block.mlp for block in (self.cross, *self.blocks)]
+
+    def experts_of(self, index: int) -> list[nn.Module]:
+        """The expert MLPs class ``index`` runs, one per block."""
+        return [mixture.experts[index] for mixture in self._mixtures()]
+
     def architecture(self) -> dict:
         """The constructor arguments that change as the model grows (``add_class``)."""
         return {"n_experts": self.n_experts, "head_of_class": self.head_of_class.tolist()}
@@ -198,8 +205,8 @@ class NextToken(nn.Module):
         existing classes compute exactly as before. Returns the new class's index."""
         if not 0 <= source < self.n_experts:
             raise ValueError(f"no class {source} to start from (the model has {self.n_experts})")
-        for block in [self.cross, *self.blocks]:
-            block.mlp.experts.append(copy.deepcopy(block.mlp.experts[source]))
+        for mixture in self._mixtures():
+            mixture.experts.append(copy.deepcopy(mixture.experts[source]))
         head = int(self.head_of_class[source])
         if new_particle:
             for heads in (self.spatial_heads, self.energy_heads):
@@ -226,7 +233,7 @@ class NextToken(nn.Module):
     def active_parameters(self) -> int:
         """Parameters one shower runs through: everything but the other classes' experts and the
         other particles' heads."""
-        idle = [e for block in [self.cross, *self.blocks] for e in block.mlp.experts[1:]]
+        idle = [e for index in range(1, self.n_experts) for e in self.experts_of(index)]
         idle += [*self.spatial_heads[1:], *self.energy_heads[1:]]
         return sum(p.numel() for p in self.parameters()) - sum(p.numel() for m in idle for p in m.parameters())
 
