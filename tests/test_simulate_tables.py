@@ -33,7 +33,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sandia():
-    return tables.sandia_intervals(Z_MAX)[0]
+    return tables.element_data(Z_MAX)["intervals"]
 
 
 def read_brem(path):

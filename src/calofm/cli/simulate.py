@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from calofm.core.errors import InputError
 from calofm.simulate.detectors import get_detector, preset_names
-from calofm.simulate.gun import Gun, Spectrum
+from calofm.simulate.gun import PARTICLES, Gun, Spectrum
+from calofm.simulate.physics import PHYSICS_LISTS, Physics, default_physics
 
 
 def add_parsers(sub) -> None:
@@ -18,7 +19,16 @@ def add_parsers(sub) -> None:
                                    "point clouds. Runs one Geant4 per worker process; a killed run resumes when "
                                    "the same command is run again. Output: calofm format (see `calofm convert`).")
     p.add_argument("--detector", required=True, help=f"preset ({', '.join(preset_names())}) or a detector YAML file")
-    p.add_argument("--particle", default="e-", choices=["e-", "e+", "gamma"], help="particle (default e-)")
+    p.add_argument("--particle", default="e-", choices=list(PARTICLES), help="particle (default e-)")
+    p.add_argument("--physics", choices=PHYSICS_LISTS,
+                   help="Geant4 physics: em (G4EmStandardPhysics_option1) or ftfp_bert (FTFP_BERT: the reference "
+                        "list with the official data sets when G4LEDATA, G4PARTICLEXSDATA, ... or GEANT4_DATA_DIR "
+                        "hold them, else its modular constructors on calofm's offline tables). Default: em for "
+                        "e-, e+ and gamma, ftfp_bert for hadrons and muons")
+    p.add_argument("--birks-kb", type=float, metavar="MM_PER_MEV",
+                   help="Birks' constant of the scintillator layers in mm/MeV (default: the material's, 0.07943 "
+                        "for polystyrene as in Geant4; 0 turns the quenching off). Silicon and liquid argon are "
+                        "not quenched")
     p.add_argument("--energy", default="loguniform:1:100",
                    help="incident energy in GeV: X, fixed:X, uniform:A:B or loguniform:A:B (default loguniform:1:100)")
     p.add_argument("--theta", default="1.5707963267948966",
@@ -77,7 +87,11 @@ def simulate(args) -> int:
         detector = detector.with_mesh(args.mesh)
     except KeyError as exc:
         raise InputError(args.detector, exc.args[0]) from None
-    run = Run(detector, gun, args.n, args.seed, _shard(args.shard), args.points, args.range_cut)
+    try:
+        physics = Physics(args.physics or default_physics(args.particle), args.birks_kb, args.range_cut)
+    except ValueError as exc:
+        raise InputError("physics", str(exc)) from None
+    run = Run(detector, gun, args.n, args.seed, _shard(args.shard), args.points, physics)
     stats = run_simulation(run, Path(args.out), workers=args.workers)
     rate = (stats["events"] - stats["resumed"]) / max(stats["seconds"], 1e-9)
     print(f"wrote {stats['events']} showers to {args.out} ({stats['resumed']} from an earlier run; "

@@ -11,32 +11,107 @@ import numpy as np
 
 from calofm.simulate.detectors import Detector
 from calofm.simulate.gun import PARTICLES, direction
+from calofm.simulate.physics import Physics
 
-PHYSICS = "G4EmStandardPhysics_option1"
 START_MM = 5.0  # the gun starts this far in front of the calorimeter
+PROTON_MASS_MEV = 938.27208816
 
 
 class StepRecorder(g4.G4VSensitiveDetector):
-    """Records [x, y, z, E] (mm, MeV) at the midpoint of every step that deposits energy."""
+    """Records [x, y, z, E] (mm, MeV) at the midpoint of every step that deposits energy.
 
-    def __init__(self):
-        super().__init__("calofm_active")
-        self.rows: list[tuple[float, float, float, float]] = []
+    With Birks' constant ``kb`` > 0 (mm/MeV), E is the visible energy of a scintillator: each step
+    also records its length, non-ionising deposit and particle kind, and :meth:`event_rows`
+    quenches the whole event at once in numpy (``birks_visible``) rather than per step in Python.
+    """
+
+    def __init__(self, name: str, kb: float = 0.0):
+        super().__init__(name)
+        self.kb = kb
+        self.rows: list[tuple] = []
+        self.ranges = None  # (log E grid, log proton range, log electron range, mass ratio, charge^2)
 
     def ProcessHits(self, step, history):
         e = step.GetTotalEnergyDeposit()
         if e > 0:
             a, b = step.GetPreStepPoint().GetPosition(), step.GetPostStepPoint().GetPosition()
-            self.rows.append((0.5 * (a.x + b.x), 0.5 * (a.y + b.y), 0.5 * (a.z + b.z), e))
+            if self.kb:
+                definition = step.GetTrack().GetDefinition()
+                kind = 2 if definition.GetPDGEncoding() == 22 else int(definition.GetPDGCharge() != 0)
+                self.rows.append((0.5 * (a.x + b.x), 0.5 * (a.y + b.y), 0.5 * (a.z + b.z), e,
+                                  step.GetStepLength(), step.GetNonIonizingEnergyDeposit(), kind))
+            else:
+                self.rows.append((0.5 * (a.x + b.x), 0.5 * (a.y + b.y), 0.5 * (a.z + b.z), e))
         return True
+
+    def prepare(self, material_name: str) -> None:
+        """Tabulate the proton and electron ranges in the material (after the physics tables exist)."""
+        if not self.kb:
+            return
+        calc = g4.G4EmCalculator()
+        energies = np.geomspace(1e-6, 1e4, 201)
+        proton = [calc.GetRange(e, "proton", material_name, "DefaultRegionForTheWorld") for e in energies]
+        electron = [calc.GetRange(e, "e-", material_name, "DefaultRegionForTheWorld") for e in energies]
+        del calc
+        mat = g4.G4Material.GetMaterial(material_name)
+        z = np.array([mat.GetElement(i).GetZ() for i in range(mat.GetNumberOfElements())])
+        atoms = np.array(mat.GetVecNbOfAtomsPerVolume())[:len(z)]
+        amu = np.array([g4.G4NistManager.Instance().GetAtomicMassAmu(int(round(v))) for v in z])
+        self.ranges = birks_tables(energies, np.array(proton), np.array(electron), z, atoms, amu)
+
+    def event_rows(self) -> np.ndarray:
+        rows = np.array(self.rows, dtype=np.float64).reshape(-1, 7 if self.kb else 4)
+        if self.kb:
+            rows[:, 3] = birks_visible(rows[:, 3], rows[:, 4], rows[:, 5], rows[:, 6], self.kb, self.ranges)
+            rows = rows[:, :4]
+        return rows.astype(np.float32)
+
+
+def birks_tables(energies, proton_mm, electron_mm, z, atoms, amu) -> tuple:
+    """Log-log range tables and the Z^2-weighted recoil mass ratio and charge^2 of a material.
+
+    The recoil averages follow ``G4EmSaturation`` (weights Z^2 n_i); its charge^2 is the weighted
+    mean of Z^2.
+    """
+    w = z**2 * atoms
+    ratio = PROTON_MASS_MEV / 931.49410242 * float(np.sum(w / amu) / np.sum(w))
+    charge2 = float(np.sum(w * z**2) / np.sum(w))
+    return np.log(energies), np.log(np.maximum(proton_mm, 1e-12)), np.log(np.maximum(electron_mm, 1e-12)), ratio, charge2
+
+
+def birks_visible(edep, length, niel, kind, kb, tables) -> np.ndarray:
+    """Birks' law per step, as ``G4EmSaturation::VisibleEnergyDeposition``.
+
+    Charged steps: the ionising part is divided by 1 + kB dE/dx with dE/dx = (edep - niel) / length;
+    the non-ionising part (nuclear recoils), and all of a neutral hadron's deposit, by
+    1 + kB E / R, R the range of a proton of the recoil's scaled energy over the recoil's charge^2.
+    Photons' local deposits (atomic relaxation) use the range of an electron of that energy.
+    """
+    log_e, log_rp, log_re, ratio, charge2 = tables
+
+    def quench(e, range_mm):
+        return e / (1.0 + kb * e / range_mm)
+
+    def range_of(log_r, e):
+        return np.exp(np.interp(np.log(np.maximum(e, 1e-12)), log_e, log_r))
+
+    gamma, charged = kind == 2, kind == 1
+    niel = np.where(charged & (length > 0) & (edep >= niel), np.maximum(niel, 0.0), edep)
+    eloss = edep - niel
+    visible = np.where(eloss > 0, quench(eloss, np.where(length > 0, length, 1.0)), 0.0)
+    visible += np.where(niel > 0, quench(niel, range_of(log_rp, niel * ratio) / charge2), 0.0)
+    return np.where(gamma, quench(edep, range_of(log_re, edep)), visible)
 
 
 class SlabCalorimeter(g4.G4VUserDetectorConstruction):
-    """The detector's slabs stacked along z, front face at z = 0, in vacuum."""
+    """The detector's slabs stacked along z, front face at z = 0, in vacuum.
 
-    def __init__(self, detector: Detector, recorder: StepRecorder):
+    Each active material gets its own recorder, quenched by its Birks constant.
+    """
+
+    def __init__(self, detector: Detector, recorders: dict[str, StepRecorder]):
         super().__init__()
-        self.detector, self.recorder = detector, recorder
+        self.detector, self.recorders = detector, recorders
         self._keep: list = []  # Geant4 objects must outlive the run manager
         self._active: list = []
 
@@ -58,22 +133,36 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
                 volumes[key] = lv
                 self._keep += [box, lv]
                 if slab.active:
-                    self._active.append(lv)
+                    self._active.append((lv, slab.material))
             centre = g4.G4ThreeVector(0, 0, (edges[i] + edges[i + 1]) / 2)
             self._keep.append(g4.G4PVPlacement(None, centre, volumes[key], f"slab{i}", world_lv, False, i))
         return world
 
     def ConstructSDandField(self):
-        g4.G4SDManager.GetSDMpointer().AddNewDetector(self.recorder)
-        for lv in self._active:
-            self.SetSensitiveDetector(lv, self.recorder)
+        for recorder in self.recorders.values():
+            g4.G4SDManager.GetSDMpointer().AddNewDetector(recorder)
+        for lv, name in self._active:
+            self.SetSensitiveDetector(lv, self.recorders[name])
 
 
-class Physics(g4.G4VModularPhysicsList):
-    def __init__(self, range_cut_mm: float):
+class PhysicsList(g4.G4VModularPhysicsList):
+    """The modular constructors of :meth:`Physics.constructors`, with the production cut."""
+
+    def __init__(self, constructors: tuple[str, ...], range_cut_mm: float):
         super().__init__()
         self.SetDefaultCutValue(range_cut_mm)
-        self.RegisterPhysics(getattr(g4, PHYSICS)())
+        self._constructors = [getattr(g4, name)() for name in constructors]
+        for constructor in self._constructors:
+            self.RegisterPhysics(constructor)
+
+
+def physics_list(physics: Physics, official: bool):
+    constructors = physics.constructors(official)
+    if len(constructors) == 1 and constructors[0] == "FTFP_BERT":
+        reference = g4.FTFP_BERT()
+        reference.SetDefaultCutValue(physics.range_cut_mm)
+        return reference
+    return PhysicsList(constructors, physics.range_cut_mm)
 
 
 class Primaries(g4.G4VUserPrimaryGeneratorAction):
@@ -97,40 +186,66 @@ class Primaries(g4.G4VUserPrimaryGeneratorAction):
 
 
 class Collector(g4.G4UserEventAction):
-    def __init__(self, recorder: StepRecorder):
+    def __init__(self, recorders: list[StepRecorder]):
         super().__init__()
-        self.recorder = recorder
+        self.recorders = recorders
         self.events: list[np.ndarray] = []
 
     def BeginOfEventAction(self, event):
-        self.recorder.rows.clear()
+        for recorder in self.recorders:
+            recorder.rows.clear()
 
     def EndOfEventAction(self, event):
-        self.events.append(np.array(self.recorder.rows, dtype=np.float32).reshape(-1, 4))
+        self.events.append(np.concatenate([r.event_rows() for r in self.recorders]))
+
+
+class KillSecondaries(g4.G4UserStackingAction):
+    def ClassifyNewTrack(self, track):
+        if track.GetParentID() == 0:
+            return g4.G4ClassificationOfNewTrack.fUrgent
+        return g4.G4ClassificationOfNewTrack.fKill
+
+
+class PrimaryEnd(g4.G4UserTrackingAction):
+    """Where and by which process each event's primary ended: (z mm, process name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends: list[tuple[float, str]] = []
+
+    def PostUserTrackingAction(self, track):
+        if track.GetTrackID() == 1:
+            process = track.GetStep().GetPostStepPoint().GetProcessDefinedStep()
+            self.ends.append((track.GetPosition().z, process.GetProcessName() if process else ""))
 
 
 class Session:
-    """A configured Geant4 run manager for one detector and particle, in this process."""
+    """A configured Geant4 run manager for one detector, particle and physics, in this process."""
 
-    def __init__(self, detector: Detector, particle: str, range_cut_mm: float = 0.7):
+    def __init__(self, detector: Detector, particle: str, physics: Physics, official: bool = False):
         if particle not in PARTICLES:
             raise ValueError(f"unknown particle {particle!r}")
         ui = g4.G4UImanager.GetUIpointer()
         g4.G4EmParameters.Instance().SetVerbose(0)
+        g4.G4HadronicParameters.Instance().SetVerboseLevel(0)
         self.run_manager = g4.G4RunManagerFactory.CreateRunManager(g4.G4RunManagerType.SerialOnly)
-        self.recorder = StepRecorder()
-        self.construction = SlabCalorimeter(detector, self.recorder)
-        self.physics = Physics(range_cut_mm)
+        active = sorted({slab.material for slab in detector.slabs if slab.active})
+        self.recorders = {name: StepRecorder(f"calofm_{name}", physics.birks(name)) for name in active}
+        self.construction = SlabCalorimeter(detector, self.recorders)
+        self.physics = physics_list(physics, official)
         self.run_manager.SetUserInitialization(self.construction)
         self.run_manager.SetUserInitialization(self.physics)
         self.primaries = Primaries(particle)  # user actions only after the physics list
-        self.collector = Collector(self.recorder)
+        self.collector = Collector(list(self.recorders.values()))
         self.run_manager.SetUserAction(self.primaries)
         self.run_manager.SetUserAction(self.collector)
-        for command in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0"):
+        for command in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0",
+                        "/process/had/verbose 0", "/process/em/verbose 0"):
             ui.ApplyCommand(command)
         self.run_manager.Initialize()
         self.run_manager.BeamOn(0)  # build the physics tables now, not inside the first timed events
+        for name, recorder in self.recorders.items():
+            recorder.prepare(name)
 
     def simulate(self, events: list[tuple[float, float, int]]) -> list[np.ndarray]:
         """Steps [x, y, z, E] (detector frame, mm, MeV) of each (energy MeV, theta, seed) event."""
@@ -138,3 +253,17 @@ class Session:
         self.collector.events = []
         self.run_manager.BeamOn(len(events))
         return self.collector.events
+
+    def primary_ends(self, events: list[tuple[float, float, int]]) -> list[tuple[float, str]]:
+        """(z mm, process) where each event's primary ended, its secondaries killed at birth.
+
+        Switches this session to primaries only for good: its showers would be empty afterwards.
+        """
+        if not hasattr(self, "_ends"):
+            self._ends, self._kill = PrimaryEnd(), KillSecondaries()
+            self.run_manager.SetUserAction(self._ends)
+            self.run_manager.SetUserAction(self._kill)
+        self._ends.ends = []
+        self.primaries.queue = list(events)
+        self.run_manager.BeamOn(len(events))
+        return self._ends.ends

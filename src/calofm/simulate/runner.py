@@ -29,8 +29,10 @@ from calofm import __version__
 from calofm.core.errors import CalofmError, InputError
 from calofm.core.units import GeV
 from calofm.data import PointClouds, ShowerFile, Showers, ShowerWriter
-from calofm.simulate.detectors import Detector
+from calofm.simulate.detectors import Block, Detector, Mesh, Slab
 from calofm.simulate.gun import Gun, Spectrum
+from calofm.simulate.materials import material as material_properties
+from calofm.simulate.physics import Physics, default_physics
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,11 @@ class Run:
     seed: int = 0
     shard: tuple[int, int] = (0, 1)
     points: bool = False
-    range_cut_mm: float = 0.7
+    physics: Physics | None = None  # None: default_physics of the particle, Birks' default constants
 
     def __post_init__(self):
+        if self.physics is None:
+            object.__setattr__(self, "physics", Physics(default_physics(self.gun.particle)))
         i, k = self.shard
         if not (k >= 1 and 0 <= i < k):
             raise ValueError(f"shard {i}/{k}: need 0 <= i < k")
@@ -63,8 +67,12 @@ class Run:
         """JSON-able description, stored in every part and output file."""
         return {"detector": self.detector.name, "detector_fingerprint": self.detector.fingerprint,
                 "gun": self.gun.describe(), "n_events": self.n, "seed": self.seed, "shard": list(self.shard),
-                "points": self.points, "range_cut_mm": self.range_cut_mm,
+                "points": self.points,
                 "sampling_fraction": self.detector.sampling_fraction}
+
+    @property
+    def hadronic(self) -> bool:
+        return self.physics.name != "em"
 
 
 def parts_dir(out: Path) -> Path:
@@ -106,7 +114,7 @@ def plan(events: range, done: list[tuple[int, int]], size: int) -> list[tuple[in
 _session = None
 
 
-def _init_worker(detector: Detector, particle: str, range_cut_mm: float, log: str) -> None:
+def _init_worker(detector: Detector, particle: str, physics: Physics, log: str) -> None:
     """Start Geant4 once per worker; its console output goes to ``log`` (read when a worker dies)."""
     global _session
     _die_with_parent()
@@ -115,10 +123,10 @@ def _init_worker(detector: Detector, particle: str, range_cut_mm: float, log: st
     os.dup2(fd, 2)
     from calofm.simulate import g4env
 
-    g4env.configure()
+    official = g4env.configure(physics.name != "em")["g4data"] == "official"
     from calofm.simulate.g4app import Session
 
-    _session = (Session(detector, particle, range_cut_mm), detector)
+    _session = (Session(detector, particle, physics, official), detector)
 
 
 def _die_with_parent() -> None:
@@ -173,11 +181,13 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
                           "`calofm detectors --measure` and put it in its YAML file")
     from calofm.simulate import g4env
 
-    provenance = g4env.configure()  # builds the tables once, before the workers start
+    provenance = g4env.configure(run.hadronic)  # builds the tables once, before the workers start
     out = Path(out)
     folder = parts_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
-    settings = {**run.settings(), "calofm_version": __version__, "physics": "G4EmStandardPhysics_option1",
+    active = [slab.material for slab in run.detector.slabs if slab.active]
+    settings = {**run.settings(), "calofm_version": __version__,
+                "physics": run.physics.describe(provenance["g4data"] == "official", active),
                 "geant4": f"geant4-pybind {_package_version('geant4_pybind')}", "g4data": provenance}
     _check_or_write_settings(folder, settings)
     for stale in folder.glob(".*.partial-*"):
@@ -233,7 +243,7 @@ def _run_parts(run: Run, todo, folder: Path, workers: int, metadata: dict, stats
     with Progress(*columns, disable=not progress, transient=False) as bar, \
             ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
                                 initializer=_init_worker,
-                                initargs=(run.detector, run.gun.particle, run.range_cut_mm, str(logs))) as pool:
+                                initargs=(run.detector, run.gun.particle, run.physics, str(logs))) as pool:
         task = bar.add_task("", total=len(run.events), completed=stats["resumed"], rate="-")
         futures = [pool.submit(_simulate_part, run.gun, run.seed, a, b, run.points, str(folder), metadata)
                    for a, b in todo]
@@ -287,21 +297,53 @@ def _visible_fractions(gun: Gun, seed: int, n: int) -> list[float]:
     return [float(s[:, 3].sum(dtype=np.float64) / c[0]) for s, c in zip(steps, conditions)]
 
 
-def measure_sampling_fraction(detector: Detector, n: int = 50, energy_gev: float = 10.0) -> tuple[float, float]:
-    """Mean and error of (energy deposited in active material) / (incident energy) for ``n``
-    electrons of ``energy_gev`` at normal incidence: the sampling fraction, leakage included."""
+def _primary_ends(gun: Gun, seed: int, n: int) -> list[tuple[float, str]]:
+    session, _ = _session
+    conditions = [gun.event(seed, i) for i in range(n)]
+    return session.primary_ends([(e, theta, g4_seed) for e, theta, _, g4_seed in conditions])
+
+
+def _in_worker(detector: Detector, gun: Gun, physics: Physics, job, *args):
+    """Run ``job(gun, *args)`` in a fresh Geant4 worker process; a dead worker is a clear error."""
     from calofm.simulate import g4env
 
-    g4env.configure()
-    gun = Gun("e-", Spectrum("fixed", energy_gev, energy_gev))
+    g4env.configure(physics.name != "em")
     with tempfile.TemporaryDirectory() as tmp, \
             ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker,
-                                initargs=(detector, "e-", 0.7, str(Path(tmp) / "worker.log"))) as pool:
+                                initargs=(detector, gun.particle, physics, str(Path(tmp) / "worker.log"))) as pool:
         try:
-            fractions = np.array(pool.submit(_visible_fractions, gun, 12345, n).result())
+            return pool.submit(job, gun, *args).result()
         except BrokenProcessPool:
             raise CalofmError(f"the Geant4 worker died ({_log_tail(Path(tmp) / 'worker.log')})") from None
+
+
+def measure_sampling_fraction(detector: Detector, n: int = 50, energy_gev: float = 10.0,
+                              physics: Physics = Physics()) -> tuple[float, float]:
+    """Mean and error of (visible energy in active material) / (incident energy) for ``n``
+    electrons of ``energy_gev`` at normal incidence: the sampling fraction, leakage included."""
+    gun = Gun("e-", Spectrum("fixed", energy_gev, energy_gev))
+    fractions = np.array(_in_worker(detector, gun, physics, _visible_fractions, 12345, n))
     return float(fractions.mean()), float(fractions.std(ddof=1) / math.sqrt(n))
+
+
+def measure_interaction_length(material: str, particle: str, energy_gev: float, n: int = 4000,
+                               seed: int = 0) -> tuple[float, float]:
+    """Mean free path (mm) and its error before the first inelastic interaction of ``particle`` in a
+    block of ``material``, from ``n`` primaries with their secondaries killed (FTFP_BERT).
+
+    The block is 30 nominal interaction lengths deep, so escapes are negligible and the mean
+    interaction depth is the mean free path.
+    """
+    depth = 30 * material_properties(material).lambda_i_mm
+    block = Detector(f"{material}-block", "interaction-length probe",
+                     (Block((Slab(material, depth), Slab("G4_Si", 1.0, True))),), Mesh(), lateral_mm=depth,
+                     sampling_fraction=1.0)
+    gun = Gun(particle, Spectrum("fixed", energy_gev, energy_gev))
+    ends = _in_worker(block, gun, Physics("ftfp_bert"), _primary_ends, seed, n)
+    z = np.array([z for z, process in ends if process.endswith("Inelastic")])  # depth from the front face
+    if len(z) < 0.99 * n:
+        raise CalofmError(f"only {len(z)} of {n} {particle} interacted inelastically in {material}")
+    return float(z.mean()), float(z.std(ddof=1) / math.sqrt(len(z)))
 
 
 def merge_shards(inputs: list[Path], out: Path, progress: bool = True) -> int:

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 TABLES_VERSION = "calofm-em-1"
-MARKER = "calofm-em-tables.json"  # provenance, written last: its presence marks a complete build
+MARKER = "calofm-tables.json"  # provenance, written last: its presence marks a complete build
+EARLIER_MARKERS = ("calofm-em-tables.json",)  # the marker's name in earlier calofm versions
 Z_LIMIT = 100  # G4SandiaTable covers Z = 1..100
 
 # CODATA 2018
@@ -162,11 +163,13 @@ def geant4_env(root: Path) -> dict[str, str]:
 
 def read_provenance(root: Path) -> dict | None:
     """The provenance of a complete table directory, or None if root holds none."""
-    try:
-        provenance = json.loads((Path(root) / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return provenance if isinstance(provenance, dict) else None
+    for name in (MARKER, *EARLIER_MARKERS):
+        try:
+            provenance = json.loads((Path(root) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        return provenance if isinstance(provenance, dict) else None
+    return None
 
 
 def build_em_tables(root: Path, z_max: int = 99) -> dict:
@@ -174,43 +177,55 @@ def build_em_tables(root: Path, z_max: int = 99) -> dict:
 
     Writes root/'brem_SB/br{Z}', root/'epics2017/phot/pe-{cs,high,low}-{Z}.dat', an empty
     root/'ENSDFSTATE/ENSDFSTATE.dat', an empty root/'LEVELGAMMA/' and the provenance MARKER.
-    Returns at once if root already holds tables of this TABLES_VERSION covering z_max. The
-    tables are built in a temporary sibling directory, then renamed into place, so root is never
-    seen half written. A non-empty root that does not hold calofm tables is left alone (error).
+    """
+    return build_tables(root, TABLES_VERSION, z_max, _write_tables)
+
+
+def build_tables(root: Path, version: str, z_max: int, write) -> dict:
+    """Build a table directory with ``write(out, z_max) -> provenance`` unless root already holds one.
+
+    Returns at once if root holds tables of this ``version`` covering z_max. The tables are built
+    in a temporary sibling directory, then renamed into place, so root is never seen half written.
+    A non-empty root that does not hold calofm tables is left alone (error).
     """
     root = Path(root)
     if not 1 <= z_max <= Z_LIMIT:
         raise ValueError(f"z_max must be in 1..{Z_LIMIT}, got {z_max}")
-    if _covers(read_provenance(root), z_max):
+    if _covers(read_provenance(root), version, z_max):
         return read_provenance(root)
     _check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
         tmp.chmod(0o755)
-        _write_tables(tmp, z_max)
-        _install(tmp, root, z_max)
+        provenance = {"tables_version": version, "z_min": 1, "z_max": z_max, **write(tmp, z_max)}
+        (tmp / MARKER).write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
+        _install(tmp, root, version, z_max)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return read_provenance(root)
 
 
-def sandia_intervals(z_max: int) -> tuple[dict[int, np.ndarray], str]:
-    """Sandia intervals per Z = 1..z_max (rows: E_start/MeV, a1..a4 in barn MeV^i), Geant4 version.
+def element_data(z_max: int) -> dict:
+    """Per Z = 1..z_max, what Geant4 knows of the element, read through geant4_pybind.
 
-    Read through geant4_pybind by running this file as a script in a child process, so that the
-    bindings are never imported (nor Geant4's environment fixed) in the calling process.
+    ``intervals``: the Sandia intervals (rows: E_start/MeV, a1..a4 in barn MeV^i); ``mass_amu``: the
+    NIST mean atomic mass; ``geant4``: the Geant4 version. Read by running this file as a script in
+    a child process, so that the bindings are never imported (nor Geant4's environment fixed) in
+    the calling process.
     """
     with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "sandia.json"
+        out = Path(scratch) / "elements.json"
         env = {**os.environ, "GEANT4_DATA_DIR": os.environ.get("GEANT4_DATA_DIR") or scratch}
         proc = subprocess.run([sys.executable, __file__, str(z_max), str(out)], env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"reading the Sandia table through geant4_pybind failed "
+            raise RuntimeError(f"reading the element data through geant4_pybind failed "
                                f"(exit {proc.returncode}):\n{proc.stderr[-2000:]}")
         data = json.loads(out.read_text())
-    return {int(z): np.array(rows) for z, rows in data["intervals"].items()}, data["geant4"]
+    return {"geant4": data["geant4"],
+            "intervals": {int(z): np.array(rows) for z, rows in data["intervals"].items()},
+            "mass_amu": {int(z): float(m) for z, m in data["mass_amu"].items()}}
 
 
 def _linear_grid(f, lo: float, hi: float, max_rounds: int = 30) -> np.ndarray:
@@ -231,9 +246,9 @@ def _row(values, fmt: str) -> str:
     return " ".join(fmt % v for v in values)
 
 
-def _covers(provenance: dict | None, z_max: int) -> bool:
-    """Whether provenance is of tables of this TABLES_VERSION for Z = 1..z_max at least."""
-    return bool(provenance) and provenance.get("tables_version") == TABLES_VERSION \
+def _covers(provenance: dict | None, version: str, z_max: int) -> bool:
+    """Whether provenance is of tables of this version for Z = 1..z_max at least."""
+    return bool(provenance) and provenance.get("tables_version") == version \
         and provenance.get("z_max", 0) >= z_max
 
 
@@ -243,36 +258,32 @@ def _check_replaceable(root: Path) -> None:
         raise FileExistsError(f"{root} exists and does not hold calofm tables; not replacing it")
 
 
-def _write_tables(out: Path, z_max: int) -> None:
-    """Write every table into the new, empty directory out; the provenance marker last."""
-    sandia, geant4_version = sandia_intervals(z_max)
+def _write_tables(out: Path, z_max: int) -> dict:
+    """Write every EM table into the new, empty directory out; return their provenance."""
+    elements = element_data(z_max)
     brem, phot = out / "brem_SB", out / "epics2017" / "phot"
     for d in (brem, phot, out / "ENSDFSTATE", out / "LEVELGAMMA"):
         d.mkdir(parents=True)
     (out / "ENSDFSTATE" / "ENSDFSTATE.dat").touch()
     for z in range(1, z_max + 1):
         (brem / f"br{z}").write_text(brem_sb_text(z))
-        for prefix, text in photo_texts(sandia[z]).items():
+        for prefix, text in photo_texts(elements["intervals"][z]).items():
             (phot / f"{prefix}-{z}.dat").write_text(text)
-    provenance = {
-        "tables_version": TABLES_VERSION,
-        "z_min": 1,
-        "z_max": z_max,
+    return {
         "brem_SB": "Tsai 1974 screened Bethe-Heitler + Davies-Bethe-Maximon Coulomb correction, "
                    "no LPM; Seltzer-Berger grid 32 k/T x 57 T (1 keV-10 GeV)",
         "epics2017_phot": "single-shell Sandia parameterisation (G4SandiaTable)",
-        "sandia_source": geant4_version,
+        "sandia_source": elements["geant4"],
     }
-    (out / MARKER).write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
 
 
-def _install(tmp: Path, root: Path, z_max: int) -> None:
+def _install(tmp: Path, root: Path, version: str, z_max: int) -> None:
     """Rename the finished build tmp to root, replacing an empty directory or an earlier build."""
     try:
         os.rename(tmp, root)  # atomic; replaces a missing or empty root
         return
     except OSError:
-        if _covers(read_provenance(root), z_max):  # a concurrent build got there first
+        if _covers(read_provenance(root), version, z_max):  # a concurrent build got there first
             return
         _check_replaceable(root)
     stale = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
@@ -281,12 +292,13 @@ def _install(tmp: Path, root: Path, z_max: int) -> None:
     shutil.rmtree(stale, ignore_errors=True)
 
 
-def _dump_sandia_intervals(z_max: int, path: str) -> None:
-    """Child process: write the Sandia intervals of Z = 1..z_max as JSON to path."""
+def _dump_element_data(z_max: int, path: str) -> None:
+    """Child process: write the Sandia intervals and NIST masses of Z = 1..z_max as JSON to path."""
     import geant4_pybind as g4
 
     coeffs = g4.G4doubleVector([0.0] * 4)
-    intervals = {}
+    nist = g4.G4NistManager.Instance()
+    intervals, masses = {}, {}
     for z in range(1, z_max + 1):
         # a one-element material's Sandia matrix lists the interval starts of that element
         material = g4.G4Material(f"calofm_sandia_{z}", float(z), 2.0 * z * g4.g / g4.mole, g4.g / g4.cm3)
@@ -297,9 +309,10 @@ def _dump_sandia_intervals(z_max: int, path: str) -> None:
             table.GetSandiaCofPerAtom(z, math.sqrt(lo * hi), coeffs)
             rows.append([lo / g4.MeV] + [coeffs[i] / (g4.barn * g4.MeV ** (i + 1)) for i in range(4)])
         intervals[z] = rows
+        masses[z] = nist.GetAtomicMassAmu(z)
     version = g4.G4Version.strip("$").replace("Name:", "").strip()
-    Path(path).write_text(json.dumps({"geant4": version, "intervals": intervals}))
+    Path(path).write_text(json.dumps({"geant4": version, "intervals": intervals, "mass_amu": masses}))
 
 
 if __name__ == "__main__":
-    _dump_sandia_intervals(int(sys.argv[1]), sys.argv[2])
+    _dump_element_data(int(sys.argv[1]), sys.argv[2])
