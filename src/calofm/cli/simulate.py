@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from calofm.core.errors import InputError
 from calofm.simulate.detectors import get_detector, preset_names
-from calofm.simulate.gun import PARTICLES, Gun, Spectrum
+from calofm.core.particles import PARTICLES
+from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.physics import PHYSICS_LISTS, Physics, default_physics
 
 
@@ -47,8 +48,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("detectors", help="list the detector presets",
                        description="List the detector presets with their depth in X0, effective Moliere radius, "
-                                   "sampling fraction and scoring mesh. --measure re-measures sampling fractions "
-                                   "with Geant4 (50 electrons of 10 GeV each).")
+                                   "sampling fraction and scoring mesh (one per section, e.g. ECAL + HCAL). "
+                                   "--measure re-measures sampling fractions with Geant4 (50 electrons of 10 GeV "
+                                   "each, on each section alone).")
     p.add_argument("names", nargs="*", help="presets or YAML files (default: all presets)")
     p.add_argument("--measure", action="store_true", help="measure the sampling fraction with Geant4")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -105,14 +107,17 @@ def detectors(args) -> int:
     rows = []
     for name in args.names or preset_names():
         det = get_detector(name)
-        row = {"name": det.name, "depth_mm": det.depth_mm, "depth_X0": det.depth_x0, "moliere_mm": det.moliere_mm,
-               "sampling_fraction": det.sampling_fraction, "active_layers": len(det.active_layers),
-               "mesh": f"{det.mesh.n_r}x{det.mesh.n_alpha}x{det.mesh.n_z}, {det.mesh.dr:g} x {det.mesh.dz:.3g} mm",
+        parts = [det.section_detector(i) for i in range(len(det.sections))] or [det]
+        row = {"name": det.name, "depth_mm": det.depth_mm, "depth_X0": det.depth_x0, "depth_lambda": det.depth_lambda,
+               "moliere_mm": det.moliere_mm,
+               "sampling_fraction": list(det.sampling_fractions), "active_layers": len(det.active_layers),
+               "mesh": " + ".join(f"{p.mesh.n_r}x{p.mesh.n_alpha}x{p.mesh.n_z}, {p.mesh.dr:g} x {p.mesh.dz:.3g} mm"
+                                  for p in parts),
                "readout": "the mesh" if det.cell_mm is None else f"{det.cell_mm:g} mm cells",
                "description": det.description}
         if args.measure:
-            mean, err = measure_sampling_fraction(replace(det, sampling_fraction=1.0))
-            row["measured_sampling_fraction"] = f"{mean:.5f} +- {err:.5f}"
+            measured = [measure_sampling_fraction(replace(p, sampling_fraction=1.0)) for p in parts]
+            row["measured_sampling_fraction"] = " + ".join(f"{mean:.5f} +- {err:.5f}" for mean, err in measured)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -120,11 +125,13 @@ def detectors(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("detector", "depth", "X0", "R_M mm", "sampling fraction", "mesh r x alpha x z, dr x dz",
+    table = Table("detector", "depth", "X0", "lambda_I", "R_M mm", "sampling fraction", "mesh r x alpha x z, dr x dz",
                   "points on")
     for r in rows:
-        sf = r.get("measured_sampling_fraction") or (f"{r['sampling_fraction']:.4f}" if r["sampling_fraction"] else "unmeasured")
-        table.add_row(r["name"], f"{r['depth_mm']:.1f} mm", f"{r['depth_X0']:.1f}", f"{r['moliere_mm']:.1f}", sf, r["mesh"], r["readout"])
+        sf = r.get("measured_sampling_fraction") or " + ".join(f"{v:.4f}" if v else "unmeasured"
+                                                               for v in r["sampling_fraction"])
+        table.add_row(r["name"], f"{r['depth_mm']:.1f} mm", f"{r['depth_X0']:.1f}", f"{r['depth_lambda']:.2f}",
+                      f"{r['moliere_mm']:.1f}", sf, r["mesh"], r["readout"])
     Console().print(table)
     return 0
 

@@ -110,6 +110,7 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
         floor = compare(ref_a, ref_b, ref_binning, settings)
         floor["histograms"] = histograms(ref_a, ref_b, ref_binning, None)
     metrics = {"schema": SCHEMA, "generated": str(generated), "reference": str(reference),
+               "particles": {"generated": gen.particles, "reference": ref_a.particles},
                "binning": ref_binning.describe(), "threshold_MeV": threshold,
                "settings": asdict(settings), "comparisons": {"model": model, "geant4": floor},
                "slices": _slices(gen, ref_a, ref_b, ref_binning, settings, energy_bins, theta_bins)}
@@ -151,12 +152,21 @@ def _fmt(metric: dict | None, scale: float = 1.0) -> str:
     return f"{value:.4g}" if metric.get("error") is None else f"{value:.4g} ± {metric['error'] * scale:.2g}"
 
 
+def _particles(particles: dict) -> str:
+    """``reference: pi+ (400); generated: not recorded`` from the showers-per-particle counts."""
+    def counts(c: dict) -> str:
+        return ", ".join(f"{name} ({n})" for name, n in sorted(c.items())) or "not recorded"
+
+    return "; ".join(f"{side}: {counts(particles.get(side, {}))}" for side in ("reference", "generated"))
+
+
 def markdown(metrics: dict) -> str:
     """The human report: summary table (model beside the Geant4 floor), observables, slices, plots."""
     model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"] or {}
     lines = ["# calofm evaluation", "", f"- generated: `{metrics['generated']}` ({model['n_generated']} showers)",
              f"- reference: `{metrics['reference']}` ({model['n_reference']} showers in half A"
              + (f", {floor.get('n_generated')} in half B for the Geant4 floor)" if floor else ", too small to split: no floor)"),
+             f"- particles: {_particles(metrics.get('particles', {}))}",
              f"- binning: {metrics['binning']}", "", "## Summary", "", "| metric | model | Geant4 vs Geant4 |", "| --- | --- | --- |"]
     rows = [("geometric mean of the six Wasserstein distances", "geometric_mean_wasserstein", 1.0),
             ("FPD x 10^3", "fpd", 1e3), ("KPD x 10^3", "kpd", 1e3)]

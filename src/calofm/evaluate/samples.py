@@ -8,12 +8,14 @@ bound memory whatever the file size: a dataset-3 file of 100k showers is never h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from calofm.core.errors import InputError
+from calofm.core.particles import particle_name
 from calofm.data import open_showers
 from calofm.evaluate.features import FeatureExtractor, Features
 from calofm.geometry import CylindricalBinning
@@ -35,6 +37,7 @@ class Sample:
     voxels: np.ndarray          # (M, n_voxels) float32, the first M <= cap showers
     voxel_energies: np.ndarray  # non-zero voxel energies of the first showers, capped
     theta: np.ndarray | None
+    particles: dict[str, int] = field(default_factory=dict)  # showers per particle, where the file says
 
     def __len__(self) -> int:
         return len(self.features)
@@ -46,7 +49,7 @@ class Sample:
         voxels = self.voxels[kept]
         values = voxels[voxels > 0].astype(np.float32)
         return Sample(self.path, self.features.take(index), voxels, values,
-                      None if self.theta is None else self.theta[index])
+                      None if self.theta is None else self.theta[index], self.particles)
 
 
 def sample_from_arrays(name: str, showers: np.ndarray, energy: np.ndarray, binning, theta=None) -> Sample:
@@ -64,6 +67,7 @@ def load_sample(path: str | Path, binning=None, threshold: float = 0.0, max_voxe
     Returns the sample and the file's binning.
     """
     features, voxels, values, thetas = [], [], [], []
+    particles: Counter = Counter()
     with open_showers(path, binning) as f:
         if not isinstance(f.readout, CylindricalBinning):
             raise InputError(path, "evaluation needs showers on a cylindrical mesh (convert point clouds first)")
@@ -79,6 +83,10 @@ def load_sample(path: str | Path, binning=None, threshold: float = 0.0, max_voxe
                 showers = np.where(showers < threshold, 0, showers).astype(np.float32)
             features.append(extract(showers, batch.energy))
             thetas.append(batch.theta)
+            if batch.particle is not None:
+                particles.update(particle_name(code) for code in batch.particle)
+            elif "particle" in f.metadata:  # a generated file: the particle its model was trained on
+                particles[str(f.metadata["particle"])] += len(batch.energy)
             if kept < max_voxel_rows:
                 rows = showers[:max_voxel_rows - kept]
                 voxels.append(rows)
@@ -89,4 +97,5 @@ def load_sample(path: str | Path, binning=None, threshold: float = 0.0, max_voxe
                 kept_values += len(nonzero)
         binning = f.readout
     theta = None if any(t is None for t in thetas) else np.concatenate(thetas)
-    return Sample(str(path), Features.concat(features), np.concatenate(voxels), np.concatenate(values), theta), binning
+    return Sample(str(path), Features.concat(features), np.concatenate(voxels), np.concatenate(values), theta,
+                  dict(particles)), binning

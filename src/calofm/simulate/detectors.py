@@ -55,6 +55,17 @@ class Mesh:
 
 
 @dataclass(frozen=True)
+class Section:
+    """Consecutive blocks scored on their own regular mesh with their own sampling fraction
+    (an ECAL followed by an HCAL): the detector's mesh is the sections' meshes one after the other."""
+
+    name: str
+    blocks: int
+    mesh: Mesh
+    sampling_fraction: float | None = None
+
+
+@dataclass(frozen=True)
 class Block:
     """A sequence of slabs repeated ``repeat`` times."""
 
@@ -72,6 +83,7 @@ class Detector:
     cell_mm: float | None = None  # planar readout cell size; None: the readout is the mesh itself
     sampling_fraction: float | None = None  # visible / incident for 10 GeV e-; None: measure it
     meshes: dict = field(default_factory=dict)  # alternative meshes by name (e.g. dataset_3)
+    sections: tuple[Section, ...] = ()  # none: one mesh and one sampling fraction for the whole stack
 
     # --- loading ------------------------------------------------------------------
     @classmethod
@@ -92,6 +104,8 @@ class Detector:
                 raise InputError(source, "no active slab: nothing would be scored")
             if any(s.thickness <= 0 for s in det.slabs):
                 raise InputError(source, "slab thicknesses must be positive (mm)")
+            if "sections" in d:
+                return replace(det, sections=_sections(det, d, source))
             mesh = dict(d.get("mesh", {}))
             mesh.setdefault("dz", round(det.depth_mm / mesh.get("n_z", 45), 4))
             return replace(det, mesh=Mesh(**mesh))
@@ -122,6 +136,9 @@ class Detector:
         """The YAML form (layers as repeated blocks)."""
         d = asdict(self)
         d["layers"] = d.pop("blocks")
+        if self.sections:  # each section has its mesh and sampling fraction
+            for key in ("mesh", "sampling_fraction", "cell_mm", "meshes"):
+                d.pop(key)
         return d
 
     @cached_property
@@ -129,7 +146,7 @@ class Detector:
         """A short hash of everything that changes the showers (not the name or description)."""
         d = self.to_dict()
         for key in ("name", "description", "meshes"):
-            d.pop(key)
+            d.pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     # --- derived properties -------------------------------------------------------
@@ -145,6 +162,11 @@ class Detector:
     @property
     def depth_x0(self) -> float:
         return float(sum(s.thickness / material(s.material).x0_mm for s in self.slabs))
+
+    @property
+    def depth_lambda(self) -> float:
+        """Depth in nuclear interaction lengths."""
+        return float(sum(s.thickness / material(s.material).lambda_i_mm for s in self.slabs))
 
     @property
     def x0_mm(self) -> float:
@@ -172,7 +194,42 @@ class Detector:
         return np.concatenate([[0.0], np.cumsum([s.thickness for s in self.slabs])])
 
     def mesh_binning(self) -> CylindricalBinning:
-        return self.mesh.binning(self.name)
+        if not self.sections:
+            return self.mesh.binning(self.name)
+        layers, z_edges = [], [0.0]
+        for section, (start, _) in zip(self.sections, self.section_ranges):
+            part = section.mesh.binning(f"{self.name}-{section.name}")
+            layers += part.layers
+            z_edges += [round(start + z, 10) for z in part.z_edges[1:]]
+        return CylindricalBinning(tuple(layers), tuple(z_edges), name=f"{self.name}-mesh")
+
+    @property
+    def section_ranges(self) -> list[tuple[float, float]]:
+        """(start, end) depth in mm of each section."""
+        ends = np.cumsum([0] + [s.blocks for s in self.sections])
+        block_depths = np.concatenate([[0.0], np.cumsum([sum(s.thickness for s in b.slabs) * b.repeat
+                                                          for b in self.blocks])])
+        return [(float(block_depths[a]), float(block_depths[b])) for a, b in zip(ends[:-1], ends[1:])]
+
+    @property
+    def sampling_fractions(self) -> tuple[float | None, ...]:
+        """One per section (one in all for a detector without sections)."""
+        return tuple(s.sampling_fraction for s in self.sections) or (self.sampling_fraction,)
+
+    def energy_scale(self, z: np.ndarray) -> np.ndarray:
+        """1 / sampling fraction of the section at each depth ``z`` (mm)."""
+        inverse = 1.0 / np.array(self.sampling_fractions, dtype=float)
+        if not self.sections:
+            return np.full(len(z), inverse[0])
+        starts = np.array([a for a, _ in self.section_ranges])
+        return inverse[np.clip(np.searchsorted(starts, z, side="right") - 1, 0, len(starts) - 1)]
+
+    def section_detector(self, i: int) -> "Detector":
+        """Section ``i`` alone, on its own mesh (to measure its sampling fraction)."""
+        section = self.sections[i]
+        first = sum(s.blocks for s in self.sections[:i])
+        return replace(self, name=f"{self.name}-{section.name}", blocks=self.blocks[first:first + section.blocks],
+                       mesh=section.mesh, sampling_fraction=section.sampling_fraction, sections=())
 
     def readout(self) -> CylindricalBinning | PlanarGrid:
         """The detector's own cells: a planar grid over the active-layer pitches, or the mesh."""
@@ -185,6 +242,28 @@ class Detector:
         z_edges = np.concatenate([[0.0], edges[active + 1]])
         return PlanarGrid(n, n, self.cell_mm, self.cell_mm, tuple(float(z) for z in np.round(z_edges, 10)),
                           name=f"{self.name}-cells")
+
+
+def _sections(det: Detector, d: dict, source: str) -> tuple[Section, ...]:
+    """The ``sections`` of a detector YAML: each mesh's dz is its section's depth over its n_z bins."""
+    if "mesh" in d or d.get("sampling_fraction") is not None or d.get("cell_mm") is not None:
+        raise InputError(source, "a detector with sections gives each section its mesh and sampling fraction "
+                                 "(no top-level mesh, sampling_fraction or cell_mm)")
+    sections = tuple(Section(str(s["name"]), int(s["blocks"]), Mesh(),
+                             None if s.get("sampling_fraction") is None else float(s["sampling_fraction"]))
+                     for s in d["sections"])
+    if sum(s.blocks for s in sections) != len(det.blocks) or any(s.blocks < 1 for s in sections):
+        raise InputError(source, f"the sections' blocks ({[s.blocks for s in sections]}) must cover the "
+                                 f"{len(det.blocks)} layer blocks in order")
+    det = replace(det, sections=sections)
+    out = []
+    for section, raw, (start, end) in zip(sections, d["sections"], det.section_ranges):
+        mesh = dict(raw.get("mesh", {}))
+        if "dz" in mesh:
+            raise InputError(source, f"section {section.name}: dz follows from the section's depth and n_z")
+        mesh["dz"] = round((end - start) / mesh.get("n_z", 45), 4)
+        out.append(replace(section, mesh=Mesh(**mesh)))
+    return tuple(out)
 
 
 def preset_names() -> list[str]:

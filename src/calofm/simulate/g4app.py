@@ -10,7 +10,8 @@ import geant4_pybind as g4
 import numpy as np
 
 from calofm.simulate.detectors import Detector
-from calofm.simulate.gun import PARTICLES, direction
+from calofm.core.particles import PARTICLES
+from calofm.simulate.gun import direction
 from calofm.simulate.physics import Physics
 
 START_MM = 5.0  # the gun starts this far in front of the calorimeter

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calofm.core.particles import PARTICLES
 from calofm.core.units import GeV
 
-PARTICLES = {"e-": 11, "e+": -11, "gamma": 22, "pi+": 211, "pi-": -211, "proton": 2212, "neutron": 2112,
-             "mu-": 13, "mu+": -13}
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class Run:
         return {"detector": self.detector.name, "detector_fingerprint": self.detector.fingerprint,
                 "gun": self.gun.describe(), "n_events": self.n, "seed": self.seed, "shard": list(self.shard),
                 "points": self.points,
-                "sampling_fraction": self.detector.sampling_fraction}
+                "sampling_fraction": self.detector.sampling_fraction if not self.detector.sections
+                else dict(zip([sec.name for sec in self.detector.sections], self.detector.sampling_fractions))}
 
     @property
     def hadronic(self) -> bool:
@@ -152,10 +153,9 @@ def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: st
     conditions = [gun.event(seed, i) for i in range(a, b)]
     all_steps = session.simulate([(e, theta, g4_seed) for e, theta, _, g4_seed in conditions])
     mesh, readout = detector.mesh_binning(), detector.readout()
-    scale = 1.0 / detector.sampling_fraction
     showers, clouds = [], []
     for (energy, theta, phi, _), steps in zip(conditions, all_steps):
-        steps[:, 3] *= scale
+        steps[:, 3] *= detector.energy_scale(steps[:, 2])
         in_mesh_frame = to_mesh_frame(steps, theta)
         showers.append(score_mesh(in_mesh_frame, mesh))
         if points:
@@ -176,7 +176,7 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
     Returns statistics: events, resumed (events found done), seconds (wall), worker_seconds
     (summed time inside workers, without start-up) and gev (incident energy simulated now).
     """
-    if run.detector.sampling_fraction is None:
+    if None in run.detector.sampling_fractions:
         raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure it with "
                           "`calofm detectors --measure` and put it in its YAML file")
     from calofm.simulate import g4env
@@ -210,8 +210,11 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
 def _metadata(run: Run, settings: dict) -> dict:
     meta = {"simulator": "calofm simulate (Geant4)", "settings": json.dumps(settings), "detector": run.detector.name,
             "detector_description": json.dumps(run.detector.to_dict()), "seed": run.seed,
-            "sampling_fraction": run.detector.sampling_fraction,
-            "energy_scale": "deposited energy in active material / sampling_fraction"}
+            "energy_scale": "visible energy in active material / sampling fraction (of its section)"}
+    if run.detector.sections:
+        meta["sampling_fractions"] = json.dumps(settings["sampling_fraction"])  # by section
+    else:
+        meta["sampling_fraction"] = run.detector.sampling_fraction
     if run.points:
         meta["points_readout"] = json.dumps(run.detector.readout().to_dict())
     return meta

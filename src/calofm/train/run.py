@@ -20,6 +20,7 @@ import torch
 
 from calofm.adapt import REINIT_LR_MULT, Adaptation, apply, restore
 from calofm.core.errors import CalofmError, InputError
+from calofm.core.particles import particle_name
 from calofm.data import ShowerWriter
 from calofm.data.calibration import OccupancyCalibration
 from calofm.data.files import GENERATED_BY
@@ -120,13 +121,24 @@ def assemble(config: RunConfig) -> Assembled:
                 "process": sampler.name, "process_args": sampler.hparams,
                 "voxels": voxels.to_dict(), "conditions": conditions.to_dict(),
                 "readouts": {**teacher_describe.get("readouts", {}), **{d.name: d.readout.to_dict() for d in detectors}},
-                "data": dataclasses.asdict(data), "n_train": {d.name: len(d.showers) for d in train}}
+                "data": dataclasses.asdict(data), "n_train": {d.name: len(d.showers) for d in train},
+                "particles": {**teacher_describe.get("particles", {}), **_particles(train)}}
     if voxels.kind in POINT_KINDS:  # generated points are written on the voxel files' meshes
         describe["meshes"] = {**teacher_describe.get("meshes", {}), **{d.name: d.mesh.to_dict() for d in detectors}}
     counts = config.model.counts or (teacher.path.parent / COUNTS if config.process.name == "cd" else None)
     files = _counts_file(counts, voxels, train, describe)
     notes = [n for d in detectors for n in d.notes]
     return Assembled(process, x, cond, describe, val, notes, files=files, train=train)
+
+
+def _particles(detectors: list[DetectorShowers]) -> dict[str, str]:
+    """The particle of each class whose showers record one (the most frequent, by name)."""
+    out = {}
+    for d in detectors:
+        if d.showers.particle is not None and len(d.showers.particle):
+            codes, counts = np.unique(d.showers.particle, return_counts=True)
+            out[d.name] = particle_name(codes[np.argmax(counts)])
+    return out
 
 
 def _assemble_adaptation(config: RunConfig) -> Assembled:
@@ -172,6 +184,7 @@ def _assemble_adaptation(config: RunConfig) -> Assembled:
                 if n in adaptation.lr_scale}
     describe.update({"conditions": conditions.to_dict(), "voxels": voxels.to_dict(),
                      "data": dataclasses.asdict(config.data), "n_train": {target.name: len(target.showers)},
+                     "particles": {**base.describe.get("particles", {}), **_particles([target])},
                      "adapted": {"from": str(base.path), **adaptation.describe(),
                                  **({"new_geometry": reinitialised} if new_geometry else {})}})
     files = _counts_file(config.model.counts or base.path.parent / COUNTS, voxels, train, describe)
@@ -305,6 +318,8 @@ class TrainedModel:
         metadata = {"generator": f"{GENERATED_BY} ({self.describe['backbone']} + {self.describe['process']})",
                     "model": str(self.path), "model_step": self.describe.get("step", 0), "detector": detector,
                     "steps": steps or self.default_steps, "seed": seed,
+                    **({"particle": self.describe["particles"][detector]}
+                       if detector in self.describe.get("particles", {}) else {}),
                     **({"solver": self.process.solver} if hasattr(self.process, "solver") else {}),
                     **self.sampling()}
         with ShowerWriter(path, "calochallenge", self.readout(detector), metadata) as w:
