@@ -117,8 +117,8 @@ def test_irregular_dataset_1_features(tmp_path):
 def test_evaluate_command_writes_metrics_report_and_plots(tmp_path):
     mesh = CylindricalBinning.regular(n_r=5, n_alpha=8, n_z=12, dr=8.0, dz=8.0)  # 12 layers: quick layer grids
     ref, gen = tmp_path / "ref.h5", tmp_path / "gen.h5"
-    write_showers(ref, toy_showers(mesh, 500, seed=5), "calochallenge", mesh)
-    write_showers(gen, toy_showers(mesh, 250, seed=6), "calochallenge", mesh)
+    write_showers(ref, toy_showers(mesh, 500, seed=5), "calofm", mesh)  # records the particle
+    write_showers(gen, toy_showers(mesh, 250, seed=6), "calochallenge", mesh)  # does not
     out = tmp_path / "eval"
     assert main(["evaluate", "--generated", str(gen), "--reference", str(ref), "--out", str(out),
                  "--metrics", "distances,prdc,classifier", "--classifiers", "high", "--epochs", "2",
@@ -138,6 +138,8 @@ def test_evaluate_command_writes_metrics_report_and_plots(tmp_path):
     assert any("auc" in h for h in highs)
     report = (out / "report.md").read_text()
     assert "Geant4 vs Geant4" in report and "![energy_ratio](plots/energy_ratio.png)" in report
+    assert metrics["particles"] == {"reference": {"e-": 500}, "generated": {}}
+    assert "- particles: reference: e- (500); generated: not recorded" in report
     for name in ("energy_ratio", "e_layer", "ec_eta", "longitudinal_profile", "radial_profile"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 5000
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from calofm.core.errors import InputError
+from calofm.core.particles import particle_name
 from calofm.data.files import open_showers
 from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.data.preprocess import ConditionTransform, LayerRatioTransform, VoxelTransform
@@ -44,19 +45,20 @@ class DetectorShowers:
     readout: object
     notes: list[str]
     mesh: object = None
+    particle: str | None = None  # the (most frequent) particle, where the files record it
 
     def __post_init__(self):
         self.mesh = self.mesh or self.readout
 
     def take(self, index) -> DetectorShowers:
-        return DetectorShowers(self.name, self.showers.take(index), self.readout, self.notes, self.mesh)
+        return DetectorShowers(self.name, self.showers.take(index), self.readout, self.notes, self.mesh, self.particle)
 
 
 def read_detector(name: str, paths: list[str | Path], regular: bool = True, points: bool = False) -> DetectorShowers:
     """All showers of ``paths`` (one detector), with theta/phi filled where the files lack them;
     ``regular``: the readout must be a regular (z, alpha, r) mesh (what mesh backbones take);
     ``points``: keep the stored point clouds, and take their readout as the model's."""
-    parts, readout, mesh, notes = [], None, None, []
+    parts, readout, mesh, notes, codes = [], None, None, [], []
     for path in paths:
         with open_showers(path) as f:
             if regular and not getattr(f.readout, "is_regular", False):
@@ -73,10 +75,16 @@ def read_detector(name: str, paths: list[str | Path], regular: bool = True, poin
         if showers.theta is None or showers.phi is None:
             notes.append(f"{path}: no incidence angles stored; using theta = pi/2, phi = 0 (normal incidence)")
             showers = showers.with_fields(theta=np.full(len(showers), NORMAL_THETA), phi=np.zeros(len(showers)))
+        if showers.particle is not None:
+            codes.append(showers.particle)
         parts.append(showers.with_fields(points=showers.points if points else None, particle=None, event=None))
     if not parts:
         raise ValueError(f"detector {name!r} has no files")
-    return DetectorShowers(name, Showers.concat(parts), readout, notes, mesh)
+    particle = None
+    if codes:
+        values, counts = np.unique(np.concatenate(codes), return_counts=True)
+        particle = particle_name(values[np.argmax(counts)])
+    return DetectorShowers(name, Showers.concat(parts), readout, notes, mesh, particle)
 
 
 def split_detector(data: DetectorShowers, val_fraction: float, n_train: int | None, seed: int

@@ -20,7 +20,6 @@ import torch
 
 from calofm.adapt import REINIT_LR_MULT, Adaptation, apply, restore
 from calofm.core.errors import CalofmError, InputError
-from calofm.core.particles import particle_name
 from calofm.data import ShowerWriter
 from calofm.data.calibration import OccupancyCalibration
 from calofm.data.files import GENERATED_BY
@@ -132,13 +131,8 @@ def assemble(config: RunConfig) -> Assembled:
 
 
 def _particles(detectors: list[DetectorShowers]) -> dict[str, str]:
-    """The particle of each class whose showers record one (the most frequent, by name)."""
-    out = {}
-    for d in detectors:
-        if d.showers.particle is not None and len(d.showers.particle):
-            codes, counts = np.unique(d.showers.particle, return_counts=True)
-            out[d.name] = particle_name(codes[np.argmax(counts)])
-    return out
+    """The particle of each class whose files record one."""
+    return {d.name: d.particle for d in detectors if d.particle}
 
 
 def _assemble_adaptation(config: RunConfig) -> Assembled:
