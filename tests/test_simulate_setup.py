@@ -122,3 +122,61 @@ def test_clustering_keeps_every_cell_energy(readout):
                                rtol=1e-5, atol=1e-6)
     fine = readout.refined(6)
     assert len(np.unique(fine.voxel_ids(*points[:, :3].T))) == len(points)  # one point per fine cell
+
+
+def test_official_data_sets_are_found_in_geant4_data_dir_and_calofm_tables_are_not(tmp_path, monkeypatch):
+    from calofm.simulate import g4env
+    from calofm.simulate.tables import MARKER
+
+    for var in (*g4env.OFFICIAL_HADRONIC, "GEANT4_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    base = tmp_path / "geant4-data"
+    for name in ("G4EMLOW8.6.1", "G4ENSDFSTATE3.0", "PhotonEvaporation6.1"):
+        (base / name).mkdir(parents=True)
+    monkeypatch.setenv("GEANT4_DATA_DIR", str(base))
+    assert g4env.official_data(hadronic=False) == {"G4LEDATA": str(base / "G4EMLOW8.6.1"),
+                                                    "G4ENSDFSTATEDATA": str(base / "G4ENSDFSTATE3.0"),
+                                                    "G4LEVELGAMMADATA": str(base / "PhotonEvaporation6.1")}
+    assert g4env.official_data(hadronic=True) is None  # no G4PARTICLEXS: calofm's tables and modular list
+    (base / "G4PARTICLEXS4.1").mkdir()
+    assert g4env.official_data(hadronic=True)["G4PARTICLEXSDATA"] == str(base / "G4PARTICLEXS4.1")
+    ours = tmp_path / "calofm-em-1"  # what a parent process exports for its workers is not "official"
+    (ours / "LEVELGAMMA").mkdir(parents=True)
+    (ours / MARKER).write_text('{"tables_version": "calofm-em-1"}')
+    monkeypatch.setenv("GEANT4_DATA_DIR", str(ours))
+    for var in ("G4LEDATA", "G4ENSDFSTATEDATA"):
+        monkeypatch.setenv(var, str(ours))
+    monkeypatch.setenv("G4LEVELGAMMADATA", str(ours / "LEVELGAMMA"))
+    assert g4env.official_data(hadronic=False) is None
+
+
+def test_physics_choice_per_particle_and_its_record():
+    from calofm.simulate.physics import MODULAR_FTFP_BERT, Physics, default_physics
+
+    assert [default_physics(p) for p in ("e-", "gamma", "pi+", "proton", "mu-")] == ["em", "em"] + ["ftfp_bert"] * 3
+    hadronic = Physics("ftfp_bert")
+    assert hadronic.constructors(official=True) == ("FTFP_BERT",)
+    assert hadronic.constructors(official=False) == MODULAR_FTFP_BERT
+    assert hadronic.birks("G4_POLYSTYRENE") == 0.07943 and hadronic.birks("G4_Si") == 0.0
+    assert Physics("em", birks_kb=0.126).birks("G4_POLYSTYRENE") == 0.126
+    assert Physics("em", birks_kb=0.126).birks("G4_lAr") == 0.0  # only scintillators are quenched
+    record = hadronic.describe(False, ["G4_Si", "G4_POLYSTYRENE", "G4_Si"])
+    assert record["birks_mm_per_MeV"] == {"G4_POLYSTYRENE": 0.07943, "G4_Si": 0.0}
+    for bad in ({"name": "qgsp"}, {"birks_kb": -1.0}, {"range_cut_mm": 0.0}):
+        with pytest.raises(ValueError):
+            Physics(**bad)
+
+
+def test_detector_sections_score_each_part_on_its_mesh(tmp_path):
+    det = get_detector("ild-ecal-hcal")
+    assert [s.name for s in det.sections] == ["ecal", "hcal"] and det.sampling_fractions == (0.02333, 0.0216)
+    assert det.section_ranges == [(0.0, 99.0), (99.0, 1203.0)]
+    np.testing.assert_allclose(det.energy_scale(np.array([0.5, 98.9, 99.1, 1200.0])),
+                               [1 / 0.02333, 1 / 0.02333, 1 / 0.0216, 1 / 0.0216])
+    hcal = det.section_detector(1)
+    assert hcal.depth_mm == pytest.approx(1104.0) and hcal.mesh.n_z == 24 and not hcal.sections
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nlayers:\n  - slabs:\n      - {material: G4_Si, thickness: 1, active: true}\n"
+                   "sections:\n  - {name: a, blocks: 2, mesh: {n_z: 2}}\n")
+    with pytest.raises(InputError, match="must cover"):
+        get_detector(str(bad))

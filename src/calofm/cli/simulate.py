@@ -43,7 +43,8 @@ def add_parsers(sub) -> None:
                                                          "refined 6 times in each transverse direction")
     p.add_argument("--mesh", help="an alternative mesh of the detector (e.g. dataset_3 for par04-siw)")
     p.add_argument("--range-cut", type=float, default=0.7, help="Geant4 production cut in mm (default 0.7)")
-    p.add_argument("--out", required=True, help="output file (calofm format)")
+    p.add_argument("--out", help="output file (calofm format; default DETECTOR-PARTICLE-nN-sSEED[-shardIofK].h5 "
+                                 "in the current directory)")
     p.set_defaults(run=simulate)
 
     p = sub.add_parser("detectors", help="list the detector presets",
@@ -94,6 +95,9 @@ def simulate(args) -> int:
     except ValueError as exc:
         raise InputError("physics", str(exc)) from None
     run = Run(detector, gun, args.n, args.seed, _shard(args.shard), args.points, physics)
+    if args.out is None:
+        shard = "" if run.shard == (0, 1) else f"-shard{run.shard[0]}of{run.shard[1]}"
+        args.out = f"{detector.name}-{args.particle}-n{args.n}-s{args.seed}{shard}.h5"
     stats = run_simulation(run, Path(args.out), workers=args.workers)
     rate = (stats["events"] - stats["resumed"]) / max(stats["seconds"], 1e-9)
     print(f"wrote {stats['events']} showers to {args.out} ({stats['resumed']} from an earlier run; "
