@@ -24,6 +24,15 @@ class MLP(nn.Module):
         return self.layers(h).reshape(x.shape)
 
 
+def read_physics_vector(path):
+    """(edge_min, edge_max, energies, values) of a G4PhysicsVector ascii file, as Retrieve reads it."""
+    tokens = path.read_text().split()
+    edge_min, edge_max, n, size = float(tokens[0]), float(tokens[1]), int(tokens[2]), int(tokens[3])
+    assert n == size
+    pairs = np.array(tokens[4:], dtype=float).reshape(size, 2)
+    return edge_min, edge_max, pairs[:, 0], pairs[:, 1]
+
+
 @torch.no_grad()
 def pretrained_like(make, seed: int = 0):
     """``make()`` seeded, every weight moved off its initial value: a stand-in for a pre-trained net in

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import read_physics_vector
+
 from calofm.simulate import tables
 from calofm.simulate.tables import TABLES_VERSION, build_em_tables
 
@@ -54,21 +56,12 @@ def read_fit(path):
     return n1, n2, float(tokens[2]), rows
 
 
-def read_cs(path):
-    """pe-cs -> (edge_min, edge_max, energies, sigma*E^3) as G4PhysicsVector::Retrieve reads it."""
-    tokens = path.read_text().split()
-    edge_min, edge_max, n, size = float(tokens[0]), float(tokens[1]), int(tokens[2]), int(tokens[3])
-    assert n == size
-    pairs = np.array(tokens[4:], dtype=float).reshape(size, 2)
-    return edge_min, edge_max, pairs[:, 0], pairs[:, 1]
-
-
 def photo_cross_section(root, z, e_mev):
     """sigma [barn] as G4LivermorePhotoElectricModel::ComputeCrossSectionPerAtom gets it from the files."""
     phot = root / "epics2017" / "phot"
     _, _, e_high, high = read_fit(phot / f"pe-high-{z}.dat")
     _, _, e_low, low = read_fit(phot / f"pe-low-{z}.dat")
-    _, _, energies, values = read_cs(phot / f"pe-cs-{z}.dat")
+    _, _, energies, values = read_physics_vector(phot / f"pe-cs-{z}.dat")
     e = max(e_mev, high[0, 0])
     if e >= e_low:
         c = (high if e >= e_high else low)[0, 1:]
@@ -128,7 +121,7 @@ def test_brem_energy_loss_matches_radiation_length(root):
 def test_photo_format(root, z):
     phot = root / "epics2017" / "phot"
     high, low = read_fit(phot / f"pe-high-{z}.dat"), read_fit(phot / f"pe-low-{z}.dat")
-    edge_min, edge_max, energies, values = read_cs(phot / f"pe-cs-{z}.dat")
+    edge_min, edge_max, energies, values = read_physics_vector(phot / f"pe-cs-{z}.dat")
     for n_shells, n_used, _, rows in (high, low):
         assert (n_shells, n_used) == (1, 1)  # single shell: no pe-ss-cs / pe-le-cs files needed
         assert rows[0, 0] == edge_min  # binding energy = start of the table

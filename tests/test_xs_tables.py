@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import read_physics_vector
+
 from calofm.simulate import xs_tables
 from calofm.simulate.tables import MARKER, read_provenance
 
@@ -20,15 +22,6 @@ def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("g4data") / "xs"
     xs_tables.build_xs_tables(root, z_max=Z_MAX)
     return root
-
-
-def read_vector(path):
-    """(emin, emax, energies, values) as G4PhysicsVector::Retrieve reads an ascii file."""
-    tokens = path.read_text().split()
-    emin, emax, n, size = float(tokens[0]), float(tokens[1]), int(tokens[2]), int(tokens[3])
-    assert n == size
-    pairs = np.array(tokens[4:], dtype=float).reshape(size, 2)
-    return emin, emax, pairs[:, 0], pairs[:, 1]
 
 
 def test_layout_provenance_and_determinism(root, tmp_path):
@@ -46,7 +39,7 @@ def test_layout_provenance_and_determinism(root, tmp_path):
 
 @pytest.mark.parametrize("name", ["neutron/inel26", "neutron/el1", "neutron/cap26"])
 def test_neutron_files_lie_on_an_exact_log_grid_up_to_20_mev(root, name):
-    emin, emax, energies, values = read_vector(root / name)
+    emin, emax, energies, values = read_physics_vector(root / name)
     assert (emin, emax) == (energies[0], energies[-1]) and emax == pytest.approx(20.0)
     steps = np.diff(np.log(energies))
     np.testing.assert_allclose(steps, steps[0], rtol=1e-9)  # G4PhysicsLogVector finds bins by log
@@ -54,23 +47,23 @@ def test_neutron_files_lie_on_an_exact_log_grid_up_to_20_mev(root, name):
 
 
 def test_gamma_files_lie_on_a_linear_grid(root):
-    _, _, energies, values = read_vector(root / "gamma/inel26")
+    _, _, energies, values = read_physics_vector(root / "gamma/inel26")
     np.testing.assert_allclose(np.diff(energies), 0.5)
     assert energies[0] == 0 and values[0] == 0
 
 
 def test_reaction_cross_section_at_20_mev_sets_the_high_energy_scale(root):
     """Iron: 1.17 pi (1.36 A^1/3 + 0.9 fm)^2 = 1.37 b; the inelastic channel has opened by then."""
-    _, _, energies, values = read_vector(root / "neutron/inel26")
+    _, _, energies, values = read_physics_vector(root / "neutron/inel26")
     assert values[-1] / xs_tables.MM2_PER_BARN == pytest.approx(1.17 * math.pi * (1.36 * 55.845 ** (1 / 3) + 0.9) ** 2
                                                                * 1e-2, rel=1e-3)
     assert values[np.searchsorted(energies, 0.01)] < 0.02 * values[-1]  # no (n, n') at 10 keV
-    assert np.all(read_vector(root / "neutron/inel1")[3] == 0)  # n-p has no inelastic channel below pions
+    assert np.all(read_physics_vector(root / "neutron/inel1")[3] == 0)  # n-p has no inelastic channel below pions
 
 
 def test_np_elastic_matches_the_measured_free_cross_section(root):
     """Effective-range formula: 20.4 b at low energy (free n-p), 4.3 b at 1 MeV, 0.48 b at 20 MeV."""
-    _, _, energies, values = read_vector(root / "neutron/el1")
+    _, _, energies, values = read_physics_vector(root / "neutron/el1")
     barn = values / xs_tables.MM2_PER_BARN
     assert barn[0] == pytest.approx(20.4, rel=0.01)
     assert np.interp(1.0, energies, barn) == pytest.approx(4.26, rel=0.05)
@@ -78,7 +71,7 @@ def test_np_elastic_matches_the_measured_free_cross_section(root):
 
 
 def test_capture_is_thermal_value_times_one_over_v(root):
-    _, _, energies, values = read_vector(root / "neutron/cap26")
+    _, _, energies, values = read_physics_vector(root / "neutron/cap26")
     barn = values / xs_tables.MM2_PER_BARN
     thermal = np.exp(np.interp(math.log(2.53e-8), np.log(energies), np.log(barn)))
     assert thermal == pytest.approx(2.56, rel=1e-3)
