@@ -56,6 +56,16 @@ def test_same_seed_same_showers_whatever_the_workers(tmp_path, reference):
     assert not np.array_equal(_read(other)[0].energy, reference[0].energy[:3])
 
 
+def test_a_finished_run_is_not_simulated_again(tmp_path):
+    out = tmp_path / "done.h5"
+    first = simulate(Run(SIW, GUN, 2, seed=8), out, progress=False)
+    written = out.stat().st_mtime_ns
+    again = simulate(Run(SIW, GUN, 2, seed=8), out, progress=False)
+    assert first["resumed"] == 0 and again["resumed"] == 2 and out.stat().st_mtime_ns == written
+    simulate(Run(SIW, GUN, 2, seed=9), out, progress=False)  # another run: simulated, replacing the file
+    assert out.stat().st_mtime_ns != written
+
+
 def test_shards_merge_into_the_full_run(tmp_path, reference):
     shards = []
     for i in range(3):

@@ -5,7 +5,7 @@
 #    train and test files) in the ild-ecal-hcal preset: the Si-W ECAL then the steel/scintillator HCAL.
 # 2. Pre-training of CaloDREAM++ (energy network + ViT over the two grids, flow matching) on the
 #    electrons and photons, whose showers stay in the ECAL.
-# 3. calofm study: scratch, full fine-tuning, re-initialised embeddings/heads and LoRA on pi+, whose
+# 3. calofm study: scratch, full fine-tuning and LoRA on pi+ (GPU: also re-initialised embeddings), whose
 #    energy lies mostly in the HCAL; runs/hadronic-SCALE/study/report.md.
 # Every step resumes where it stopped when the script is run again.
 set -euo pipefail

@@ -99,6 +99,9 @@ def simulate(args) -> int:
         shard = "" if run.shard == (0, 1) else f"-shard{run.shard[0]}of{run.shard[1]}"
         args.out = f"{detector.name}-{args.particle}-n{args.n}-s{args.seed}{shard}.h5"
     stats = run_simulation(run, Path(args.out), workers=args.workers)
+    if stats["resumed"] == stats["events"] and not stats["worker_seconds"]:
+        print(f"{args.out} already holds these {stats['events']} showers (same settings): nothing to do")
+        return 0
     rate = (stats["events"] - stats["resumed"]) / max(stats["seconds"], 1e-9)
     print(f"wrote {stats['events']} showers to {args.out} ({stats['resumed']} from an earlier run; "
           f"{rate:.1f} showers/s, {1e3 * stats['worker_seconds'] / max(stats['gev'], 1e-9):.2f} ms per GeV per core)")

@@ -4,7 +4,8 @@ A run of ``n`` events is cut into shards (``--shard i/k``: contiguous event rang
 machine of an array job). A shard is simulated in small parts, each written complete to
 ``OUT.parts/`` by a worker process; re-running the same command skips the parts that exist, so a
 killed run resumes with no lost or duplicated showers. When all parts exist they are merged
-into ``OUT`` (written under a temporary name, then renamed) and the parts are removed.
+into ``OUT`` (written under a temporary name, then renamed) and the parts are removed. Re-running
+a finished command leaves ``OUT`` as it is.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: st
 
 # --- orchestration ---------------------------------------------------------------------
 def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> dict:
-    """Simulate ``run`` into ``out`` (calofm format), resuming from ``OUT.parts`` if present.
+    """Simulate ``run`` into ``out`` (calofm format), resuming from ``OUT.parts`` if present; an ``out``
+    that already holds this run (same settings) is left as it is.
 
     Returns statistics: events, resumed (events found done), seconds (wall), worker_seconds
     (summed time inside workers, without start-up) and gev (incident energy simulated now).
@@ -183,12 +185,15 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
 
     provenance = g4env.configure(run.hadronic)  # builds the tables once, before the workers start
     out = Path(out)
-    folder = parts_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
     active = [slab.material for slab in run.detector.slabs if slab.active]
     settings = {**run.settings(), "calofm_version": __version__,
                 "physics": run.physics.describe(provenance["g4data"] == "official", active),
                 "geant4": f"geant4-pybind {_package_version('geant4_pybind')}", "g4data": provenance}
+    if _finished(out, settings):
+        return {"events": len(run.events), "resumed": len(run.events), "seconds": 0.0, "worker_seconds": 0.0,
+                "gev": 0.0}
+    folder = parts_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
     _check_or_write_settings(folder, settings)
     for stale in folder.glob(".*.partial-*"):
         stale.unlink()
@@ -218,6 +223,17 @@ def _metadata(run: Run, settings: dict) -> dict:
     if run.points:
         meta["points_readout"] = json.dumps(run.detector.readout().to_dict())
     return meta
+
+
+def _finished(out: Path, settings: dict) -> bool:
+    """Whether ``out`` already holds this very run (same settings): then there is nothing to do."""
+    if not out.is_file():
+        return False
+    try:
+        with ShowerFile(out) as f:
+            return json.loads(f.metadata.get("settings", "null")) == json.loads(json.dumps(settings))
+    except (CalofmError, OSError, ValueError):
+        return False
 
 
 def _check_or_write_settings(folder: Path, settings: dict) -> None:
