@@ -61,7 +61,7 @@ def test_a_finished_run_is_not_simulated_again(tmp_path):
     first = simulate(Run(SIW, GUN, 2, seed=8), out, progress=False)
     written = out.stat().st_mtime_ns
     again = simulate(Run(SIW, GUN, 2, seed=8), out, progress=False)
-    assert first["resumed"] == 0 and again["resumed"] == 2 and out.stat().st_mtime_ns == written
+    assert not first["already_done"] and again["already_done"] and out.stat().st_mtime_ns == written
     simulate(Run(SIW, GUN, 2, seed=9), out, progress=False)  # another run: simulated, replacing the file
     assert out.stat().st_mtime_ns != written
 

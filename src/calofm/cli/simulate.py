@@ -99,7 +99,7 @@ def simulate(args) -> int:
         shard = "" if run.shard == (0, 1) else f"-shard{run.shard[0]}of{run.shard[1]}"
         args.out = f"{detector.name}-{args.particle}-n{args.n}-s{args.seed}{shard}.h5"
     stats = run_simulation(run, Path(args.out), workers=args.workers)
-    if stats["resumed"] == stats["events"] and not stats["worker_seconds"]:
+    if stats["already_done"]:
         print(f"{args.out} already holds these {stats['events']} showers (same settings): nothing to do")
         return 0
     rate = (stats["events"] - stats["resumed"]) / max(stats["seconds"], 1e-9)

@@ -176,7 +176,8 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
     that already holds this run (same settings) is left as it is.
 
     Returns statistics: events, resumed (events found done), seconds (wall), worker_seconds
-    (summed time inside workers, without start-up) and gev (incident energy simulated now).
+    (summed time inside workers, without start-up), gev (incident energy simulated now) and
+    already_done (``out`` held the run).
     """
     if None in run.detector.sampling_fractions:
         raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure it with "
@@ -191,7 +192,7 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
                 "geant4": f"geant4-pybind {_package_version('geant4_pybind')}", "g4data": provenance}
     if _finished(out, settings):
         return {"events": len(run.events), "resumed": len(run.events), "seconds": 0.0, "worker_seconds": 0.0,
-                "gev": 0.0}
+                "gev": 0.0, "already_done": True}
     folder = parts_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     _check_or_write_settings(folder, settings)
@@ -202,7 +203,7 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
     todo = plan(events, _existing_parts(folder), size)
     metadata = _metadata(run, settings)
     stats = {"events": len(events), "resumed": len(events) - sum(b - a for a, b in todo), "seconds": 0.0,
-             "worker_seconds": 0.0, "gev": 0.0}
+             "worker_seconds": 0.0, "gev": 0.0, "already_done": False}
     t0 = time.perf_counter()
     if todo:
         _run_parts(run, todo, folder, workers, metadata, stats, progress)
