@@ -47,9 +47,9 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def pions(tmp_path_factory):
-    """120 pi+ of 10-20 GeV in the small HCAL: 100 to train on, 20 more as the reference."""
+    """80 pi+ of 5-10 GeV in the small HCAL."""
     folder = tmp_path_factory.mktemp("pions")
-    simulate(Run(HCAL, Gun("pi+", Spectrum.parse("uniform:10:20")), 120, seed=4), folder / "pi.h5", workers=2,
+    simulate(Run(HCAL, Gun("pi+", Spectrum.parse("uniform:5:10")), 80, seed=4), folder / "pi.h5", workers=2,
              progress=False)
     return folder
 
@@ -65,11 +65,11 @@ def test_every_family_trains_on_pions_and_evaluate_reports_them(family, pions, t
         rows = (tmp_path / name / "metrics.csv").read_text().splitlines()[1:]
         assert rows and all(np.isfinite(float(r.split(",")[1])) for r in rows)
     generated = tmp_path / "generated.h5"
-    assert main(["generate", "--model", str(tmp_path / "model"), "--n", "12", "--energy", "uniform:10:20",
+    assert main(["generate", "--model", str(tmp_path / "model"), "--n", "6", "--energy", "uniform:5:10",
                  "--detector", "pions", "--out", str(generated)]) == 0
     with open_showers(generated) as f:
         assert f.metadata["particle"] == "pi+"
     model, binning = load_sample(generated)
     reference, _ = load_sample(pions / "pi.h5")
-    assert model.particles == {"pi+": 12} and reference.particles == {"pi+": 120}  # what evaluate reports
+    assert model.particles == {"pi+": 6} and reference.particles == {"pi+": 80}  # what evaluate reports
     assert np.isfinite(quick_metrics(reference, model, binning)["gm_w1"])
