@@ -180,3 +180,27 @@ def test_detector_sections_score_each_part_on_its_mesh(tmp_path):
                    "sections:\n  - {name: a, blocks: 2, mesh: {n_z: 2}}\n")
     with pytest.raises(InputError, match="must cover"):
         get_detector(str(bad))
+
+
+def test_birks_law_per_step_follows_g4emsaturation():
+    from calofm.simulate.physics import CHARGED, NEUTRAL, PHOTON, birks_tables, birks_visible
+
+    energies = np.geomspace(1e-6, 1e4, 201)
+    proton_range, electron_range = 0.02 * energies**1.75, 2.0 * energies  # mm: stand-in range tables
+    # polystyrene: C and H, one atom each per CH unit
+    tables = birks_tables(energies, proton_range, electron_range, np.array([6.0, 1.0]), np.array([1.0, 1.0]),
+                          np.array([12.011, 1.008]))
+    ratio, charge2 = tables[3], tables[4]
+    assert ratio == pytest.approx(938.272 / 931.494 * (36 / 12.011 + 1 / 1.008) / 37, rel=1e-4)
+    assert charge2 == pytest.approx((36 * 36 + 1) / 37, rel=1e-6)
+    kb = 0.1
+    edep, length, niel = np.array([0.2, 0.2, 1.0, 0.05, 0.3]), np.array([1.0, 1.0, 0.5, 0.0, 2.0]), \
+        np.array([0.0, 0.02, 0.0, 0.0, 0.0])
+    kind = np.array([CHARGED, CHARGED, NEUTRAL, PHOTON, CHARGED])
+    visible = birks_visible(edep, length, niel, kind, kb, tables)
+    assert visible[0] == pytest.approx(0.2 / (1 + kb * 0.2 / 1.0))  # a MIP-like step: 2 % quenched
+    recoil = 0.02 / (1 + kb * 0.02 / (0.02 * (0.02 * ratio) ** 1.75 / charge2))
+    assert visible[1] == pytest.approx(0.18 / (1 + kb * 0.18) + recoil, rel=1e-3)
+    assert visible[2] == pytest.approx(1.0 / (1 + kb * 1.0 / (0.02 * ratio**1.75 / charge2)), rel=1e-3)  # all NIEL
+    assert visible[3] == pytest.approx(0.05 / (1 + kb * 0.05 / (2.0 * 0.05)), rel=1e-3)  # electron range
+    assert np.all(visible <= edep) and visible[4] > 0.98 * edep[4]

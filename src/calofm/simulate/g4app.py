@@ -12,10 +12,9 @@ import numpy as np
 from calofm.simulate.detectors import Detector
 from calofm.core.particles import PARTICLES
 from calofm.simulate.gun import direction
-from calofm.simulate.physics import Physics
+from calofm.simulate.physics import CHARGED, NEUTRAL, PHOTON, Physics, birks_tables, birks_visible
 
 START_MM = 5.0  # the gun starts this far in front of the calorimeter
-PROTON_MASS_MEV = 938.27208816
 
 
 class StepRecorder(g4.G4VSensitiveDetector):
@@ -38,7 +37,8 @@ class StepRecorder(g4.G4VSensitiveDetector):
             a, b = step.GetPreStepPoint().GetPosition(), step.GetPostStepPoint().GetPosition()
             if self.kb:
                 definition = step.GetTrack().GetDefinition()
-                kind = 2 if definition.GetPDGEncoding() == 22 else int(definition.GetPDGCharge() != 0)
+                kind = PHOTON if definition.GetPDGEncoding() == 22 else (
+                    CHARGED if definition.GetPDGCharge() != 0 else NEUTRAL)
                 self.rows.append((0.5 * (a.x + b.x), 0.5 * (a.y + b.y), 0.5 * (a.z + b.z), e,
                                   step.GetStepLength(), step.GetNonIonizingEnergyDeposit(), kind))
             else:
@@ -66,42 +66,6 @@ class StepRecorder(g4.G4VSensitiveDetector):
             rows[:, 3] = birks_visible(rows[:, 3], rows[:, 4], rows[:, 5], rows[:, 6], self.kb, self.ranges)
             rows = rows[:, :4]
         return rows.astype(np.float32)
-
-
-def birks_tables(energies, proton_mm, electron_mm, z, atoms, amu) -> tuple:
-    """Log-log range tables and the Z^2-weighted recoil mass ratio and charge^2 of a material.
-
-    The recoil averages follow ``G4EmSaturation`` (weights Z^2 n_i); its charge^2 is the weighted
-    mean of Z^2.
-    """
-    w = z**2 * atoms
-    ratio = PROTON_MASS_MEV / 931.49410242 * float(np.sum(w / amu) / np.sum(w))
-    charge2 = float(np.sum(w * z**2) / np.sum(w))
-    return np.log(energies), np.log(np.maximum(proton_mm, 1e-12)), np.log(np.maximum(electron_mm, 1e-12)), ratio, charge2
-
-
-def birks_visible(edep, length, niel, kind, kb, tables) -> np.ndarray:
-    """Birks' law per step, as ``G4EmSaturation::VisibleEnergyDeposition``.
-
-    Charged steps: the ionising part is divided by 1 + kB dE/dx with dE/dx = (edep - niel) / length;
-    the non-ionising part (nuclear recoils), and all of a neutral hadron's deposit, by
-    1 + kB E / R, R the range of a proton of the recoil's scaled energy over the recoil's charge^2.
-    Photons' local deposits (atomic relaxation) use the range of an electron of that energy.
-    """
-    log_e, log_rp, log_re, ratio, charge2 = tables
-
-    def quench(e, range_mm):
-        return e / (1.0 + kb * e / range_mm)
-
-    def range_of(log_r, e):
-        return np.exp(np.interp(np.log(np.maximum(e, 1e-12)), log_e, log_r))
-
-    gamma, charged = kind == 2, kind == 1
-    niel = np.where(charged & (length > 0) & (edep >= niel), np.maximum(niel, 0.0), edep)
-    eloss = edep - niel
-    visible = np.where(eloss > 0, quench(eloss, np.where(length > 0, length, 1.0)), 0.0)
-    visible += np.where(niel > 0, quench(niel, range_of(log_rp, niel * ratio) / charge2), 0.0)
-    return np.where(gamma, quench(edep, range_of(log_re, edep)), visible)
 
 
 class SlabCalorimeter(g4.G4VUserDetectorConstruction):
@@ -159,7 +123,7 @@ class PhysicsList(g4.G4VModularPhysicsList):
 
 def physics_list(physics: Physics, official: bool):
     constructors = physics.constructors(official)
-    if len(constructors) == 1 and constructors[0] == "FTFP_BERT":
+    if constructors == ("FTFP_BERT",):
         reference = g4.FTFP_BERT()
         reference.SetDefaultCutValue(physics.range_cut_mm)
         return reference

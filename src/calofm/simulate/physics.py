@@ -1,4 +1,4 @@
-"""Which Geant4 physics a run uses: the physics list and Birks' law in scintillators.
+"""Which Geant4 physics a run uses: the physics list, and Birks' law in scintillators.
 
 Pure Python (no Geant4 import), so the choice is made, checked and recorded in the main process.
 
@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from calofm.simulate.materials import material
 
 PHYSICS_LISTS = ("em", "ftfp_bert")
+PROTON_MASS_MEV, AMU_MEV = 938.27208816, 931.49410242
+NEUTRAL, CHARGED, PHOTON = 0, 1, 2  # the particle kinds of a quenched step
 EM_PARTICLES = ("e-", "e+", "gamma")
 
 # Modular FTFP_BERT, in registration order (shared/notes/geant4-hadronic.md). G4IonPhysics needs
@@ -60,3 +64,38 @@ class Physics:
         """What goes in every output file: the list, its constructors and the Birks constants used."""
         return {"list": self.name, "constructors": list(self.constructors(official)), "range_cut_mm": self.range_cut_mm,
                 "birks_mm_per_MeV": {m: self.birks(m) for m in sorted(set(active))}}
+
+
+def birks_tables(energies, proton_mm, electron_mm, z, atoms, amu) -> tuple:
+    """Log-log range tables and the Z^2-weighted recoil mass ratio and charge^2 of a material.
+
+    The recoil averages follow ``G4EmSaturation`` (weights Z^2 n_i over the elements).
+    """
+    w = z**2 * atoms
+    ratio = PROTON_MASS_MEV / AMU_MEV * float(np.sum(w / amu) / np.sum(w))
+    charge2 = float(np.sum(w * z**2) / np.sum(w))
+    return np.log(energies), np.log(np.maximum(proton_mm, 1e-12)), np.log(np.maximum(electron_mm, 1e-12)), ratio, charge2
+
+
+def birks_visible(edep, length, niel, kind, kb: float, tables: tuple) -> np.ndarray:
+    """Birks' law per step, as ``G4EmSaturation::VisibleEnergyDeposition``.
+
+    Charged steps: the ionising part is divided by 1 + kB dE/dx with dE/dx = (edep - niel) / length;
+    the non-ionising part (nuclear recoils), and all of a neutral hadron's deposit, by
+    1 + kB E / R, R the range of a proton of the recoil's scaled energy over the recoil's charge^2.
+    Photons' local deposits (atomic relaxation) use the range of an electron of that energy.
+    """
+    log_e, log_rp, log_re, ratio, charge2 = tables
+
+    def quench(e, range_mm):
+        return e / (1.0 + kb * e / range_mm)
+
+    def range_of(log_r, e):
+        return np.exp(np.interp(np.log(np.maximum(e, 1e-12)), log_e, log_r))
+
+    gamma, charged = kind == PHOTON, kind == CHARGED
+    niel = np.where(charged & (length > 0) & (edep >= niel), np.maximum(niel, 0.0), edep)
+    eloss = edep - niel
+    visible = np.where(eloss > 0, quench(eloss, np.where(length > 0, length, 1.0)), 0.0)
+    visible += np.where(niel > 0, quench(niel, range_of(log_rp, niel * ratio) / charge2), 0.0)
+    return np.where(gamma, quench(edep, range_of(log_re, edep)), visible)
