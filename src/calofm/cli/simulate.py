@@ -14,11 +14,13 @@ from calofm.simulate.physics import PHYSICS_LISTS, Physics, default_physics
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("simulate", help="simulate showers with Geant4 (offline)",
-                       description="Simulate showers with real Geant4 in a preset or YAML detector and score "
-                                   "them on the detector's universal cylindrical mesh (energies divided by the "
-                                   "sampling fraction, as in the CaloChallenge), optionally also as pre-clustered "
-                                   "point clouds. Runs one Geant4 per worker process; a killed run resumes when "
-                                   "the same command is run again. Output: calofm format (see `calofm convert`).")
+                       description="Simulate electromagnetic or hadronic showers with real Geant4, offline, in a "
+                                   "preset or YAML detector and score them on the detector's universal cylindrical "
+                                   "mesh (energies divided by the sampling fraction, as in the CaloChallenge), "
+                                   "optionally also as pre-clustered point clouds. Runs one Geant4 per worker "
+                                   "process; a killed run resumes when the same command is run again, and a "
+                                   "finished one is not run twice. Output: calofm format (see `calofm convert`); "
+                                   "the physics, its data and their formulas: docs/hadronic.md.")
     p.add_argument("--detector", required=True, help=f"preset ({', '.join(preset_names())}) or a detector YAML file")
     p.add_argument("--particle", default="e-", choices=list(PARTICLES), help="particle (default e-)")
     p.add_argument("--physics", choices=PHYSICS_LISTS,
