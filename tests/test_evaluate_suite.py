@@ -111,7 +111,9 @@ def test_irregular_dataset_1_features(tmp_path):
     f = FeatureExtractor(b)(np.ones((2, 368), np.float32), np.array([1e3, 2e3]))
     assert f.e_layer.shape == (2, 5) and f.ec_eta.shape == (2, 2)  # layers 1 and 2 are binned in alpha
     np.testing.assert_allclose(f.e_layer[0], [8, 160, 190, 5, 5])
-    assert f.e_radial.shape == (2, 0)
+    # the radial profile on the union of the layers' rings keeps every voxel's energy
+    assert f.e_radial.shape == (2, len(b.radial_edges()) - 1)
+    np.testing.assert_allclose(f.e_radial.sum(axis=1), 368, rtol=1e-5)
 
 
 def test_evaluate_command_writes_metrics_report_and_plots(tmp_path):

@@ -188,3 +188,18 @@ def test_axis_binning_agrees_with_binary_search(edges):
         assert np.mean(got != expected) < 1e-3 and np.all(np.abs(got - expected) <= 1)
     else:
         np.testing.assert_array_equal(got, expected)
+
+
+def test_radial_profile_weights_of_an_irregular_mesh_conserve_energy_and_follow_ring_areas():
+    from calofm.geometry.cylindrical import Layer
+
+    fine, coarse = Layer((0.0, 1.0, 2.0), 2), Layer((0.0, 2.0), 1)
+    mesh = CylindricalBinning((fine, coarse, Layer((), 1)), (0.0, 1.0, 2.0, 3.0))
+    np.testing.assert_array_equal(mesh.radial_edges(), [0.0, 1.0, 2.0])
+    weights = mesh.radial_weights()
+    assert weights.shape == (mesh.n_voxels, 2)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    np.testing.assert_allclose(weights[:4], [[1, 0], [0, 1], [1, 0], [0, 1]])  # fine layer: one bin each
+    np.testing.assert_allclose(weights[4], [0.25, 0.75])  # the coarse ring split by area: 1 : 3
+    regular = CylindricalBinning.regular(n_r=3, n_alpha=2, n_z=2, dr=1.0, dz=1.0)
+    assert np.all(np.isin(regular.radial_weights(), [0.0, 1.0]))

@@ -32,7 +32,7 @@ class Features:
     ec_phi: np.ndarray       # (N, La)
     width_eta: np.ndarray    # (N, La)
     width_phi: np.ndarray    # (N, La)
-    e_radial: np.ndarray     # (N, n_r) MeV per r bin, summed over layers and alpha (regular meshes; else (N, 0))
+    e_radial: np.ndarray     # (N, n_r) MeV per r bin (of binning.radial_edges()), summed over layers and alpha
 
     def __len__(self) -> int:
         return len(self.e_inc)
@@ -57,6 +57,7 @@ class FeatureExtractor:
         self._eta = (r * np.cos(alpha)).astype(np.float64)
         self._phi = (r * np.sin(alpha)).astype(np.float64)
         self._slices = [slice(binning.layer_offsets[i], binning.layer_offsets[i + 1]) for i in range(binning.n_layers)]
+        self._radial = None if binning.is_regular else binning.radial_weights()
 
     def __call__(self, showers: np.ndarray, e_inc: np.ndarray) -> Features:
         showers = np.asarray(showers)
@@ -77,10 +78,10 @@ class FeatureExtractor:
                 ec_eta[:, k], width_eta[:, k] = _centre_and_width(block, e, self._eta[self._slices[layer]])
                 ec_phi[:, k], width_phi[:, k] = _centre_and_width(block, e, self._phi[self._slices[layer]])
                 k += 1
-        if self.binning.is_regular:
+        if self._radial is None:
             e_radial = showers.reshape(n, *self.binning.shape).sum(axis=(1, 2), dtype=np.float64)
-        else:
-            e_radial = np.zeros((n, 0))
+        else:  # layers with their own rings: split each voxel over the common radial bins
+            e_radial = showers.astype(np.float64) @ self._radial
         return Features(e_inc=np.asarray(e_inc, np.float64), e_tot=e_layer.sum(axis=1),
                         n_hit=np.count_nonzero(showers > 0, axis=1), e_layer=e_layer.astype(np.float32),
                         sparsity=sparsity, ec_r=ec_r, width_r=width_r, ec_eta=ec_eta, ec_phi=ec_phi,

@@ -80,7 +80,7 @@ def histograms(reference: Sample, generated: Sample, binning, folder: Path | Non
         plots.profile(reference.features.e_layer.mean(0), generated.features.e_layer.mean(0), np.array(layers),
                       "layer", folder / "longitudinal_profile.png")
         if reference.features.e_radial.shape[1]:
-            edges = np.asarray(binning.layers[0].r_edges)
+            edges = binning.radial_edges()
             plots.profile(reference.features.e_radial.mean(0), generated.features.e_radial.mean(0),
                           (edges[:-1] + edges[1:]) / 2, "r [mm]", folder / "radial_profile.png")
     return out

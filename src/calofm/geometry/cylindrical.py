@@ -96,6 +96,27 @@ class CylindricalBinning(LayerStack):
             layers.append(Layer(tuple(float(v) for v in fine), layer.n_alpha * factor))
         return CylindricalBinning(tuple(layers), self.z_edges, f"{self.name}-x{factor}")
 
+    def radial_edges(self) -> np.ndarray:
+        """The union of the read-out layers' r edges (mm): the bins of a radial profile of the whole mesh."""
+        return np.unique(np.concatenate([layer.r_edges for layer in self.layers if layer.n_voxels]))
+
+    def radial_weights(self) -> np.ndarray:
+        """(n_voxels, len(radial_edges) - 1): the share of each voxel's ring in each radial bin, by area.
+
+        A voxel spanning several bins (a coarse layer beside fine ones) is split in proportion to the
+        ring areas; on a regular mesh every voxel lies in one bin with weight 1.
+        """
+        union = self.radial_edges()
+        rows = []
+        for layer in self.layers:
+            if not layer.n_voxels:
+                continue
+            a, b = np.asarray(layer.r_edges)[:-1, None], np.asarray(layer.r_edges)[1:, None]
+            lo, hi = np.maximum(a, union[None, :-1]), np.minimum(b, union[None, 1:])
+            share = np.clip(hi**2 - lo**2, 0, None) / (b**2 - a**2)  # (n_r, n_union)
+            rows.append(np.tile(share, (layer.n_alpha, 1)))  # r fastest within a layer
+        return np.concatenate(rows).astype(np.float32)
+
     def to_dict(self) -> dict:
         return {
             "type": "cylindrical",
