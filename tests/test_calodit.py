@@ -13,7 +13,7 @@ from calofm.evaluate.distances import six_observable_geometric_mean
 from calofm.train import TrainedModel, assemble, load_config, load_model
 
 PRESETS = ("par04-siw", "par04-scipb")  # conftest.GEANT4_PRESETS: 400 showers each; a quarter is held out
-STEPS = 500
+STEPS = 300
 TINY = {"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144}
 
 

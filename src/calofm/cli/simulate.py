@@ -44,7 +44,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--points", action="store_true", help="also store point clouds pre-clustered on the readout "
                                                          "refined 6 times in each transverse direction")
     p.add_argument("--mesh", help="an alternative mesh of the detector (e.g. dataset_3 for par04-siw)")
-    p.add_argument("--range-cut", type=float, default=0.7, help="Geant4 production cut in mm (default 0.7)")
+    p.add_argument("--range-cut", type=float, default=1.0, help="Geant4 production cut in mm (default 1, the cut the "
+                                                                 "presets' sampling fractions were measured with)")
     p.add_argument("--out", help="output file (calofm format; default DETECTOR-PARTICLE-nN-sSEED[-shardIofK].h5 "
                                  "in the current directory)")
     p.set_defaults(run=simulate)

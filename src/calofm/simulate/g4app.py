@@ -111,23 +111,20 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
 
 
 class PhysicsList(g4.G4VModularPhysicsList):
-    """The modular constructors of :meth:`Physics.constructors`, with the production cut."""
+    """The modular constructors of :meth:`Physics.constructors`."""
 
-    def __init__(self, constructors: tuple[str, ...], range_cut_mm: float):
+    def __init__(self, constructors: tuple[str, ...]):
         super().__init__()
-        self.SetDefaultCutValue(range_cut_mm)
         self._constructors = [getattr(g4, name)() for name in constructors]
         for constructor in self._constructors:
             self.RegisterPhysics(constructor)
 
 
 def physics_list(physics: Physics, official: bool):
+    """The reference FTFP_BERT, or the modular list. The production cut is set by /run/setCut: through
+    the bindings, SetDefaultCutValue on a list is lost by initialisation (Geant4's 1 mm stays)."""
     constructors = physics.constructors(official)
-    if constructors == ("FTFP_BERT",):
-        reference = g4.FTFP_BERT()
-        reference.SetDefaultCutValue(physics.range_cut_mm)
-        return reference
-    return PhysicsList(constructors, physics.range_cut_mm)
+    return g4.FTFP_BERT() if constructors == ("FTFP_BERT",) else PhysicsList(constructors)
 
 
 class Primaries(g4.G4VUserPrimaryGeneratorAction):
@@ -205,7 +202,7 @@ class Session:
         self.run_manager.SetUserAction(self.primaries)
         self.run_manager.SetUserAction(self.collector)
         for command in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0",
-                        "/process/had/verbose 0", "/process/em/verbose 0"):
+                        "/process/had/verbose 0", "/process/em/verbose 0", f"/run/setCut {physics.range_cut_mm} mm"):
             ui.ApplyCommand(command)
         self.run_manager.Initialize()
         self.run_manager.BeamOn(0)  # build the physics tables now, not inside the first timed events

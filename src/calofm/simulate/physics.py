@@ -39,7 +39,7 @@ class Physics:
 
     name: str = "em"
     birks_kb: float | None = None  # mm/MeV
-    range_cut_mm: float = 0.7
+    range_cut_mm: float = 1.0  # mm; what every calofm preset was measured with
 
     def __post_init__(self):
         if self.name not in PHYSICS_LISTS:
