@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/calofm demo --out demo-report
 
+# two workers (the CI machine's cores), one test file each at a time: file-scoped fixtures stay shared
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m ''
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
