@@ -174,6 +174,16 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path):
         Trainer(tiny_process(), x, cond, settings(lr=2e-3), tmp_path, {}, progress=False).run()
 
 
+def test_a_run_saved_before_the_particles_were_recorded_still_resumes(tmp_path):
+    x, cond = toy_data()
+    Trainer(tiny_process(), x, cond, settings(), tmp_path, {"voxels": 1}, progress=False).run(stop_at=7)
+    resumed = Trainer(tiny_process(), x, cond, settings(), tmp_path, {"voxels": 1, "particles": {"a": "pi+"}},
+                      progress=False)
+    assert resumed.resume() == 6  # the information-only key is no part of what trains
+    with pytest.raises(InputError, match="holds a run with other settings"):
+        Trainer(tiny_process(), x, cond, settings(), tmp_path, {"voxels": 2}, progress=False).resume()
+
+
 def test_ema_weights_are_what_the_model_file_holds(tmp_path):
     x, cond = toy_data()
     trainer = Trainer(tiny_process(), x, cond, settings(ema=0.9), tmp_path, {"k": 1}, progress=False)

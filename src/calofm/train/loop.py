@@ -34,6 +34,13 @@ from calofm.train.schedule import ema_decay, ema_update, wsd
 CHECKPOINT, MODEL = "checkpoint.safetensors", "model.safetensors"
 # settings that may change between a run and its resumption without changing its course
 RESUMABLE_CHANGES = {"device", "compile", "checkpoint_every", "log_every", "validate_every", "validate_showers"}
+DESCRIBE_INFORMATION = ("particles",)  # recorded in the description, no part of what trains: resuming ignores it
+
+
+def _training_part(describe: dict) -> dict:
+    """The description without DESCRIBE_INFORMATION: runs saved before such a key existed still resume."""
+    return {k: v for k, v in describe.items() if k not in DESCRIBE_INFORMATION}
+
 
 Validate = Callable[[torch.nn.Module, int], dict]
 _said = {"tensorboard": False}
@@ -160,7 +167,7 @@ class Trainer:
         if not path.exists():
             return 0
         tensors, info = checkpoint.load(path, self.device)
-        if info["settings"] != self._settings_dict() or info["describe"] != self.describe:
+        if info["settings"] != self._settings_dict() or _training_part(info["describe"]) != _training_part(self.describe):
             raise InputError(path, "holds a run with other settings or data; use another --out, or delete the "
                                    "folder to start afresh")
         self.process.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("process.")})
