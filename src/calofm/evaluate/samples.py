@@ -37,7 +37,7 @@ class Sample:
     voxels: np.ndarray          # (M, n_voxels) float32, the first M <= cap showers
     voxel_energies: np.ndarray  # non-zero voxel energies of the first showers, capped
     theta: np.ndarray | None
-    particles: dict[str, int] = field(default_factory=dict)  # showers per particle, where the file says
+    particles: dict[str, int] = field(default_factory=dict)  # showers per particle in the whole file, where it says
 
     def __len__(self) -> int:
         return len(self.features)
