@@ -144,10 +144,16 @@ def photo_texts(intervals: np.ndarray) -> dict[str, str]:
     energies = np.concatenate([
         _linear_grid(sigma_e3, lo, hi * (1 - PE_EDGE_GAP)) for lo, hi in zip(starts[:-2], starts[1:-1])
     ])
-    values = sigma_e3(energies)
-    cs = [f"{energies[0]:.10e} {energies[-1]:.10e} {len(energies)}", str(len(energies))]
-    cs += [f"{e:.10e} {v:.8e}" for e, v in zip(energies, values)]
-    return {"pe-cs": "\n".join(cs) + "\n", "pe-high": fit(intervals[-1]), "pe-low": fit(intervals[-2])}
+    cs = physics_vector_text(energies, sigma_e3(energies), energy_digits=10)
+    return {"pe-cs": cs, "pe-high": fit(intervals[-1]), "pe-low": fit(intervals[-2])}
+
+
+def physics_vector_text(energies: np.ndarray, values: np.ndarray, energy_digits: int) -> str:
+    """G4PhysicsVector ascii, as ``Retrieve`` reads it: ``emin emax N``, ``N``, then ``E value`` lines."""
+    e = f"%.{energy_digits}e"
+    lines = [f"{e % energies[0]} {e % energies[-1]} {len(energies)}", str(len(energies))]
+    lines += [f"{e % x} {v:.8e}" for x, v in zip(energies, values)]
+    return "\n".join(lines) + "\n"
 
 
 def geant4_env(root: Path) -> dict[str, str]:

@@ -36,11 +36,12 @@ What is exact and what is not:
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from calofm.simulate.tables import build_tables, element_data
+from calofm.simulate.tables import build_tables, element_data, physics_vector_text
 
 XS_VERSION = "calofm-xs-1"
 Z_MAX = 94  # G4EmExtraPhysics reads gamma/inel1..94
@@ -122,13 +123,6 @@ def gamma_nuclear(z: int, a: float, e_mev: np.ndarray) -> np.ndarray:
     return peak_mm2 * eg2 / ((e_mev**2 - e0**2) ** 2 + eg2)
 
 
-def vector_text(energies: np.ndarray, values: np.ndarray) -> str:
-    """G4PhysicsVector ascii: ``emin emax N``, ``N``, then ``E value`` lines."""
-    lines = [f"{energies[0]:.15e} {energies[-1]:.15e} {len(energies)}", str(len(energies))]
-    lines += [f"{e:.15e} {v:.8e}" for e, v in zip(energies, values)]
-    return "\n".join(lines) + "\n"
-
-
 def build_xs_tables(root: Path, z_max: int = Z_MAX) -> dict:
     """Write G4PARTICLEXS-style neutron and gamma files for Z = 1..z_max under root; return their provenance."""
     return build_tables(root, XS_VERSION, z_max, _write_xs_tables)
@@ -139,13 +133,14 @@ def _write_xs_tables(out: Path, z_max: int) -> dict:
     neutron, gamma = out / "neutron", out / "gamma"
     neutron.mkdir()
     gamma.mkdir()
+    text = partial(physics_vector_text, energy_digits=15)  # a log grid must read back exactly
     for z in range(1, z_max + 1):
         a = masses[z]
-        (neutron / f"inel{z}").write_text(vector_text(NEUTRON_GRID, neutron_inelastic(z, a, NEUTRON_GRID)))
-        (neutron / f"el{z}").write_text(vector_text(NEUTRON_GRID, neutron_elastic(z, a, NEUTRON_GRID)))
+        (neutron / f"inel{z}").write_text(text(NEUTRON_GRID, neutron_inelastic(z, a, NEUTRON_GRID)))
+        (neutron / f"el{z}").write_text(text(NEUTRON_GRID, neutron_elastic(z, a, NEUTRON_GRID)))
         if z in THERMAL_CAPTURE_BARN:
-            (neutron / f"cap{z}").write_text(vector_text(NEUTRON_GRID, neutron_capture(z, NEUTRON_GRID)))
-        (gamma / f"inel{z}").write_text(vector_text(GAMMA_GRID, gamma_nuclear(z, a, GAMMA_GRID)))
+            (neutron / f"cap{z}").write_text(text(NEUTRON_GRID, neutron_capture(z, NEUTRON_GRID)))
+        (gamma / f"inel{z}").write_text(text(GAMMA_GRID, gamma_nuclear(z, a, GAMMA_GRID)))
     return {
         "neutron_inel": f"reaction cross section {NORM} pi (1.36 A^1/3 + 0.9 fm)^2, soft threshold; "
                         "sets Glauber-Gribov's scale above 20 MeV",
