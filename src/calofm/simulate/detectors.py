@@ -190,6 +190,11 @@ class Detector:
         return np.array([i for i, s in enumerate(self.slabs) if s.active])
 
     @property
+    def active_materials(self) -> list[str]:
+        """The materials of the active slabs, each once, sorted."""
+        return sorted({s.material for s in self.slabs if s.active})
+
+    @property
     def slab_edges(self) -> np.ndarray:
         return np.concatenate([[0.0], np.cumsum([s.thickness for s in self.slabs])])
 

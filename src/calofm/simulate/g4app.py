@@ -191,8 +191,8 @@ class Session:
         g4.G4EmParameters.Instance().SetVerbose(0)
         g4.G4HadronicParameters.Instance().SetVerboseLevel(0)
         self.run_manager = g4.G4RunManagerFactory.CreateRunManager(g4.G4RunManagerType.SerialOnly)
-        active = sorted({slab.material for slab in detector.slabs if slab.active})
-        self.recorders = {name: StepRecorder(f"calofm_{name}", physics.birks(name)) for name in active}
+        self.recorders = {name: StepRecorder(f"calofm_{name}", physics.birks(name))
+                          for name in detector.active_materials}
         self.construction = SlabCalorimeter(detector, self.recorders)
         self.physics = physics_list(physics, official)
         self.run_manager.SetUserInitialization(self.construction)

@@ -49,6 +49,11 @@ class Physics:
         if self.range_cut_mm <= 0:
             raise ValueError("the production cut must be positive (mm)")
 
+    @property
+    def hadronic(self) -> bool:
+        """Whether the list needs the hadronic cross-section data."""
+        return self.name != "em"
+
     def birks(self, name: str) -> float:
         """kB in mm/MeV for active material ``name``: 0 unless it is a scintillator."""
         default = material(name).birks_mm_per_mev

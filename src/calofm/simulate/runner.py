@@ -72,10 +72,6 @@ class Run:
                 "sampling_fraction": self.detector.sampling_fraction if not self.detector.sections
                 else dict(zip([sec.name for sec in self.detector.sections], self.detector.sampling_fractions))}
 
-    @property
-    def hadronic(self) -> bool:
-        return self.physics.name != "em"
-
 
 def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
@@ -125,7 +121,7 @@ def _init_worker(detector: Detector, particle: str, physics: Physics, log: str) 
     os.dup2(fd, 2)
     from calofm.simulate import g4env
 
-    official = g4env.configure(physics.name != "em")["g4data"] == "official"
+    official = g4env.configure(physics.hadronic)["g4data"] == "official"
     from calofm.simulate.g4app import Session
 
     _session = (Session(detector, particle, physics, official), detector)
@@ -144,6 +140,11 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
+def _queue(conditions: list[tuple[float, float, float, int]]) -> list[tuple[float, float, int]]:
+    """What the Geant4 session fires, (energy MeV, theta, Geant4 seed), from Gun.event conditions."""
+    return [(energy, theta, g4_seed) for energy, theta, _, g4_seed in conditions]
+
+
 def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: str,
                    metadata: dict) -> tuple[int, float, float]:
     """Simulate events [a, b) and write them as one complete part file; returns (n, seconds, GeV)."""
@@ -152,7 +153,7 @@ def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: st
     session, detector = _session
     t0 = time.perf_counter()
     conditions = [gun.event(seed, i) for i in range(a, b)]
-    all_steps = session.simulate([(e, theta, g4_seed) for e, theta, _, g4_seed in conditions])
+    all_steps = session.simulate(_queue(conditions))
     mesh, readout = detector.mesh_binning(), detector.readout()
     showers, clouds = [], []
     for (energy, theta, phi, _), steps in zip(conditions, all_steps):
@@ -184,11 +185,10 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
                           "`calofm detectors --measure` and put it in its YAML file")
     from calofm.simulate import g4env
 
-    provenance = g4env.configure(run.hadronic)  # builds the tables once, before the workers start
+    provenance = g4env.configure(run.physics.hadronic)  # builds the tables once, before the workers start
     out = Path(out)
-    active = [slab.material for slab in run.detector.slabs if slab.active]
     settings = {**run.settings(), "calofm_version": __version__,
-                "physics": run.physics.describe(provenance["g4data"] == "official", active),
+                "physics": run.physics.describe(provenance["g4data"] == "official", run.detector.active_materials),
                 "geant4": f"geant4-pybind {_package_version('geant4_pybind')}", "g4data": provenance}
     if _finished(out, settings):
         return {"events": len(run.events), "resumed": len(run.events), "seconds": 0.0, "worker_seconds": 0.0,
@@ -313,21 +313,21 @@ def _merge_parts(folder: Path, out: Path, events: range, metadata: dict) -> None
 def _visible_fractions(gun: Gun, seed: int, n: int) -> list[float]:
     session, _ = _session
     conditions = [gun.event(seed, i) for i in range(n)]
-    steps = session.simulate([(e, theta, g4_seed) for e, theta, _, g4_seed in conditions])
+    steps = session.simulate(_queue(conditions))
     return [float(s[:, 3].sum(dtype=np.float64) / c[0]) for s, c in zip(steps, conditions)]
 
 
 def _primary_ends(gun: Gun, seed: int, n: int) -> list[tuple[float, str]]:
     session, _ = _session
     conditions = [gun.event(seed, i) for i in range(n)]
-    return session.primary_ends([(e, theta, g4_seed) for e, theta, _, g4_seed in conditions])
+    return session.primary_ends(_queue(conditions))
 
 
 def _in_worker(detector: Detector, gun: Gun, physics: Physics, job, *args):
     """Run ``job(gun, *args)`` in a fresh Geant4 worker process; a dead worker is a clear error."""
     from calofm.simulate import g4env
 
-    g4env.configure(physics.name != "em")
+    g4env.configure(physics.hadronic)
     with tempfile.TemporaryDirectory() as tmp, \
             ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker,
                                 initargs=(detector, gun.particle, physics, str(Path(tmp) / "worker.log"))) as pool:
