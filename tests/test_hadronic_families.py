@@ -21,11 +21,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("geant4_pybind") is Non
                                 reason="geant4_pybind is not installed")
 
 # A small steel / scintillator HCAL (3 lambda_I) on a 480-voxel mesh: two layers per z bin, 40 mm rings
-HCAL = Detector.from_dict({
-    "name": "small-hcal", "sampling_fraction": 0.0346,
-    "layers": [{"repeat": 24, "slabs": [{"material": "G4_Fe", "thickness": 20.0},
-                                        {"material": "G4_POLYSTYRENE", "thickness": 5.0, "active": True}]}],
-    "mesh": {"n_r": 5, "n_alpha": 8, "n_z": 12, "dr": 40.0}})
+HCAL = Detector.sandwich("small-hcal", "G4_Fe", 20.0, "G4_POLYSTYRENE", 5.0, 24,
+                         {"n_r": 5, "n_alpha": 8, "n_z": 12, "dr": 40.0}, sampling_fraction=0.0346)
 TRAIN = {"steps": 30, "batch_size": 32, "lr": 2e-3, "device": "cpu", "log_every": 10, "checkpoint_every": 30}
 FAMILIES = {
     "dit": [("model", {"model": {"backbone": "dit", "args": {"patch": [5, 4, 4], "dim": 36, "depth": 1, "heads": 2,

@@ -24,12 +24,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("geant4_pybind") is Non
 
 def sandwich(absorber: str, thickness: float, layers: int, scintillator: float = 5.0) -> Detector:
     """An absorber / polystyrene sandwich scored out to 50 cm, sampling fraction 1 (visible energy)."""
-    return Detector.from_dict({
-        "name": f"{absorber}-sci", "sampling_fraction": 1.0,
-        "layers": [{"repeat": layers, "slabs": [{"material": absorber, "thickness": thickness},
-                                                {"material": "G4_POLYSTYRENE", "thickness": scintillator,
-                                                 "active": True}]}],
-        "mesh": {"n_r": 10, "n_alpha": 1, "n_z": layers, "dr": 50.0}})
+    return Detector.sandwich(f"{absorber}-sci", absorber, thickness, "G4_POLYSTYRENE", scintillator, layers,
+                             {"n_r": 10, "n_alpha": 1, "n_z": layers, "dr": 50.0}, sampling_fraction=1.0)
 
 
 @pytest.fixture(scope="module")

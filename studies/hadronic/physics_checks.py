@@ -35,11 +35,8 @@ GROOM_M = 0.83
 
 
 def sandwich() -> Detector:
-    return Detector.from_dict({
-        "name": "fe-sci-contained", "sampling_fraction": 1.0,
-        "layers": [{"repeat": LAYERS, "slabs": [{"material": "G4_Fe", "thickness": IRON},
-                                                {"material": "G4_POLYSTYRENE", "thickness": SCINT, "active": True}]}],
-        "mesh": {"n_r": 10, "n_alpha": 1, "n_z": LAYERS, "dr": 50.0}})
+    return Detector.sandwich("fe-sci-contained", "G4_Fe", IRON, "G4_POLYSTYRENE", SCINT, LAYERS,
+                             {"n_r": 10, "n_alpha": 1, "n_z": LAYERS, "dr": 50.0}, sampling_fraction=1.0)
 
 
 def shoot(detector, particle, energy, n, folder, workers):

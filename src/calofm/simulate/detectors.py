@@ -113,6 +113,17 @@ class Detector:
             raise InputError(source, f"not a valid detector description ({type(exc).__name__}: {exc})") from None
 
     @classmethod
+    def sandwich(cls, name: str, absorber: str, absorber_mm: float, active: str, active_mm: float, layers: int,
+                 mesh: dict, sampling_fraction: float | None = None) -> "Detector":
+        """``layers`` x (absorber, active) slabs, scored on ``mesh`` (n_r, n_alpha, n_z, dr; its z bins span
+        the depth): the quick sampling calorimeter of physics checks."""
+        return cls.from_dict({"name": name, "sampling_fraction": sampling_fraction, "mesh": mesh,
+                              "layers": [{"repeat": layers, "slabs": [
+                                  {"material": absorber, "thickness": absorber_mm},
+                                  {"material": active, "thickness": active_mm, "active": True}]}]},
+                             f"sandwich {name}")
+
+    @classmethod
     def from_yaml(cls, path: str | Path) -> "Detector":
         import yaml
 
