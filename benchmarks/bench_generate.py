@@ -33,8 +33,8 @@ from calofm.data.preprocess import ConditionTransform, VoxelTransform
 from calofm.data.tokens import END, special_token
 from calofm.generative import EDM, AutoRegressive, Consistency, FactorisedFlowMatching
 from calofm.geometry import calochallenge_binning
+from calofm.inference import TrainedModel
 from calofm.models import CaloDREAM, DiT, NextToken
-from calofm.train.run import TrainedModel
 from calofm.workflow.bench import ms_per_shower, run_bench
 
 DETECTORS = ["par04-siw", "par04-scipb", "ild-w", "ild-pb"]

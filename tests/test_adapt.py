@@ -13,8 +13,9 @@ from calofm.cli.main import main
 from calofm.data import write_showers
 from calofm.data.toy import toy_showers
 from calofm.geometry import calochallenge_binning
+from calofm.inference import load_model
 from calofm.models.dit import DiT
-from calofm.train import assemble, load_model
+from calofm.train import assemble
 from calofm.train.checkpoint import load as load_checkpoint
 from calofm.train.config import RunConfig, from_dict
 from calofm.workflow import study as study_module

@@ -10,7 +10,8 @@ import yaml
 from calofm.cli.main import main
 from calofm.data import open_showers
 from calofm.evaluate.distances import six_observable_geometric_mean
-from calofm.train import TrainedModel, assemble, load_config, load_model
+from calofm.inference import TrainedModel, load_model
+from calofm.train import assemble, load_config
 
 PRESETS = ("par04-siw", "par04-scipb")  # conftest.GEANT4_PRESETS: 400 showers each; a quarter is held out
 STEPS = 300

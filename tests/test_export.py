@@ -11,7 +11,7 @@ import torch
 from calofm.cli.main import main
 from calofm.export import OneStepGenerator, export
 from calofm.geometry.orders import reorder
-from calofm.train import load_model
+from calofm.inference import load_model
 
 
 def inputs_for(model, energy_gev, phi, theta, detector):

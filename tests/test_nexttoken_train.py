@@ -17,8 +17,9 @@ from calofm.data.toy import toy_showers
 from calofm.evaluate.samples import sample_from_arrays
 from calofm.evaluate.suite import quick_metrics
 from calofm.geometry.cylindrical import CylindricalBinning
-from calofm.train import assemble, load_config, load_model
-from calofm.train.run import MODEL, trained_model
+from calofm.inference import load_model, trained_model
+from calofm.train import assemble, load_config
+from calofm.train.loop import MODEL
 
 TINY = {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64}
 TRAIN = {"device": "cpu", "batch_size": 32, "lr": 3.0e-3, "log_every": 25, "validate_showers": 20}

@@ -16,7 +16,8 @@ from calofm.data.toy import toy_showers
 from calofm.evaluate.distances import six_observable_geometric_mean
 from calofm.generative import FactorisedFlowMatching
 from calofm.geometry import CylindricalBinning, calochallenge_binning
-from calofm.train import TrainedModel, assemble, load_config, load_model
+from calofm.inference import TrainedModel, load_model
+from calofm.train import assemble, load_config
 from calofm.train.checkpoint import load as load_checkpoint
 
 PRESETS = ("par04-siw", "par04-scipb")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from calofm.export import FORMATS, export
 from calofm.export.generator import __doc__ as CONTRACT
-from calofm.train.run import load_model
+from calofm.inference import load_model
 
 
 def add_parsers(sub) -> None:

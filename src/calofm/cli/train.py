@@ -11,9 +11,9 @@ import yaml
 
 from calofm.core.errors import CalofmError
 from calofm.generative import SOLVERS
+from calofm.inference import TokenModel, load_model
 from calofm.simulate.gun import Spectrum
 from calofm.train.config import load_config
-from calofm.train.run import TokenModel, load_model
 from calofm.workflow.fit import fit
 
 EXAMPLE = """\

@@ -26,7 +26,7 @@ from torch import nn
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.generative import Consistency
-from calofm.train.run import TrainedModel
+from calofm.inference import TrainedModel
 
 FORMATS = ("onnx", "torchscript")
 N_INPUT_KINEMATICS = 3  # E (GeV), phi, theta

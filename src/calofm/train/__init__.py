@@ -2,6 +2,6 @@
 
 from calofm.train.config import RunConfig, load_config
 from calofm.train.loop import Trainer
-from calofm.train.run import TrainedModel, assemble, load_model
+from calofm.train.run import assemble
 
-__all__ = ["RunConfig", "TrainedModel", "Trainer", "assemble", "load_config", "load_model"]
+__all__ = ["RunConfig", "Trainer", "assemble", "load_config"]

@@ -20,10 +20,10 @@ import torch
 
 from calofm.core.files import atomic_path
 from calofm.generative import Consistency
+from calofm.inference import TrainedModel
 from calofm.simulate.detectors import get_detector
 from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.runner import Run, simulate
-from calofm.train.run import TrainedModel
 
 
 @torch.no_grad()

@@ -20,9 +20,10 @@ from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.evaluate.distances import wasserstein_normalised
 from calofm.evaluate.samples import sample_from_arrays
 from calofm.evaluate.suite import quick_metrics
+from calofm.inference import CALIBRATION, load_model, trained_model
 from calofm.train.config import RunConfig
 from calofm.train.loop import MODEL, Trainer
-from calofm.train.run import CALIBRATION, assemble, load_model, trained_model
+from calofm.train.run import assemble
 
 
 def validator(validation, describe: dict, n_showers: int, out: Path):

@@ -30,8 +30,8 @@ from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data import open_showers
 from calofm.evaluate.distances import SIX_OBSERVABLES
+from calofm.inference import load_model
 from calofm.train.config import from_dict
-from calofm.train.run import load_model
 from calofm.workflow.study import (
     EvalConfig,
     Reference,

@@ -37,8 +37,9 @@ from calofm.core.files import atomic_path
 from calofm.data.mesh import read_detector
 from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare, split_reference
+from calofm.inference import load_model
 from calofm.train.config import RunConfig, build_config, from_dict
-from calofm.train.run import COUNTS, load_model
+from calofm.train.run import COUNTS
 from calofm.workflow.fit import fit
 
 SCHEMA = "calofm-study/1"
