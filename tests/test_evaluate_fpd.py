@@ -15,9 +15,8 @@ from calofm.evaluate.fpd import (
     kpd,
     mmd_poly_unbiased,
     normalise_features,
-    prdc,
-    prdc_inputs,
 )
+from calofm.evaluate.prdc import prdc, prdc_inputs
 
 # small, fast settings (the defaults are sized for 10^4-10^5 events)
 FAST_FPD = dict(min_samples=1000, max_samples=4000, num_batches=4, num_points=5)

@@ -1,4 +1,4 @@
-r"""Fréchet and kernel physics distances (FPD, KPD) and precision/recall/density/coverage.
+r"""Fréchet and kernel physics distances (FPD, KPD), as JetNet computes them.
 
 FPD and KPD reproduce the definitions of the JetNet package (``jetnet`` 0.2.5,
 ``jetnet/evaluation/gen_metrics.py``; Kansal et al., arXiv:2211.10295) as the
@@ -97,8 +97,6 @@ kpd batch_size         10 000     CaloChallenge ``evaluate.py``:
 kpd num_batches        10         JetNet default
 normalise              True       JetNet default
 seed                   42         JetNet default (same subsets as JetNet)
-prdc k                 5          Naeem et al. 2020 / ``prdc`` package default
-prdc max_samples       10 000     calofm (cost is O(n^2 d)); ``None`` uses everything
 =====================  =========  =====================================================
 
 ``fpd(ref, gen, min_samples=20_000, batch_size=...)`` etc. reproduce plain JetNet calls.
@@ -120,34 +118,10 @@ float64. The MMD kernel matrices are formed block by block from float32 Gram pro
 and summed in float64 (each batch's three sums are over 10^8 entries). Nothing here
 keeps more than a few hundred MB at once.
 
-PRDC (:func:`prdc`)
--------------------
-Precision, recall, density and coverage of Naeem et al. 2020 ("Reliable Fidelity and
-Diversity Metrics for Generative Models"), the algorithm of the ``prdc`` package, with
-Euclidean distances:
-
-* ``r_i``: distance from reference point ``i`` to its k-th nearest other reference point
-  (the (k+1)-th smallest distance counting itself); ``s_j`` likewise inside the generated
-  sample; ``D_ij`` reference-to-generated distances.
-* precision = fraction of generated ``j`` with ``D_ij < r_i`` for some ``i``;
-* recall    = fraction of reference ``i`` with ``D_ij < s_j`` for some ``j``;
-* density   = (1/k) * mean over generated ``j`` of #{i: D_ij < r_i};
-* coverage  = fraction of reference ``i`` with ``min_j D_ij < r_i``.
-
-Comparisons are strict (``<``), as in ``prdc``. When a sample has more than
-``max_samples`` events, a random subset of ``max_samples`` events (without replacement,
-``default_rng(seed)``) is used. Two samples from one distribution give precision and
-recall near (not at) 1 in high dimension, density near 1 and coverage near
-``1 - 2^-k``-ish; identical arrays give exactly (1, 1, ~1, 1).
-
-The CaloChallenge-style input (:func:`prdc_inputs`, from the project notes on the
-protocol): ``log10`` of the voxel energies in MeV, with zero (or negative) voxels set to
-``floor = 0.1`` MeV first; other voxels, including those below the floor, are kept.
-
 Agreement
 ---------
-Checked against ``jetnet`` 0.2.5 and ``prdc`` 0.2 (scratch installs, not dependencies;
-scipy 1.17, numpy 2.4) on correlated, shower-like 362-feature inputs, 10 000 events
+Checked against ``jetnet`` 0.2.5 (a scratch install, not a dependency; scipy 1.17,
+numpy 2.4) on correlated, shower-like 362-feature inputs, 10 000 events
 each, with the CaloChallenge call (``min_samples=10000``, ``batch_size=10000``):
 
 =================  ============================  ============================
@@ -160,8 +134,7 @@ KPD, shifted       1.4947856 ± 0.0300815         1.4947850 ± 0.0300817
 =================  ============================  ============================
 
 i.e. FPD to ~1e-8 relative and KPD to ~1e-9 absolute (float32 Gram matrices versus
-JetNet's float64), far below the four printed decimals. PRDC equals ``prdc`` 0.2 to
-all printed digits on Gaussian and log10-voxel inputs.
+JetNet's float64), far below the four printed decimals.
 """
 
 from __future__ import annotations
@@ -184,8 +157,6 @@ __all__ = [
     "mmd_poly_unbiased",
     "kpd",
     "format_fpd_kpd",
-    "prdc",
-    "prdc_inputs",
 ]
 
 # CaloChallenge evaluate.py call site (see the module docstring)
@@ -201,7 +172,7 @@ SEED = 42
 FD_EPS = 1e-6
 KPD_PERCENTILES = (16.275, 83.725)
 
-_BLOCK = 2048  # rows per block of a kernel / distance matrix
+_BLOCK = 2048  # rows per block of a kernel matrix
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -629,93 +600,3 @@ def format_fpd_kpd(fpd_result: tuple[float, float], kpd_result: tuple[float, flo
     kv, ke = kpd_result[:2]
     return f"FPD (x10^3): {fv * 1e3:.4f} ± {fe * 1e3:.4f}\nKPD (x10^3): {kv * 1e3:.4f} ± {ke * 1e3:.4f}"
 
-
-# ----------------------------------------------------------------------------- PRDC
-
-
-def prdc_inputs(showers: Any, floor: float = 0.1) -> np.ndarray:
-    """CaloChallenge-style PRDC input: log10 of voxel energies (MeV), zeros set to ``floor``.
-
-    ``showers`` has shape ``(n_events, ...)``; it is flattened to ``(n_events, n_voxels)``.
-    Voxels ``<= 0`` become ``floor`` before the log; positive voxels, also those below
-    ``floor``, are kept as they are. Returns float32.
-    """
-    if not floor > 0:
-        raise ValueError(f"floor must be positive, got {floor}")
-    arr = np.asarray(showers, dtype=np.float32)
-    if arr.ndim < 2:
-        raise ValueError(f"showers must be (n_events, n_voxels, ...), got shape {arr.shape}")
-    arr = arr.reshape(arr.shape[0], -1)
-    if np.isnan(arr).any():
-        raise ValueError("showers contain NaN")
-    return np.log10(np.where(arr > 0, arr, np.float32(floor))).astype(np.float32, copy=False)
-
-
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from sklearn.metrics import pairwise_distances
-
-    return pairwise_distances(a, b, metric="euclidean")
-
-
-def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-    """Distance to the k-th nearest other point: the (k+1)-th smallest including itself."""
-    radii = np.empty(x.shape[0], dtype=np.float64)
-    for i in range(0, x.shape[0], _BLOCK):
-        d = _pairwise(x[i : i + _BLOCK], x)
-        radii[i : i + _BLOCK] = np.partition(d, k, axis=1)[:, k]
-    return radii
-
-
-def _subsample(x: np.ndarray, max_samples: int | None, rng: np.random.Generator) -> np.ndarray:
-    if max_samples is None or x.shape[0] <= max_samples:
-        return x
-    return x[np.sort(rng.choice(x.shape[0], size=max_samples, replace=False))]
-
-
-def prdc(
-    reference: Any,
-    generated: Any,
-    k: int = 5,
-    max_samples: int | None = 10_000,
-    seed: int = SEED,
-) -> dict[str, float]:
-    """Precision, recall, density and coverage (Naeem et al. 2020), as the ``prdc`` package.
-
-    Returns ``{"precision", "recall", "density", "coverage"}``. Inputs are used as
-    given (see :func:`prdc_inputs` for the CaloChallenge transform); samples larger than
-    ``max_samples`` are subsampled without replacement with ``default_rng(seed)``
-    (reference first).
-    """
-    x, y = _pair(reference, generated)
-    k = _check_int("k", k, 1)
-    if max_samples is not None:
-        max_samples = _check_int("max_samples", max_samples, k + 1)
-    rng = np.random.default_rng(seed)
-    x = _subsample(x, max_samples, rng)
-    y = _subsample(y, max_samples, rng)
-    for name, arr in (("reference", x), ("generated", y)):
-        if arr.shape[0] <= k:
-            raise ValueError(f"{name} needs more than k={k} events, got {arr.shape[0]}")
-
-    real_radii = _knn_radii(x, k)
-    fake_radii = _knn_radii(y, k)
-
-    n_real, n_fake = x.shape[0], y.shape[0]
-    fake_in_some_ball = np.zeros(n_fake, dtype=bool)
-    fake_ball_count = np.zeros(n_fake, dtype=np.int64)
-    real_recalled = np.zeros(n_real, dtype=bool)
-    real_covered = np.zeros(n_real, dtype=bool)
-    for i in range(0, n_real, _BLOCK):
-        d = _pairwise(x[i : i + _BLOCK], y)  # (block of reference, all generated)
-        inside = d < real_radii[i : i + _BLOCK, None]
-        fake_in_some_ball |= inside.any(axis=0)
-        fake_ball_count += inside.sum(axis=0)
-        real_recalled[i : i + _BLOCK] = (d < fake_radii[None, :]).any(axis=1)
-        real_covered[i : i + _BLOCK] = d.min(axis=1) < real_radii[i : i + _BLOCK]
-
-    return {
-        "precision": float(fake_in_some_ball.mean()),
-        "recall": float(real_recalled.mean()),
-        "density": float(fake_ball_count.mean() / k),
-        "coverage": float(real_covered.mean()),
-    }

@@ -19,7 +19,8 @@ from calofm.evaluate.distances import (
     six_observable_geometric_mean,
 )
 from calofm.evaluate.features import high_level_vector
-from calofm.evaluate.fpd import fpd, kpd, prdc, prdc_inputs
+from calofm.evaluate.fpd import fpd, kpd
+from calofm.evaluate.prdc import prdc, prdc_inputs
 from calofm.evaluate.samples import Sample
 
 METRICS = ("distances", "classifier", "fpd", "prdc")
