@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from calofm.core.errors import CalofmError
+from calofm.evaluate.inputs import checked_array, checked_pair
 
 __all__ = [
     "ClassifierInputError",
@@ -368,30 +369,19 @@ def _bce_from_probs(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def _check_sample(name: str, x: Any, extra: Any, model: str) -> tuple[np.ndarray, np.ndarray | None]:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ClassifierInputError(f"{name} must be a 2D array (events, features), got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-    if extra is not None:
-        extra = np.asarray(extra)
-        extra = extra.reshape(len(extra), -1) if extra.ndim == 1 else extra
-        if extra.ndim != 2 or len(extra) != len(x):
-            raise ClassifierInputError(
-                f"extra_{name} must have one row per event ({len(x)}), got shape {np.shape(extra)}"
-            )
-        if model == "cnn" and extra.shape[1] != 1:
-            raise ClassifierInputError(f"extra_{name} for the cnn must be one value per event (log10 E_inc)")
-    elif model == "cnn":
-        raise ClassifierInputError(f"model='cnn' needs extra_{name} (log10 E_inc per event, see resnet_inputs)")
-    for arr, label in ((x, name), (extra, f"extra_{name}")):
-        if arr is None:
-            continue
-        for start in range(0, len(arr), 8192):  # chunked: no full-size temporary
-            if not np.all(np.isfinite(arr[start : start + 8192])):
-                raise ClassifierInputError(f"{label} contains NaN or infinite values")
-    return x, extra
+def _checked_extra(extra: Any, name: str, n: int, model: str) -> np.ndarray | None:
+    """The extra per-event columns of one sample (log10 E_inc for the cnn) as a 2-D array, or None."""
+    if extra is None:
+        if model == "cnn":
+            raise ClassifierInputError(f"model='cnn' needs extra_{name} (log10 E_inc per event, see resnet_inputs)")
+        return None
+    extra = checked_array(extra, f"extra_{name}", ndim=(1, 2), dtype=None, error=ClassifierInputError)
+    extra = extra.reshape(len(extra), -1)
+    if len(extra) != n:
+        raise ClassifierInputError(f"extra_{name} must have one row per event ({n}), got shape {extra.shape}")
+    if model == "cnn" and extra.shape[1] != 1:
+        raise ClassifierInputError(f"extra_{name} for the cnn must be one value per event (log10 E_inc)")
+    return extra
 
 
 def _progress(iterable, enabled: bool, description: str):
@@ -565,12 +555,9 @@ def classifier_test(
         raise ClassifierInputError(f"select_by must be 'accuracy' or 'loss', got {select_by!r}")
     if epochs < 1 or batch_size < 1 or repeats < 1:
         raise ClassifierInputError("epochs, batch_size and repeats must be at least 1")
-    generated, extra_generated = _check_sample("generated", generated, extra_generated, model_name)
-    reference, extra_reference = _check_sample("reference", reference, extra_reference, model_name)
-    if generated.shape[1] != reference.shape[1]:
-        raise ClassifierInputError(
-            f"reference has {reference.shape[1]} features per event, generated {generated.shape[1]}"
-        )
+    reference, generated = checked_pair(reference, generated, min_rows=1, dtype=None, error=ClassifierInputError)
+    extra_generated = _checked_extra(extra_generated, "generated", len(generated), model_name)
+    extra_reference = _checked_extra(extra_reference, "reference", len(reference), model_name)
     if (extra_generated is None) != (extra_reference is None) or (
         extra_generated is not None and extra_generated.shape[1] != extra_reference.shape[1]
     ):

@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 from scipy.stats import entropy, wasserstein_distance
 
+from calofm.evaluate.inputs import checked_array, checked_weights
+
 __all__ = [
     "DEFAULT_BOOTSTRAP",
     "DEFAULT_HIST_BINS",
@@ -96,35 +98,6 @@ LOG_BINNED = frozenset({"voxel_energy", "visible_energy"})
 
 
 # ---------------------------------------------------------------------------------------------
-# input checks
-
-
-def _sample(x, name: str, ndim: int | tuple[int, ...] = 1) -> np.ndarray:
-    """``x`` as a float64 array with the given number of dimensions, non-empty and finite."""
-    a = np.asarray(x, dtype=np.float64)
-    dims = (ndim,) if isinstance(ndim, int) else ndim
-    if a.ndim not in dims:
-        raise ValueError(f"{name}: expected a {' or '.join(f'{d}D' for d in dims)} array, got shape {a.shape}")
-    if a.size == 0 or len(a) == 0:
-        raise ValueError(f"{name}: empty sample")
-    bad = np.count_nonzero(~np.isfinite(a))
-    if bad:
-        raise ValueError(f"{name}: {bad} non-finite values (NaN or inf)")
-    return a
-
-
-def _weights(w, n: int, name: str) -> np.ndarray | None:
-    if w is None:
-        return None
-    w = _sample(w, name)
-    if len(w) != n:
-        raise ValueError(f"{name}: {len(w)} weights for {n} values")
-    if np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"{name}: weights must be non-negative with a positive sum")
-    return w
-
-
-# ---------------------------------------------------------------------------------------------
 # separation power
 
 
@@ -179,8 +152,8 @@ def separation_power(reference, generated, bins) -> float:
     as the CaloChallenge code: each histogram is normalised over its *in-range* entries.
     An integer ``bins`` means ``histogram_edges(reference, generated, bins)``.
     """
-    reference = _sample(reference, "reference")
-    generated = _sample(generated, "generated")
+    reference = checked_array(reference, "reference")
+    generated = checked_array(generated, "generated")
     if np.ndim(bins) == 0:
         bins = histogram_edges(reference, generated, n_bins=int(bins))
     bins = np.asarray(bins, np.float64)
@@ -207,10 +180,10 @@ def wasserstein_normalised(reference, generated, reference_weights=None, generat
     The result is unit-free and invariant under any common affine map ``x -> a x + b``.  If the
     reference std is 0 (a constant reference or a single value) the raw distance is returned.
     """
-    reference = _sample(reference, "reference")
-    generated = _sample(generated, "generated")
-    wr = _weights(reference_weights, len(reference), "reference_weights")
-    wg = _weights(generated_weights, len(generated), "generated_weights")
+    reference = checked_array(reference, "reference")
+    generated = checked_array(generated, "generated")
+    wr = checked_weights(reference_weights, len(reference), "reference_weights")
+    wg = checked_weights(generated_weights, len(generated), "generated_weights")
     distance = float(wasserstein_distance(reference, generated, wr, wg))
     std = _std(reference, wr)
     return distance / std if std > 0 else distance
@@ -243,8 +216,8 @@ def kl_quantile(reference, generated, n_bins: int = KL_BINS, epsilon: float = KL
     smoothing, so empty generated bins give a large but finite value).  Repeated quantiles
     (discrete observables) give empty bins, which the smoothing makes harmless (0 contribution).
     """
-    reference = _sample(reference, "reference")
-    generated = _sample(generated, "generated")
+    reference = checked_array(reference, "reference")
+    generated = checked_array(generated, "generated")
     edges = np.quantile(reference, np.linspace(0.0, 1.0, int(n_bins) + 1))
     edges[0], edges[-1] = -np.inf, np.inf
     p = np.histogram(reference, edges)[0]
@@ -270,13 +243,13 @@ def profile_distances(reference, generated, positions=None, epsilon: float = KL_
 
     A profile without any energy is infinitely far (``DISJOINT``).
     """
-    reference = _sample(reference, "reference profile", 2)
-    generated = _sample(generated, "generated profile", 2)
+    reference = checked_array(reference, "reference profile", ndim=2)
+    generated = checked_array(generated, "generated profile", ndim=2)
     if reference.shape[1] != generated.shape[1]:
         raise ValueError(f"profiles with different numbers of bins: {reference.shape[1]} and {generated.shape[1]}")
     if positions is None:
         positions = np.arange(reference.shape[1], dtype=np.float64)
-    positions = _sample(positions, "positions")
+    positions = checked_array(positions, "positions")
     if len(positions) != reference.shape[1]:
         raise ValueError(f"positions: {len(positions)} values for {reference.shape[1]} bins")
     wr, wg = reference.sum(axis=0), generated.sum(axis=0)
@@ -485,14 +458,14 @@ def observable_distances(reference: Mapping[str, np.ndarray], generated: Mapping
             out[key] = DISJOINT
         elif ref.ndim == 2 and gen.ndim == 2:
             pos = positions.get(key)
-            _sample(ref, f"reference[{key!r}]", 2)
-            _sample(gen, f"generated[{key!r}]", 2)
+            checked_array(ref, f"reference[{key!r}]", ndim=2)
+            checked_array(gen, f"generated[{key!r}]", ndim=2)
             metrics = {name: (lambda r, g, name=name: profile_distances(r, g, pos)[name])
                        for name in ("wasserstein", "kl", "separation_power")}
             out[key] = _bootstrap_many(metrics, ref, gen, n_bootstrap, key_seed)
         elif ref.ndim == 1 and gen.ndim == 1:
-            _sample(ref, f"reference[{key!r}]")
-            _sample(gen, f"generated[{key!r}]")
+            checked_array(ref, f"reference[{key!r}]")
+            checked_array(gen, f"generated[{key!r}]")
             edges = histogram_edges(ref, gen, n_bins=n_bins, log=key in log_binned)
             values = {"wasserstein": wasserstein_normalised(ref, gen),
                       "kl": kl_quantile(ref, gen, n_bins=kl_bins),

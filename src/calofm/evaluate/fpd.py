@@ -148,6 +148,8 @@ from scipy import linalg
 from scipy.optimize import curve_fit, nnls
 from scipy.stats import iqr
 
+from calofm.evaluate.inputs import checked_int, checked_pair
+
 __all__ = [
     "normalise_features",
     "fpd_batch_sizes",
@@ -176,35 +178,6 @@ _BLOCK = 2048  # rows per block of a kernel matrix
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _as_features(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n_events, n_features), got shape {arr.shape}")
-    if arr.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 events, got {arr.shape[0]}")
-    if arr.shape[1] < 1:
-        raise ValueError(f"{name} has no features")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise ValueError(f"{name} has {bad} events with NaN or infinite features")
-    return arr
-
-
-def _pair(reference: Any, generated: Any) -> tuple[np.ndarray, np.ndarray]:
-    x = _as_features(reference, "reference")
-    y = _as_features(generated, "generated")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"reference has {x.shape[1]} features but generated has {y.shape[1]}"
-        )
-    return x, y
 
 
 def normalise_features(
@@ -242,14 +215,6 @@ def _normalise_checked(x: np.ndarray, y: np.ndarray, limit: float = 1e3) -> tupl
             stacklevel=3,
         )
     return xn, yn
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------- Fréchet
@@ -408,7 +373,7 @@ def _mean_cov(
 
 def frechet_distance_samples(x: np.ndarray, y: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two samples (no normalisation)."""
-    x, y = _pair(x, y)
+    x, y = checked_pair(x, y)
     mu1, s1 = _mean_cov(x, np.arange(x.shape[0]))
     mu2, s2 = _mean_cov(y, np.arange(y.shape[0]))
     return frechet_distance(mu1, s1, mu2, s2)
@@ -441,11 +406,11 @@ def fpd(
     value (``all_values``, shape ``(num_points, num_batches)``), the fitted ``slope``
     and the exact non-negative least-squares ``intercept_lstsq`` / ``slope_lstsq``.
     """
-    x, y = _pair(reference, generated)
-    min_samples = _check_int("min_samples", min_samples, 2)
-    max_samples = _check_int("max_samples", max_samples, 2)
-    num_batches = _check_int("num_batches", num_batches, 1)
-    num_points = _check_int("num_points", num_points, 2)
+    x, y = checked_pair(reference, generated)
+    min_samples = checked_int("min_samples", min_samples, 2)
+    max_samples = checked_int("max_samples", max_samples, 2)
+    num_batches = checked_int("num_batches", num_batches, 1)
+    num_points = checked_int("num_points", num_points, 2)
     if max_samples < min_samples:
         raise ValueError(f"max_samples ({max_samples}) is below min_samples ({min_samples})")
     if normalise:
@@ -544,8 +509,8 @@ def _kernel_sum_cross(x: np.ndarray, y: np.ndarray, gamma: float, degree: int) -
 
 def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray, degree: int = KPD_DEGREE) -> float:
     """Unbiased quadratic MMD^2 with k(a, b) = (a . b / d + 1)^degree (no normalisation)."""
-    x, y = _pair(x, y)
-    degree = _check_int("degree", degree, 1)
+    x, y = checked_pair(x, y)
+    degree = checked_int("degree", degree, 1)
     gamma = 1.0 / x.shape[1]
     m, n = x.shape[0], y.shape[0]
     # float32 kernels unless they could overflow (features far above the normalised scale)
@@ -574,9 +539,9 @@ def kpd(
     See the module docstring. With ``return_values=True`` the per-batch MMD^2 values
     come third.
     """
-    x, y = _pair(reference, generated)
-    num_batches = _check_int("num_batches", num_batches, 1)
-    batch_size = _check_int("batch_size", batch_size, 2)
+    x, y = checked_pair(reference, generated)
+    num_batches = checked_int("num_batches", num_batches, 1)
+    batch_size = checked_int("batch_size", batch_size, 2)
     if normalise:
         x, y = _normalise_checked(x, y)
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from calofm.evaluate.fpd import SEED, _check_int, _pair
+from calofm.evaluate.fpd import SEED
+from calofm.evaluate.inputs import checked_int, checked_pair
 
 __all__ = ["PRDC_K", "PRDC_MAX_SAMPLES", "prdc", "prdc_inputs"]
 
@@ -92,10 +93,10 @@ def prdc(
     Inputs are used as given (see :func:`prdc_inputs` for the voxel transform); samples larger than
     ``max_samples`` are subsampled without replacement with ``default_rng(seed)`` (reference first).
     """
-    x, y = _pair(reference, generated)
-    k = _check_int("k", k, 1)
+    x, y = checked_pair(reference, generated)
+    k = checked_int("k", k, 1)
     if max_samples is not None:
-        max_samples = _check_int("max_samples", max_samples, k + 1)
+        max_samples = checked_int("max_samples", max_samples, k + 1)
     rng = np.random.default_rng(seed)
     x = _subsample(x, max_samples, rng)
     y = _subsample(y, max_samples, rng)
