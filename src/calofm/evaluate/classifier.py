@@ -56,11 +56,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from calofm.core.errors import CalofmError
 from calofm.evaluate.inputs import checked_array, checked_pair
@@ -392,114 +394,147 @@ def _progress(iterable, enabled: bool, description: str):
     return track(iterable, description=description, transient=True)
 
 
-def _run_once(
-    data: _Data,
-    n_gen: int,
-    n_ref: int,
-    sizes: tuple[int, int, int],
-    *,
-    model_name: str,
-    model_kwargs: dict,
-    n_inputs: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    device: torch.device,
-    select_by: str,
-    progress: bool,
-    description: str,
-) -> dict:
-    from scipy.special import expit
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.metrics import roc_auc_score
+@dataclass(frozen=True)
+class _Settings:
+    """What every run of one classifier test shares."""
 
-    rng = np.random.default_rng(seed)
+    model: str  # "dnn" or "cnn"
+    model_kwargs: dict
+    n_inputs: int
+    sizes: tuple[int, int, int]  # events per class in train / test / validation
+    epochs: int
+    batch_size: int
+    lr: float
+    device: torch.device
+    select_by: str  # "accuracy" or "loss"
+    progress: bool
+
+
+@dataclass
+class _Best:
+    """The epoch kept so far (model selection on the test split)."""
+
+    epoch: int = 0
+    accuracy: float = -np.inf
+    loss: float = np.inf
+    state: dict | None = None
+
+
+def _splits(n_gen: int, n_ref: int, sizes: tuple[int, int, int], rng: np.random.Generator) -> list[_Split]:
+    """Train / test / validation: a random subset of each class (balanced), cut in that order."""
     n_train, n_test, n_val = sizes
     n = n_train + n_test + n_val
     gen_rows = rng.permutation(n_gen)[:n]  # also the balanced random subset of the larger class
     ref_rows = rng.permutation(n_ref)[:n]
     cuts = (0, n_train, n_train + n_test, n)
-    train, test, val = (
-        _Split(gen_rows[a:b], ref_rows[a:b]) for a, b in zip(cuts[:-1], cuts[1:])
+    return [_Split(gen_rows[a:b], ref_rows[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _build(s: _Settings) -> tuple[nn.Module, torch.optim.Optimizer, LRScheduler | None]:
+    """The model (initial weights from torch's global generator), its optimiser and lr schedule (or None)."""
+    if s.model == "dnn":
+        model = DNN(s.n_inputs, **s.model_kwargs).to(s.device)
+        return model, torch.optim.Adam(model.parameters(), lr=s.lr), None
+    model = ResNet3D(**s.model_kwargs)
+    if model.n_voxels != s.n_inputs:
+        raise ClassifierInputError(
+            f"cnn shape {model.shape} has {model.n_voxels} voxels, the inputs have {s.n_inputs} columns"
+        )
+    model.to(s.device)
+    # as the ResNet version of the reference: AdamW, lr decayed by 0.01 over the last 30 % of the epochs
+    optim = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.01)
+    n_decay = max(1, int(s.epochs * 0.3))
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        optim, milestones=list(range(s.epochs - n_decay, s.epochs)), gamma=0.01 ** (1.0 / n_decay)
     )
+    return model, optim, sched
+
+
+def _train_epoch(
+    model: nn.Module, optim: torch.optim.Optimizer, data: _Data, train: _Split, order: np.ndarray, s: _Settings
+) -> None:
+    """One pass over the training split in the given order, ``s.batch_size`` events per step."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    for start in range(0, len(order), s.batch_size):
+        pos = order[start : start + s.batch_size]
+        if has_bn and len(pos) < 2:
+            continue  # batch norm cannot train on a single event
+        x, e, y = data.batch(train, pos, s.device)
+        loss = loss_fn(_forward(model, x, e).reshape(-1), y)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+
+def _train(
+    model: nn.Module, optim: torch.optim.Optimizer, sched: LRScheduler | None, data: _Data, train: _Split,
+    test: _Split, s: _Settings, seed: int, description: str,
+) -> tuple[_Best, list[dict]]:
+    """Train, scoring the test split after each epoch; keep the best epoch, stop at test accuracy 1."""
+    shuffle = torch.Generator().manual_seed(seed)
     y_test = test.cls.astype(np.float64)
-    y_val = val.cls.astype(np.float64)
+    best, history = _Best(), []
+    for epoch in _progress(range(s.epochs), s.progress, description):
+        _train_epoch(model, optim, data, train, torch.randperm(len(train), generator=shuffle).numpy(), s)
+        if sched is not None:
+            sched.step()
+        z = _logits(model, data, test, s.batch_size, s.device)
+        acc, loss = float(np.mean((z > 0) == (y_test > 0.5))), _bce_from_logits(z, y_test)
+        history.append({"epoch": epoch + 1, "test_accuracy": acc, "test_loss": loss})
+        better = acc > best.accuracy if s.select_by == "accuracy" else loss < best.loss
+        if better:
+            best = _Best(epoch + 1, acc, loss, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if acc == 1.0:
+            break  # perfectly separated: nothing left to learn (as the reference)
+    return best, history
 
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        if model_name == "dnn":
-            model: nn.Module = DNN(n_inputs, **model_kwargs)
-        else:
-            model = ResNet3D(**model_kwargs)
-            if model.n_voxels != n_inputs:
-                raise ClassifierInputError(
-                    f"cnn shape {model.shape} has {model.n_voxels} voxels, the inputs have {n_inputs} columns"
-                )
-        model.to(device)
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-        if model_name == "dnn":
-            optim = torch.optim.Adam(model.parameters(), lr=lr)
-            sched = None
-        else:  # as the ResNet version of the reference
-            optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-            n_decay = max(1, int(epochs * 0.3))
-            sched = torch.optim.lr_scheduler.MultiStepLR(
-                optim, milestones=list(range(epochs - n_decay, epochs)), gamma=0.01 ** (1.0 / n_decay)
-            )
-        loss_fn = nn.BCEWithLogitsLoss()
-        gen = torch.Generator().manual_seed(seed)
 
-        best = {"epoch": 0, "acc": -np.inf, "loss": np.inf, "state": None}
-        history = []
-        for epoch in _progress(range(epochs), progress, description):
-            model.train()
-            order = torch.randperm(len(train), generator=gen).numpy()
-            for start in range(0, len(order), batch_size):
-                pos = order[start : start + batch_size]
-                if has_bn and len(pos) < 2:
-                    continue  # batch norm cannot train on a single event
-                x, e, y = data.batch(train, pos, device)
-                loss = loss_fn(_forward(model, x, e).reshape(-1), y)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-            if sched is not None:
-                sched.step()
-            z = _logits(model, data, test, batch_size, device)
-            acc = float(np.mean((z > 0) == (y_test > 0.5)))
-            test_loss = _bce_from_logits(z, y_test)
-            history.append({"epoch": epoch + 1, "test_accuracy": acc, "test_loss": test_loss})
-            better = acc > best["acc"] if select_by == "accuracy" else test_loss < best["loss"]
-            if better:
-                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best.update(epoch=epoch + 1, acc=acc, loss=test_loss, state=state)
-            if acc == 1.0:
-                break  # perfectly separated: nothing left to learn (as the reference)
+def _calibrate(p_test: np.ndarray, y_test: np.ndarray, p_val: np.ndarray) -> np.ndarray:
+    """Validation probabilities through the isotonic regression fitted on the test split (as the reference)."""
+    from sklearn.isotonic import IsotonicRegression
 
-    if best["state"] is None:
-        raise FloatingPointError("classifier training diverged: the test loss is NaN from the first epoch")
-    model.load_state_dict(best["state"])
-    z_test = _logits(model, data, test, batch_size, device)
-    z_val = _logits(model, data, val, batch_size, device)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=_ISOTONIC_EPS, y_max=1.0 - _ISOTONIC_EPS)
+    return iso.fit(p_test, y_test).predict(p_val)
+
+
+def _scores(model: nn.Module, data: _Data, test: _Split, val: _Split, s: _Settings) -> dict:
+    """AUC and JSD (in units of log 2) on the validation split, calibrated and uncalibrated."""
+    from scipy.special import expit
+    from sklearn.metrics import roc_auc_score
+
+    z_test = _logits(model, data, test, s.batch_size, s.device)
+    z_val = _logits(model, data, val, s.batch_size, s.device)
     if not (np.all(np.isfinite(z_test)) and np.all(np.isfinite(z_val))):
         raise FloatingPointError("classifier training diverged: non-finite outputs (try a smaller lr)")
     p_test, p_val = expit(z_test), expit(z_val)
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=_ISOTONIC_EPS, y_max=1.0 - _ISOTONIC_EPS)
-    iso.fit(p_test, y_test)
-    p_cal = iso.predict(p_val)
-    bce_cal = _bce_from_probs(p_cal, y_val)
-    bce_raw = _bce_from_probs(p_val, y_val)
+    y_val = val.cls.astype(np.float64)
+    p_cal = _calibrate(p_test, test.cls.astype(np.float64), p_val)
+    return {
+        "auc": float(roc_auc_score(y_val, p_cal)),
+        "jsd": (_LOG2 - _bce_from_probs(p_cal, y_val)) / _LOG2,
+        "auc_uncalibrated": float(roc_auc_score(y_val, p_val)),
+        "jsd_uncalibrated": (_LOG2 - _bce_from_probs(p_val, y_val)) / _LOG2,
+    }
+
+
+def _run_once(data: _Data, s: _Settings, seed: int, description: str) -> dict:
+    """One classifier test with one seed: split, build, train, calibrate and score."""
+    train, test, val = _splits(len(data.x[0]), len(data.x[1]), s.sizes, np.random.default_rng(seed))
+    with torch.random.fork_rng(devices=[s.device] if s.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model, optim, sched = _build(s)
+        best, history = _train(model, optim, sched, data, train, test, s, seed, description)
+    if best.state is None:
+        raise FloatingPointError("classifier training diverged: the test loss is NaN from the first epoch")
+    model.load_state_dict(best.state)
     return {
         "seed": seed,
-        "auc": float(roc_auc_score(y_val, p_cal)),
-        "jsd": (_LOG2 - bce_cal) / _LOG2,
-        "auc_uncalibrated": float(roc_auc_score(y_val, p_val)),
-        "jsd_uncalibrated": (_LOG2 - bce_raw) / _LOG2,
-        "best_epoch": best["epoch"],
-        "best_test_accuracy": best["acc"],
-        "best_test_loss": best["loss"],
+        **_scores(model, data, test, val, s),
+        "best_epoch": best.epoch,
+        "best_test_accuracy": best.accuracy,
+        "best_test_loss": best.loss,
         "epochs_run": len(history),
         "history": history,
         "indices": {  # rows of the caller's arrays in each split, per class
@@ -575,28 +610,11 @@ def classifier_test(
     else:
         n_inputs = reference.shape[1] + (0 if extra_reference is None else extra_reference.shape[1])
 
-    dev = torch.device(device)
+    settings = _Settings(model_name, kwargs, n_inputs, sizes, epochs, batch_size, lr, torch.device(device),
+                         select_by, progress)
     data = _Data(generated, reference, extra_generated, extra_reference)
-    runs = [
-        _run_once(
-            data,
-            len(generated),
-            len(reference),
-            sizes,
-            model_name=model_name,
-            model_kwargs=kwargs,
-            n_inputs=n_inputs,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed + i,
-            device=dev,
-            select_by=select_by,
-            progress=progress,
-            description=f"classifier ({model_name}) run {i + 1}/{repeats}",
-        )
-        for i in range(repeats)
-    ]
+    runs = [_run_once(data, settings, seed + i, f"classifier ({model_name}) run {i + 1}/{repeats}")
+            for i in range(repeats)]
     aucs = np.array([r["auc"] for r in runs])
     jsds = np.array([r["jsd"] for r in runs])
     ddof = 1 if repeats > 1 else 0
