@@ -60,6 +60,7 @@ def assemble(config: RunConfig) -> Assembled:
         data = config.data if config.data.detectors else from_dict(DataConfig, teacher.describe["data"])
         detectors, train, val = _read_split(data, teacher.representation_kind)
         voxels, conditions = teacher.voxels, teacher.conditions
+        x, cond = tensors(train, voxels, conditions)
         process = ConsistencyDistillation(teacher.process, **config.process.args)
         if config.process.student:
             _init_student(process, teacher, config.process.student)
@@ -84,10 +85,10 @@ def assemble(config: RunConfig) -> Assembled:
                              f"got {args['n_experts']}; add classes later with the expert strategy")
         net_describe = {**family.geometry_args(train[0].readout, args),
                         "n_cond": conditions.n_cond + voxels.extra_conditions}
+        x, cond = tensors(train, voxels, conditions)
         torch.manual_seed(config.train.seed)  # the initial weights belong to the run's seed
         net = family(**net_describe)
-        process = MAKERS[config.process.name](net, **config.process.args)
-    x, cond = tensors(train, voxels, conditions)
+        process = MAKERS[config.process.name](net, **_process_args(config.process.name, config.process.args, x))
     sampler = process.sampler()
     teacher_describe = teacher.describe if config.process.name == "cd" else {}
     describe = {"format": MODEL_FORMAT, "backbone": backbone, "backbone_args": net_describe,
@@ -102,6 +103,16 @@ def assemble(config: RunConfig) -> Assembled:
     files = _counts_file(counts, voxels, train, describe)
     notes = [n for d in detectors for n in d.notes]
     return Assembled(process, x, cond, describe, val, notes, files=files, train=train)
+
+
+def _process_args(name: str, args: dict, x: torch.Tensor) -> dict:
+    """The arguments of a fresh run's process: EDM's ``sigma_data``, unless the config gives it, is
+    the standard deviation of the training rows, recorded in the model with the other arguments.
+    CaloDiT-2's 0.5 suits its own scaling, not calofm's standardised voxels (unit standard
+    deviation): with it the CPU demo's model deposited 4.4 times the incident energy."""
+    if name == "edm" and "sigma_data" not in args:
+        return {**args, "sigma_data": round(float(x.float().std()), 4)}
+    return args
 
 
 def _particles(detectors: list[DetectorShowers]) -> dict[str, str]:

@@ -26,9 +26,6 @@ from calofm.workflow.fit import fit
 from calofm.workflow.study import run_study
 
 PRETRAIN, TARGET = ("par04-siw", "ild-w"), "par04-scipb"
-# sigma_data = 1: the standardised voxels have unit standard deviation. With CaloDiT-2's 0.5 the small
-# CPU models of the demo overshoot the visible energy 4x (energy-ratio W1 65 -> 15 with 1.0, measured)
-STANDARDISED = {"sigma_data": 1.0}
 
 
 @dataclass
@@ -41,9 +38,9 @@ class Scale:
     seeds: list[int]
     model: dict                     # DiT arguments
     pretrain: dict                  # train.* of the pre-training run
-    process: dict                   # EDM arguments
     adapt: dict                     # train.* of every adaptation cell
     evaluate: dict = field(default_factory=dict)
+    process: dict = field(default_factory=dict)     # EDM arguments (sigma_data: measured from the data)
     strategies: dict = field(default_factory=lambda: {
         "scratch": {}, "full": {}, "bitfit": {}, "lora": {"args": {"r": 8, "alpha": 8}}})
     vit: dict = field(default_factory=dict)         # CaloDREAM++ arguments (model.args of the vit backbone)
@@ -55,7 +52,6 @@ SCALES = {
     "cpu": Scale(energy="loguniform:2:20", n_pretrain=600, n_target=100, n_test=400, sizes=[100], seeds=[0, 1],
                  model={"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144},
                  pretrain={"steps": 1200, "batch_size": 64, "lr": 2e-3, "checkpoint_every": 400},
-                 process=STANDARDISED,
                  adapt={"steps": 200, "batch_size": 64, "checkpoint_every": 200},
                  evaluate={"classifier_epochs": 20, "steps": 16},
                  vit={"patch": [5, 16, 3], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 144,
@@ -64,12 +60,11 @@ SCALES = {
     "gpu": Scale(energy="loguniform:1:100", n_pretrain=10_000, n_target=1000, n_test=5000, sizes=[100, 1000],
                  seeds=[0, 1, 2], model={},  # the CaloDiT-2 defaults: 6 blocks, 384 dims
                  pretrain={"steps": 20_000, "batch_size": 256, "lr": 5e-4, "precision": "bf16", "validate_every": 5000},
-                 process=STANDARDISED,
                  adapt={"steps": 5000, "batch_size": 256, "precision": "bf16"},
                  evaluate={"classifier_epochs": 50}),  # vit: the seed 004 defaults (6 blocks, 480 dims, RK4 20)
     "smoke": Scale(energy="loguniform:2:6", n_pretrain=60, n_target=40, n_test=400, sizes=[40], seeds=[0],
                    model={"patch": [3, 4, 5], "dim": 48, "depth": 1, "heads": 2, "mlp_dim": 96},
-                   pretrain={"steps": 30, "batch_size": 32, "lr": 2e-3}, process=STANDARDISED,
+                   pretrain={"steps": 30, "batch_size": 32, "lr": 2e-3},
                    adapt={"steps": 10, "batch_size": 32}, evaluate={"classifier_epochs": 2, "steps": 4},
                    vit={"patch": [5, 16, 3], "dim": 24, "depth": 1, "heads": 2, "mlp_dim": 48,
                         "energy": {"dim": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ff_dim": 32}},
