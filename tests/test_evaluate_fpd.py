@@ -1,6 +1,8 @@
 """FPD / KPD (JetNet definitions) and PRDC: known answers, properties, determinism."""
 
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,6 +245,37 @@ def test_kpd_deterministic_with_seed():
 def test_format_is_times_ten_to_the_three():
     text = format_fpd_kpd((0.0246, 0.0003), (2.3e-5, 1e-5))
     assert text == "FPD (x10^3): 24.6000 ± 0.3000\nKPD (x10^3): 0.0230 ± 0.0100"
+
+
+# ----------------------------------------------------------------------------- the documented agreement
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "evaluation-fpd.md"
+
+
+def agreement_features(seed, n=5000, d=32, shift=0.0):
+    """The inputs of the doc's Agreement table (its ``features``)."""
+    mixing = np.random.default_rng(0).normal(size=(d, d)) / np.sqrt(d)
+    return np.exp(np.random.default_rng(seed).normal(size=(n, d)) @ mixing + shift).astype(np.float32)
+
+
+def test_the_documented_agreement_table_is_reproduced():
+    """docs/evaluation-fpd.md, Agreement: the calofm column, recomputed, to the decimals it shows."""
+    text = DOC.read_text()
+    table = {(m[1], m[2]): (m[3], m[4]) for m in
+             re.finditer(r"^\| (FPD|KPD), (same|shifted) \| [^|]+ \| (\S+) ± (\S+) \|$", text, re.MULTILINE)}
+    assert len(table) == 4
+    reference = agreement_features(1)
+    for case, generated in (("same", agreement_features(2)), ("shifted", agreement_features(2, shift=0.2))):
+        fpd_value, fpd_error, details = fpd(reference, generated, min_samples=1000, max_samples=5000,
+                                            num_batches=10, num_points=5, return_details=True)
+        got = {"FPD": (fpd_value, fpd_error), "KPD": kpd(reference, generated, num_batches=10, batch_size=1000)}
+        for metric, pair in got.items():
+            for value, shown in zip(pair, table[metric, case]):
+                decimals = len(shown.split(".")[1])
+                assert value * 1e3 == pytest.approx(float(shown), abs=0.5 * 10.0**-decimals), (metric, case)
+        if case == "same":  # the curve_fit caveat's example
+            shown = re.search(r"least-squares intercept is\s+(\S+) x 10\^-3", text)[1]
+            assert details["intercept_lstsq"] * 1e3 == pytest.approx(float(shown), abs=0.5e-6)
 
 
 # ----------------------------------------------------------------------------- input checks

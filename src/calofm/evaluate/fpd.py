@@ -1,140 +1,16 @@
-r"""Fréchet and kernel physics distances (FPD, KPD), as JetNet computes them.
+"""Fréchet and kernel physics distances (FPD, KPD), as JetNet computes them.
 
-FPD and KPD reproduce the definitions of the JetNet package (``jetnet`` 0.2.5,
-``jetnet/evaluation/gen_metrics.py``; Kansal et al., arXiv:2211.10295) as the
-CaloChallenge evaluation calls them. The code here is an independent implementation:
-``jetnet`` is not a dependency. With the same inputs and seed it draws the same random
-subsets as JetNet, so the numbers agree with JetNet's to rounding (see "Agreement").
+FPD (:func:`fpd`) is the ``N -> infinity`` intercept of a straight-line fit in ``1/N`` to the
+Fréchet distance between Gaussians fitted to random batches of ``N`` reference and ``N`` generated
+events; KPD (:func:`kpd`) is the median over batches of the unbiased MMD^2 with the kernel
+``(x . y / d + 1)^4``. Both follow the JetNet package (``jetnet`` 0.2.5; Kansal et al.,
+arXiv:2211.10295) with the CaloChallenge's call (``min_samples=10000``, ``batch_size=10000``), in an
+independent implementation (``jetnet`` is not a dependency) that draws the same random subsets, so
+the numbers agree with JetNet's to rounding. The reference, always the first argument, sets the
+normalisation. Both are printed x 10^3 (:func:`format_fpd_kpd`).
 
-Input
------
-Both metrics take two 2-D arrays ``reference`` (Geant4) and ``generated``, shape
-``(n_events, n_features)``. The CaloChallenge feeds them the high-level feature vector
-of its high-level classifier *without* the class label (362 features for datasets 2/3):
-``[log10 E_inc, log10(E_layer + 1e-8), EC_eta/100, EC_phi/100, W_eta/100, W_phi/100,
-log10(E_tot + 1e-8), sparsity, EC_r/100, W_r/100]``. The reference is always the
-*first* argument: it sets the normalisation.
-
-Normalisation (``normalise=True``, the default in JetNet and here)
-    ``m_j = max_i |reference_ij|`` over the whole reference sample, with ``m_j = 1`` where
-    the maximum is 0; both samples are divided by ``m``. The generated sample never
-    changes the scale.
-
-Random subsets
-    ``rng = numpy.random.default_rng(seed)`` and ``rng.choice(n, size=N)``, i.e. draws
-    *with replacement*, first from the reference, then from the generated sample.
-
-FPD (:func:`fpd`)
------------------
-1. Batch sizes: ``N_p = int32(1 / linspace(1/min_samples, 1/max_samples, num_points))``
-   (evenly spaced in 1/N, truncated towards zero), from ``min_samples`` up to
-   ``max_samples``.
-2. For each ``N_p`` in that order, ``num_batches`` times: draw ``N_p`` reference
-   and ``N_p`` generated events (one generator for the whole run, reference indices
-   first), compute the means ``mu_r, mu_g`` and unbiased (``N - 1``) covariances
-   ``S_r, S_g`` of the two subsets, and the Fréchet distance
-
-       FD = |mu_r - mu_g|^2 + Tr(S_r) + Tr(S_g) - 2 Tr( sqrtm(S_r S_g) ),
-
-   with ``scipy.linalg.sqrtm``; if that is not finite, ``1e-6`` is added to both
-   diagonals and it is taken again; a complex result keeps its real part (JetNet warns
-   when the imaginary part is not small and so does this code). Average the
-   ``num_batches`` values: ``FD(N_p)``.
-3. Fit ``FD(N) = a + b / N`` to the ``num_points`` averages by least squares with
-   ``scipy.optimize.curve_fit`` with bounds ``a >= 0, b >= 0`` (so the trust-region
-   reflective solver), unweighted. FPD is the intercept ``a`` (``N -> infinity``); its
-   error is ``sqrt(pcov[0, 0])``, the fit's standard error scaled by the residual
-   variance (``absolute_sigma=False``). The intercept is never negative. A sample
-   against itself gives ``a`` compatible with 0 within its error; two independent
-   samples of one distribution give the FD between the two finite samples, of order
-   ``d / n_events`` (the published Geant4-vs-Geant4 dataset-2 value is 10.78 x 10^-3).
-
-   Caveat kept for fidelity: ``curve_fit`` starts at ``(a, b) = (1, 1)`` and, with
-   ``1/N ~ 1e-5``, the slope direction is badly scaled, so the solver can stop short of
-   the least-squares optimum (tiny FD values: intercepts off by ~1 %; FD values of
-   1e6 and more: it does not move from ``a = 1`` at all). calofm reports JetNet's number
-   but also solves the same problem exactly (``scipy.optimize.nnls``) and warns when
-   the two intercepts differ by more than the quoted error; ``return_details=True``
-   gives both.
-
-KPD (:func:`kpd`)
------------------
-For ``i = 0 .. num_batches - 1``: a *fresh* generator ``default_rng(seed + 1000 i)``
-draws ``batch_size`` reference and ``batch_size`` generated events (reference first),
-and the unbiased quadratic-time MMD^2 estimate with the polynomial kernel
-
-    k(x, y) = (x . y / d + 1)^4          (degree 4, gamma = 1/d, coef0 = 1)
-
-is taken:
-
-    MMD^2 = sum_{a != b} k(x_a, x_b) / (m (m-1)) + sum_{a != b} k(y_a, y_b) / (n (n-1))
-            - 2 mean_{a, b} k(x_a, y_b),
-
-where only the diagonal ``a == b`` is left out (repeated draws of one event stay in).
-KPD is the **median** of the ``num_batches`` values (not the mean, as the project
-notes say) and its error **half the 16.275-83.725 percentile range** (not the std) (``scipy.stats.iqr(v, rng=(16.275, 83.725)) / 2``,
-linear interpolation). KPD can be slightly negative when the two samples agree.
-
-Kernel degree: the project notes say "degree 4" and the KID of Bińkowski et al.
-uses degree 3; JetNet's ``kpd`` hard-codes degree 4 (``_mmd_poly_quadratic_unbiased``
-defaults to 4, ``_kpd_batches`` does not override it), so degree 4 it is; ``degree``
-is a keyword here for experiments only.
-
-Defaults and where they come from
----------------------------------
-=====================  =========  =====================================================
-parameter              here       source
-=====================  =========  =====================================================
-fpd min_samples        10 000     CaloChallenge ``evaluate.py``:
-                                  ``jetnet.evaluation.fpd(ref, gen, min_samples=10000)``
-                                  (JetNet's own default: 20 000)
-fpd max_samples        50 000     JetNet default
-fpd num_batches        20         JetNet default
-fpd num_points         10         JetNet default
-kpd batch_size         10 000     CaloChallenge ``evaluate.py``:
-                                  ``jetnet.evaluation.kpd(ref, gen, batch_size=10000)``
-                                  (JetNet's own default: 5 000)
-kpd num_batches        10         JetNet default
-normalise              True       JetNet default
-seed                   42         JetNet default (same subsets as JetNet)
-=====================  =========  =====================================================
-
-``fpd(ref, gen, min_samples=20_000, batch_size=...)`` etc. reproduce plain JetNet calls.
-Batches are drawn with replacement, so samples smaller than ``max_samples`` work (as
-in JetNet, which only warns below 50 000 events).
-
-Printing convention
--------------------
-Both numbers are printed multiplied by 10^3 with four decimals (CaloChallenge
-``evaluate.py``; :func:`format_fpd_kpd`)::
-
-    FPD (x10^3): 24.6000 ± 0.3000
-    KPD (x10^3): 0.0230 ± 0.0100
-
-Precision
----------
-Inputs are held in float32. The mean/covariance/``sqrtm`` step of the FD runs in
-float64. The MMD kernel matrices are formed block by block from float32 Gram products
-and summed in float64 (each batch's three sums are over 10^8 entries). Nothing here
-keeps more than a few hundred MB at once.
-
-Agreement
----------
-Checked against ``jetnet`` 0.2.5 (a scratch install, not a dependency; scipy 1.17,
-numpy 2.4) on correlated, shower-like 362-feature inputs, 10 000 events
-each, with the CaloChallenge call (``min_samples=10000``, ``batch_size=10000``):
-
-=================  ============================  ============================
-case               jetnet (x 10^3)               calofm (x 10^3)
-=================  ============================  ============================
-FPD, same          158.597554 ± 0.585065         158.597555 ± 0.585065
-FPD, shifted       218.207757 ± 0.572940         218.207757 ± 0.572940
-KPD, same          0.0627661 ± 0.0046255         0.0627659 ± 0.0046256
-KPD, shifted       1.4947856 ± 0.0300815         1.4947850 ± 0.0300817
-=================  ============================  ============================
-
-i.e. FPD to ~1e-8 relative and KPD to ~1e-9 absolute (float32 Gram matrices versus
-JetNet's float64), far below the four printed decimals.
+The algorithm step by step, where each default comes from, the precision and the check against
+JetNet: ``docs/evaluation-fpd.md``.
 """
 
 from __future__ import annotations
@@ -161,7 +37,7 @@ __all__ = [
     "format_fpd_kpd",
 ]
 
-# CaloChallenge evaluate.py call site (see the module docstring)
+# CaloChallenge evaluate.py call site (docs/evaluation-fpd.md)
 FPD_MIN_SAMPLES = 10_000
 KPD_BATCH_SIZE = 10_000
 # JetNet 0.2.5 defaults
@@ -401,7 +277,7 @@ def fpd(
 ) -> tuple[float, float] | tuple[float, float, dict]:
     """Fréchet physics distance (value, error): the 1/N -> 0 intercept, as JetNet computes it.
 
-    See the module docstring for the algorithm. With ``return_details=True`` a third
+    See ``docs/evaluation-fpd.md`` for the algorithm. With ``return_details=True`` a third
     item holds ``batch_sizes``, the averaged ``values`` per batch size, every single
     value (``all_values``, shape ``(num_points, num_batches)``), the fitted ``slope``
     and the exact non-negative least-squares ``intercept_lstsq`` / ``slope_lstsq``.
@@ -536,7 +412,7 @@ def kpd(
 ) -> tuple[float, float] | tuple[float, float, np.ndarray]:
     """Kernel physics distance (median, error) as JetNet computes it.
 
-    See the module docstring. With ``return_values=True`` the per-batch MMD^2 values
+    See ``docs/evaluation-fpd.md``. With ``return_values=True`` the per-batch MMD^2 values
     come third.
     """
     x, y = checked_pair(reference, generated)
