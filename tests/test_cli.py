@@ -52,11 +52,18 @@ def test_unknown_binning_file_is_a_one_line_error(ds2_file, capsys):
     assert "nope.xml: no such binning file" in capsys.readouterr().err
 
 
-def test_every_subcommand_explains_itself():
+def test_every_subcommand_and_option_explains_itself(capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
+    one_line = {a.dest: a.help for a in sub._choices_actions}
     for name, sub_parser in sub.choices.items():
-        assert sub_parser.description and len(sub_parser.description) > 40, name
+        assert one_line[name] and sub_parser.description, name
+        assert len(sub_parser.description) > len(one_line[name]), name  # --help says more than the list
+        undocumented = [a.option_strings or a.dest for a in sub_parser._actions if not a.help]
+        assert not undocumented, (name, undocumented)
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0 and f"usage: calofm {name}" in capsys.readouterr().out
 
 
 def test_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, one_thread):
