@@ -12,7 +12,7 @@ import yaml
 from calofm.cli.main import main
 from calofm.core.errors import InputError
 from calofm.data import open_showers
-from calofm.data.mesh import read_detector
+from calofm.data.datasets import read_detector
 from calofm.evaluate.samples import sample_from_arrays
 from calofm.evaluate.suite import quick_metrics
 from calofm.export.generator import OneStepGenerator

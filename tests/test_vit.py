@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from calofm.adapt import Adaptation, apply
-from calofm.data.mesh import representation_from_dict
+from calofm.data.representations import representation_from_dict
 from calofm.data.preprocess import (
     LayerRatioTransform,
     energies_from_ratios,

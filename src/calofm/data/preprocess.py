@@ -2,8 +2,8 @@
 
 A *representation* turns CaloChallenge-order voxel rows (N, n_voxels) in MeV and the incident
 energies into the tensor a model is trained on (``encode``) and back (``decode``), and says that
-tensor's per-shower shape for a readout (``state_shape``); :mod:`calofm.data.mesh` maps its ``kind``
-(stored in ``to_dict``) to its class. Two live here (the point-cloud ones in :mod:`calofm.data.points`):
+tensor's per-shower shape for a readout (``state_shape``); :mod:`calofm.data.representations` maps
+its ``kind`` (stored in ``to_dict``) to its class. Two live here (the point-cloud ones in :mod:`calofm.data.points`):
 
 * :class:`VoxelTransform` (``mesh``, CaloDiT-2): the (R, A, Z) mesh of log voxels.
 * :class:`LayerRatioTransform` (``layer_ratios``, CaloDREAM): the layer-energy ratios u, then every

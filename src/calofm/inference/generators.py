@@ -17,8 +17,8 @@ import torch
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import ShowerWriter
 from calofm.data.calibration import OccupancyCalibration
+from calofm.data.datasets import DetectorShowers
 from calofm.data.files import GENERATED_BY
-from calofm.data.mesh import DetectorShowers
 from calofm.data.points import LayerCountTransform, PointCloudTransform, count_condition
 from calofm.data.showers import PointClouds, Showers
 from calofm.data.tokens import Tokeniser

@@ -18,9 +18,10 @@ import torch
 
 from calofm.adapt import REINIT_LR_MULT, Adaptation, apply, restore
 from calofm.core.errors import InputError
-from calofm.data.mesh import POINT_KINDS, DetectorShowers, fit_representation, read_detector, split_detector, tensors
+from calofm.data.datasets import DetectorShowers, read_detector, split_detector, tensors
 from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.data.preprocess import N_KINEMATIC, ConditionTransform
+from calofm.data.representations import POINT_KINDS, fit_representation
 from calofm.generative import EDM, AutoRegressive, ConsistencyDistillation, FlowMatching, Likelihood, flow_matching
 from calofm.geometry import read_out
 from calofm.models import BACKBONES

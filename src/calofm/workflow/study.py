@@ -34,7 +34,7 @@ import yaml
 from calofm.adapt import DEFAULT_LR, STRATEGIES
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
-from calofm.data.mesh import read_detector
+from calofm.data.datasets import read_detector
 from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare, split_reference
 from calofm.inference import load_model

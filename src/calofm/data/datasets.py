@@ -1,11 +1,9 @@
-"""Showers of several detectors as model tensors (a representation's encoding plus condition vectors).
+"""Detector datasets: the showers of several detectors, read, split and turned into model tensors.
 
 Every detector's files are read whole (a few 10k showers of 6480 voxels fit in memory), split
 deterministically into train and validation parts, optionally cut to a nested subset of the
-training part, and checked to share one model shape: the universal representation lets one model
-serve detectors whose mesh bin sizes differ. ``REPRESENTATIONS`` maps every representation's kind
-(mesh and layer ratios from :mod:`calofm.data.preprocess`, points and layer counts from
-:mod:`calofm.data.points`, tokens from :mod:`calofm.data.tokens`) to its class.
+training part, and checked to share one model shape: the universal representation
+(:mod:`calofm.data.representations`) lets one model serve detectors whose mesh bin sizes differ.
 """
 
 from __future__ import annotations
@@ -20,19 +18,12 @@ import torch
 from calofm.core.errors import InputError
 from calofm.core.particles import particle_name
 from calofm.data.files import open_showers
-from calofm.data.points import LayerCountTransform, PointCloudTransform
-from calofm.data.preprocess import ConditionTransform, LayerRatioTransform, VoxelTransform
+from calofm.data.preprocess import ConditionTransform
 from calofm.data.showers import Showers
 from calofm.data.splits import nested_subset, split_indices
-from calofm.data.tokens import Tokeniser
 from calofm.geometry.layers import read_out
 
 NORMAL_THETA = math.pi / 2  # Par04 convention: normal incidence on the layers
-
-
-REPRESENTATIONS = {c.kind: c for c in (VoxelTransform, LayerRatioTransform, LayerCountTransform, PointCloudTransform,
-                                       Tokeniser)}
-POINT_KINDS = (LayerCountTransform.kind, PointCloudTransform.kind)
 
 
 @dataclass
@@ -97,30 +88,6 @@ def split_detector(data: DetectorShowers, val_fraction: float, n_train: int | No
             raise ValueError(f"detector {data.name!r}: n_train {n_train} > {len(train)} training showers available")
         train = nested_subset(train, n_train, seed=seed)
     return data.take(train), data.take(parts["val"])
-
-
-def fit_representation(kind: str, detectors: list[DetectorShowers]):
-    """The representation ``kind`` fitted on the (pre-training) ``detectors``."""
-    if kind == VoxelTransform.kind:
-        return VoxelTransform.fit(d.showers.showers for d in detectors)
-    if kind == LayerRatioTransform.kind:
-        return LayerRatioTransform.fit((d.showers.showers, d.showers.energy, d.readout) for d in detectors)
-    if kind == LayerCountTransform.kind:
-        return LayerCountTransform.fit(detectors[0].readout)
-    if kind == PointCloudTransform.kind:
-        z_edges = detectors[0].readout.z_edges
-        return PointCloudTransform.fit([PointCloudTransform.clouds(d.showers, d.readout) for d in detectors], z_edges)
-    if kind == Tokeniser.kind:
-        return Tokeniser.fit(np.concatenate([d.showers.showers for d in detectors]))
-    raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
-
-
-def representation_from_dict(d: dict):
-    """The representation saved by ``to_dict`` (a model description's ``voxels``)."""
-    kind = d.get("kind", VoxelTransform.kind)
-    if kind not in REPRESENTATIONS:
-        raise ValueError(f"unknown representation {kind!r}; known: {', '.join(REPRESENTATIONS)}")
-    return REPRESENTATIONS[kind].from_dict(d)
 
 
 def tensors(detectors: list[DetectorShowers], representation, conditions: ConditionTransform
