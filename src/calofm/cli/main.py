@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from calofm import __version__
-from calofm.cli import adapt, commands, evaluate, export, simulate, train
+from calofm.cli import adapt, bench, commands, evaluate, export, simulate, train
 from calofm.core.errors import CalofmError
 
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)
     adapt.add_parsers(sub)
     export.add_parsers(sub)
+    bench.add_parsers(sub)
 
     p = sub.add_parser("demo", help="the main job on built-in defaults: simulate, pre-train, adapt, evaluate",
                        description="Run the whole product on built-in defaults, needing no files: Geant4 electrons "
