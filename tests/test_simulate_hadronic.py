@@ -1,6 +1,6 @@
 """Hadronic physics of `calofm simulate` offline (fast: small samples, fixed seeds).
 
-The figures they check are in shared/notes/geant4-hadronic.md and docs/hadronic.md.
+The figures they check are in docs/hadronic.md.
 """
 
 import importlib.util
@@ -124,7 +124,7 @@ def test_neutron_and_proton_interaction_lengths_in_iron_agree():
         proton, neutron = pool.map(lambda a: measure_interaction_length("G4_Fe", a[0], 10.0, n=6000, seed=a[1]),
                                    [("proton", 1), ("neutron", 2)])
     assert neutron[0] / proton[0] == pytest.approx(1.0, abs=0.05)  # errors: 1.2 % each
-    assert proton[0] == pytest.approx(160.6, rel=0.05)  # 16.06 +- 0.36 cm in the note's trial
+    assert proton[0] == pytest.approx(160.6, rel=0.05)  # 16.06 +- 0.36 cm in a standalone geant4-pybind trial
 
 
 # --- a W/Si ECAL is thin for pions -------------------------------------------------------
@@ -137,7 +137,7 @@ def test_a_fraction_of_pions_cross_a_silicon_tungsten_ecal_as_mips(shoot):
     # 30 x 0.5 mm Si at ~0.39 MeV/mm; a rare muon radiates a shower
     assert 3.0 < np.median(raw_mu) < 12.0 and np.percentile(raw_mu, 80) < 15.0
     mip_like = np.mean(raw_pi < 15.0)
-    assert 0.4 < mip_like < 0.85  # 66 % in the note's trial (0.9 lambda_I: about half never interact)
+    assert 0.4 < mip_like < 0.85  # 66 % in a standalone trial's thinner ECAL (0.9 lambda_I: about half never interact)
     assert np.mean(raw_pi > 50.0) > 0.1  # the others shower
 
 

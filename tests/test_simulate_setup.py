@@ -21,7 +21,7 @@ def test_all_presets_exist_and_load():
         assert det.name == name and det.depth_x0 > 14 and len(det.active_layers) >= 1
 
 
-def test_material_constants_match_the_pdg_figures_of_the_notes():
+def test_material_constants_match_the_pdg_figures():
     assert material("G4_W").moliere_mm == pytest.approx(9.3, rel=0.01)
     assert material("G4_Pb").moliere_mm == pytest.approx(16.0, rel=0.01)
 

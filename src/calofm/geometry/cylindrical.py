@@ -7,7 +7,6 @@ A layer may have its own r edges and number of alpha bins (dataset 1), or none a
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -129,9 +128,6 @@ class CylindricalBinning(LayerStack):
     def from_dict(cls, d: dict) -> "CylindricalBinning":
         layers = tuple(Layer(tuple(l["r_edges"]), int(l["n_alpha"])) for l in d["layers"])
         return cls(layers, tuple(d["z_edges"]), d.get("name", ""))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
 
     # --- sizes and shapes ---------------------------------------------------------
     @cached_property

@@ -22,7 +22,7 @@ PROTON_MASS_MEV, AMU_MEV = 938.27208816, 931.49410242
 NEUTRAL, CHARGED, PHOTON = 0, 1, 2  # the particle kinds of a quenched step
 EM_PARTICLES = ("e-", "e+", "gamma")
 
-# Modular FTFP_BERT, in registration order (shared/notes/geant4-hadronic.md). G4IonPhysics needs
+# Modular FTFP_BERT, in the registration order of Geant4's FTFP_BERT list. G4IonPhysics needs
 # G4DecayPhysics registered too.
 MODULAR_FTFP_BERT = ("G4EmStandardPhysics_option1", "G4EmExtraPhysics", "G4DecayPhysics", "G4HadronElasticPhysics",
                      "G4HadronPhysicsFTFP_BERT", "G4StoppingPhysics", "G4IonPhysics", "G4NeutronTrackingCut")

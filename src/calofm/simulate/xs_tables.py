@@ -1,6 +1,6 @@
 """The G4PARTICLEXS files that Geant4's modular FTFP_BERT reads, from published formulas.
 
-Which constructor reads what (measured, ``shared/notes/geant4-hadronic.md``):
+Which constructor reads what (measured: the files each one opens with the installed geant4-pybind):
 
 * ``G4HadronPhysicsFTFP_BERT``: ``neutron/inel{Z}`` for every Z, ``neutron/cap{Z}`` for the
   elements in the geometry (``G4NeutronInelasticXS``, ``G4NeutronCaptureXS``);
