@@ -11,11 +11,11 @@ CPU batch 100, GPU batches where present, and Geant4 in par04-siw on one core. T
 (Heun, 32 steps) is timed at CPU 1 thread batch 1 for comparison.
 
 ``--family vit``: a default-size CaloDREAM++ (energy network 64 dims 4 + 4 layers; ViT 6 blocks,
-480 dims, 135 patches of 3 x 16 x 1 on the 9 x 16 x 45 mesh), sampled with RK4 (seed 004 table 2:
+480 dims, 135 patches of 3 x 16 x 1 on the 9 x 16 x 45 mesh), sampled with RK4 (CaloDREAM++, table 2:
 full generation and one RK4 step): CPU 1 thread batch 1, CPU batch 100 (``--cpu-batch``), and GPU
 batch 100 (fp32, bf16) where present.
 
-``--family nexttoken``: a default-size next-token transformer (seed 003; 256 dims, 6 blocks, 8
+``--family nexttoken``: a default-size next-token transformer (the next-token foundation model; 256 dims, 6 blocks, 8
 heads, two experts) on the ILD mesh (6480 voxels: vocabularies of 6483), generating ``--tokens``
 token pairs per shower (the end token is masked, so every shower has that length; 2-8 GeV ILD
 photons have about 240 hits, 10-90 GeV ones about 800) with the preallocated KV cache and

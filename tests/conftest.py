@@ -134,7 +134,7 @@ def geant4_presets(tmp_path_factory):
 
 
 def _held_out_distances(model, reference) -> dict:
-    """Seed-000 distances of ``model``'s showers for a held-out detector part's conditions from Geant4's."""
+    """The CaloClouds II transfer study's distances of ``model``'s showers for a held-out detector part's conditions from Geant4's."""
     from calofm.evaluate.distances import observable_distances
     from calofm.evaluate.samples import sample_from_arrays
     from calofm.evaluate.suite import observables

@@ -44,7 +44,7 @@ def test_cfm_recovers_the_means_and_widths_of_a_conditional_2d_mixture(one_threa
     rng = np.random.default_rng(0)
     process = FlowMatching(MLP(2, 1, hidden=128), steps=16)
     opt = torch.optim.Adam(process.parameters(), lr=3e-3)
-    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 2000)  # seed 004's schedule
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 2000)  # CaloDREAM++'s schedule
     for step in range(2000):
         cond = rng.integers(0, 2, 512).astype(float)
         loss = process(mixture(512, cond, rng), torch.tensor(cond[:, None], dtype=torch.float32))

@@ -1,4 +1,4 @@
-"""The next-token backbone (seed 003 section 3): KV-cached decoding, causality, partial RoPE and the
+"""The next-token backbone (next-token foundation model, section 3): KV-cached decoding, causality, partial RoPE and the
 fixed-routing experts."""
 
 import pytest

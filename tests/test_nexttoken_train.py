@@ -1,4 +1,4 @@
-"""The next-token family end to end (seed 003): `calofm train` pre-trains the mixture of experts on
+"""The next-token family end to end (the next-token foundation model): `calofm train` pre-trains the mixture of experts on
 two materials, a new particle (LoRA + heads) and then a new material for it (an expert) are added
 with `calofm train` adaptations, and every earlier class generates bit-identically throughout."""
 

@@ -1,4 +1,4 @@
-"""The PointWise net (seed 000 appendix B) under EDM, and the transfer strategies on it."""
+"""The PointWise net (CaloClouds II transfer study, appendix B) under EDM, and the transfer strategies on it."""
 
 import numpy as np
 import pytest
@@ -81,7 +81,7 @@ def test_every_strategy_works_on_pointwise():
         a = apply(strategy, net, NEW_SLOT, **args)
         names = {n for n, p in net.named_parameters() if p.requires_grad}
         assert 0 < a.trainable <= total == a.base_parameters, strategy
-        if strategy == "top-k":  # seed 000's Top2: the two output-side layers and the time-step embedding
+        if strategy == "top-k":  # the CaloClouds II transfer study's Top2: the two output-side layers and the time-step embedding
             assert {n.split(".")[0] + "." + n.split(".")[1] for n in names if n.startswith("blocks")} == {
                 "blocks.4", "blocks.5"} and any(n.startswith("time_embed") for n in names)
         if strategy == "lora":

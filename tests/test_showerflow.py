@@ -1,4 +1,4 @@
-"""ShowerFlow (seed 000 section 4.2) trained by maximum likelihood, and the occupancy calibration."""
+"""ShowerFlow (CaloClouds II transfer study, section 4.2) trained by maximum likelihood, and the occupancy calibration."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The next-token family's tokeniser (seed 003 section 3): showers <-> (spatial, energy) token pairs."""
+"""The next-token family's tokeniser (next-token foundation model, section 3): showers <-> (spatial, energy) token pairs."""
 
 import numpy as np
 import pytest

@@ -76,7 +76,7 @@ def test_patching_round_trips_on_every_preset(preset):
 def test_patching_irregular_geometries_pads_inside_and_round_trips():
     for name, n_tokens in (("dataset_1_photons", 8 + 32 + 38 + 5 + 5), ("dataset_1_pions", None)):
         readout = calochallenge_binning(name)
-        patching = Patching(box_grids(readout, (1, 5, 1)))  # seed 004 table A3: 5 alpha bins
+        patching = Patching(box_grids(readout, (1, 5, 1)))  # CaloDREAM++ (table A3): 5 alpha bins
         x = torch.randn(3, readout.n_voxels)
         assert torch.equal(patching.unpatchify(patching.patchify(x)), x)
         if n_tokens:
@@ -85,7 +85,7 @@ def test_patching_irregular_geometries_pads_inside_and_round_trips():
         first = patching.patchify(x)[:, :8]
         assert torch.equal(first[..., 1:], torch.zeros_like(first[..., 1:]))
         assert torch.equal(first[..., 0], x[:, :8])
-    # an ECAL + HCAL pair (seed 004 CaloHadronic): two grids, P_tot = 75 with different patches
+    # an ECAL + HCAL pair (CaloDREAM++'s CaloHadronic): two grids, P_tot = 75 with different patches
     grids = [((10, 15, 15), (5, 5, 3)), ((48, 30, 30), (3, 5, 5))]
     patching = Patching(grids)
     x = torch.randn(2, 10 * 15 * 15 + 48 * 30 * 30)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed 000's transfer study end to end, from the repository root:
+# The CaloClouds II transfer study end to end, from the repository root:
 #   studies/caloclouds/run.sh cpu|gpu [WORKERS]
 # 1. Geant4: ild-w photons 10-90 GeV with pre-clustered points; par04-siw electrons log-uniform
 #    1-1000 GeV (voxels only: the point-cloud family smears them into points), train and test files.

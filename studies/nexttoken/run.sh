@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed 003's additive-growth sequence end to end, from the repository root:
+# The next-token foundation model's additive-growth sequence end to end, from the repository root:
 #   studies/nexttoken/run.sh cpu|gpu [WORKERS]
 # 1. Geant4: photons and electrons in ild-w, ild-ta and ild-pb (train and test files).
 # 2. Pre-training of the next-token mixture of experts on photons in W and Ta.

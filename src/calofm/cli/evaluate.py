@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
                        description="Compare a generated shower file with a Geant4 reference using the "
                                    "CaloChallenge definitions: high-level feature histograms with ratio panels "
                                    "and separation powers; Wasserstein, KL and the six-observable geometric mean "
-                                   "(seed 000) with bootstrap errors; classifier AUC/JSD; FPD/KPD (JetNet); "
+                                   "(the CaloClouds II transfer study) with bootstrap errors; classifier AUC/JSD; FPD/KPD (JetNet); "
                                    "precision/recall/density/coverage; all again in slices of incident energy "
                                    "(and theta). The reference is split in halves to report the Geant4-vs-Geant4 "
                                    "floor beside the model. Writes DIR/metrics.json, DIR/report.md, DIR/plots/.")

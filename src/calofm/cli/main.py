@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a shower file to another format",
                        description="Convert between the CaloChallenge, LEMURS, CaloClouds and calofm formats. "
-                                   "Voxels are smeared into points (seed 000 appendix A) when the target holds "
+                                   "Voxels are smeared into points (CaloClouds II transfer study, appendix A) when the target holds "
                                    "point clouds; points are projected onto the target binning when it holds "
                                    "voxels. The output appears only once complete.")
     p.add_argument("input", type=Path, help="input shower file")
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "in two pre-training presets (par04-siw, ild-w) and a new target (par04-scipb); "
                                    "pre-train a small CaloDiT (EDM) on the two; adapt it to 100 target showers with "
                                    "scratch, full fine-tuning, BitFit and LoRA over two seeds; evaluate each against "
-                                   "held-out Geant4 target showers. Writes OUT/report.md (table of seed 000 table 2 "
+                                   "held-out Geant4 target showers. Writes OUT/report.md (table 2 of the CaloClouds II transfer study "
                                    "with uncertainties, gain over scratch, plots) and OUT/metrics.json. Rerunning "
                                    "continues where a killed demo stopped. --families dit,vit adds CaloDREAM++ "
                                    "(energy network + ViT, flow matching) on the same showers, adapted with scratch, "

@@ -35,7 +35,7 @@ CaloDREAM++ (energy network + universal ViT, factorised flow matching; any layer
           energy: {dim: 64, heads: 4, encoder_layers: 4, decoder_layers: 4, ff_dim: 1024}}}
   process: {name: cfm, args: {solver: rk4, steps: 20}}   # patch: one per grid for irregular readouts
 
-Point clouds (CaloClouds II, seed 000; two runs, the second naming the first; studies/caloclouds/):
+Point clouds (CaloClouds II; two runs, the second naming the first; studies/caloclouds/):
 
   model: {backbone: showerflow}                  process: {name: likelihood}   # points per layer
   model: {backbone: pointwise, counts: runs/showerflow}
@@ -79,7 +79,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--temperature", type=float, help="next-token models: sampling temperature (default: the model's, 1)")
     p.add_argument("--top-k", type=int, help="next-token models: draw from the k most likely tokens only (0: all)")
     p.add_argument("--top-p", type=float, help="next-token models: draw from the smallest set holding this probability")
-    p.add_argument("--deeper", metavar="K:LAYERS", help="next-token models: seed 003's calibration, the K most "
+    p.add_argument("--deeper", metavar="K:LAYERS", help="next-token models: the next-token foundation model's calibration, the K most "
                                                         "energetic deposits of each shower LAYERS layers deeper (off "
                                                         "by default; recorded in the file's metadata)")
     p.add_argument("--batch-size", type=int, default=1000, help="showers per batch (default 1000)")

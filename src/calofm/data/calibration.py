@@ -1,4 +1,4 @@
-"""Occupancy calibration of generated point counts (seed 000 section 4.2).
+"""Occupancy calibration of generated point counts (CaloClouds II transfer study, section 4.2).
 
 Several generated points can land in one readout cell, so a shower of N generated points fills
 fewer cells than a Geant4 shower of N points. Cubic polynomials p(N) give the occupancy (cells hit)

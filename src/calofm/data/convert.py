@@ -18,7 +18,7 @@ def convert(src, dst, to: str, readout=None, target=None, seed: int = 0, chunk_s
     ``readout`` overrides the input's binning; ``target`` is the output's (default: the input's, or
     for a points-only format the readout the input's points were clustered on).
     Point clouds are projected onto the target when the output needs voxels; voxels are smeared
-    into points (seed 000 appendix A, with ``seed``) when it needs points.
+    into points (CaloClouds II transfer study, appendix A, with ``seed``) when it needs points.
     """
     fmt = get_format(to)
     with ShowerFile(src, readout) as source:

@@ -1,21 +1,21 @@
-"""Point clouds as model tensors (seed 000 section 3.1 and appendix A), for the point-cloud family.
+"""Point clouds as model tensors (CaloClouds II transfer study, section 3.1 and appendix A), for the point-cloud family.
 
 A shower's points come from `calofm simulate --points` (Geant4 steps pre-clustered per layer on
 the readout refined 6 x 6 times) or, for voxel files such as CaloChallenge ones, from cylindrical
 smearing of the voxels into points (one per voxel, uniform over its (r, alpha) area). calofm's
 points and voxels share one energy scale (deposits / sampling fraction); ``energy_scale`` turns
-them into another, e.g. the raw silicon deposits of seed 000's reversal of the sampling fraction.
+them into another, e.g. the raw silicon deposits of the CaloClouds II transfer study's reversal of the sampling fraction.
 
 :class:`PointCloudTransform` maps points [x, y, z, E] (mm, MeV) to [x / 200, y / 200, layer, log E
 standardised]: x and y in [-1, 1] for a 400 mm box, the layer index as (2 i + 1) / L - 1, and back,
 with z at the layer's centre. One row per point: the PointWise net treats points independently, so
 a batch of points from many showers needs no padding or masks, and no ordering by size (the
-padded, size-ordered batches of seed 000 serve networks that see a whole point set at once). Each
+padded, size-ordered batches of the CaloClouds II transfer study serve networks that see a whole point set at once). Each
 shower adds one condition column, log(1 + N) / 10 of its N points (CaloClouds II conditions the
 points on E and N; the per-layer counts then place them in depth).
 
 :class:`LayerCountTransform` maps showers to ShowerFlow's variables: the points per layer, plus a
-uniform dequantisation draw, over the fixed ``NORM_POINTS`` = 800 of seed 000.
+uniform dequantisation draw, over the fixed ``NORM_POINTS`` = 800 of the CaloClouds II transfer study.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from calofm.data.showers import PointClouds, Showers
 from calofm.geometry import smear
 from calofm.geometry.axis import Axis
 
-HALF_BOX = 200.0  # mm: seed 000 scales x and y to [-1, 1] from a box of -200 to 200 mm
-NORM_POINTS = 800.0  # seed 000: one fixed normalisation of the per-layer point counts
+HALF_BOX = 200.0  # mm: the CaloClouds II transfer study scales x and y to [-1, 1] from a box of -200 to 200 mm
+NORM_POINTS = 800.0  # the CaloClouds II transfer study: one fixed normalisation of the per-layer point counts
 SMEAR_SEED = 0  # voxel files are smeared into points, and counts dequantised, with one fixed draw
 COUNT_LOG_SCALE = 10.0  # the points' condition log(1 + N) / 10 stays below 1.2 up to 10^5 points
 

@@ -9,7 +9,7 @@ its ``kind`` (stored in ``to_dict``) to its class. Two live here (the point-clou
 * :class:`LayerRatioTransform` (``layer_ratios``, CaloDREAM): the layer-energy ratios u, then every
   voxel as a fraction of its layer's energy, flat; any layered readout, regular or not.
 
-Mesh voxels (CaloDiT-2, seed 002 sections 3.2.2, 5.1): clip below 15.15 keV, then x_hat = (log(x + 1e-6) - mu) / sigma with ONE scalar mu and
+Mesh voxels (CaloDiT-2, sections 3.2.2, 5.1): clip below 15.15 keV, then x_hat = (log(x + 1e-6) - mu) / sigma with ONE scalar mu and
 sigma shared by all voxels of all pre-training detectors. The inverse clips again, so
 ``inverse(forward(x))`` gives back the clipped showers exactly up to float rounding. The inverse
 also caps log(x + eps) at the largest value seen in the fit: through exp(), a model's rare
@@ -122,7 +122,7 @@ class VoxelTransform(Representation):
 
 
 def layer_ratios(layer_energy: torch.Tensor, incident: torch.Tensor, u0_scale: float) -> torch.Tensor:
-    """Stick-breaking ratios (CaloFlow, seed 004 ref. [36]) of (N, L) layer energies: u_0 =
+    """Stick-breaking ratios (CaloFlow, CaloDREAM++ ref. [36]) of (N, L) layer energies: u_0 =
     E_total / (u0_scale E_inc), u_i = E_(i-1) / sum_(j >= i-1) E_j for i = 1 .. L-1 (0 when nothing
     is left). All in [0, 1] while E_total <= u0_scale E_inc."""
     remaining = layer_energy.flip(1).cumsum(1).flip(1)  # sum over j >= i
@@ -142,12 +142,12 @@ def energies_from_ratios(u: torch.Tensor, incident: torch.Tensor, u0_scale: floa
 
 @dataclass
 class LayerRatioTransform(Representation):
-    """CaloDREAM's representation (seed 004 section 2.2): [u, normalised voxels], flat.
+    """CaloDREAM's representation (CaloDREAM++, section 2.2): [u, normalised voxels], flat.
 
     Layer energies become the ratios u of :func:`layer_ratios`; every voxel becomes its fraction of
     its layer's energy. Both go through logit(alpha + (1 - 2 alpha) p), then one mean and std each
     (u and voxels), fitted on the pre-training data and kept by every adaptation: bounded variables
-    keep their boundaries whatever the detector (seed 004 section 2.2, "Embedding of the
+    keep their boundaries whatever the detector (CaloDREAM++, section 2.2, "Embedding of the
     conditions"). ``decode`` renormalises the generated fractions of each layer to sum to one before
     scaling them by the generated layer energy, then clips at the voxel threshold.
     """
@@ -176,7 +176,7 @@ class LayerRatioTransform(Representation):
 
     def for_readout(self, readout) -> LayerRatioTransform:
         """This transform for another readout's layers: the same u0 scale, logits and standardisation
-        (seed 004 section 6 keeps the preprocessing's boundaries when the geometry changes)."""
+        (CaloDREAM++ section 6 keeps the preprocessing's boundaries when the geometry changes)."""
         return dataclasses.replace(self, layer_sizes=self.sizes_of(readout))
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Next-token likelihood training and KV-cached sampling of token-pair sequences (seed 003).
+"""Next-token likelihood training and KV-cached sampling of token-pair sequences (the next-token foundation model).
 
 The data are (B, T, 2) token pairs (spatial, energy) from :class:`calofm.data.tokens.Tokeniser`:
 a start pair, the voxels, an end pair, then padding. The backbone is called as ``net(spatial,

@@ -4,7 +4,7 @@ The backbone has ``log_prob(x, cond)`` (per sample) and ``from_noise(noise, cond
 that standard normal noise of the data's shape maps to, e.g. a flow's inverse transform). Training
 minimises the mean negative log-likelihood; sampling is deterministic given the caller's noise, as
 every process's ``sample`` is. ShowerFlow
-(seed 000 section 4.2: the number of points per layer given the incident energy) is trained so.
+(CaloClouds II transfer study, section 4.2: the number of points per layer given the incident energy) is trained so.
 """
 
 from __future__ import annotations

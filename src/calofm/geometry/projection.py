@@ -58,7 +58,7 @@ def project(readout: Readout, points: np.ndarray, offsets: np.ndarray) -> np.nda
 
 def smear(binning: CylindricalBinning, showers: np.ndarray, rng: np.random.Generator,
           points_per_voxel: int = 1, margin: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
-    """Cylindrical smearing (seed 000, appendix A): voxels -> points inside their voxel.
+    """Cylindrical smearing (the CaloClouds II transfer study, appendix A): voxels -> points inside their voxel.
 
     Each non-zero voxel becomes ``points_per_voxel`` points drawn uniformly over the voxel's
     (r, alpha) area, sharing its energy equally; z stays at the layer centre. Points keep a

@@ -168,7 +168,7 @@ class PointCloudModel(TrainedModel):
         return out
 
     def fit_calibration(self, detector: DetectorShowers, n_showers: int = 200, seed: int = 0) -> OccupancyCalibration:
-        """Seed 000's occupancy calibration for ``detector``: cells hit against points, for its Geant4
+        """The CaloClouds II transfer study's occupancy calibration for ``detector``: cells hit against points, for its Geant4
         showers and for generated ones with the same points per layer."""
         s = detector.showers.take(np.arange(min(n_showers, len(detector.showers))))
         counts = self.voxels.layer_counts(s, detector.readout)
@@ -180,7 +180,7 @@ class PointCloudModel(TrainedModel):
 
 
 class TokenModel(TrainedModel):
-    """A next-token run: sampled token pairs decode to voxels; optionally seed 003's calibration
+    """A next-token run: sampled token pairs decode to voxels; optionally the next-token foundation model's calibration
     moves the ``deeper = (k, layers)`` most energetic deposits of every shower deeper (off: None)."""
 
     deeper: tuple[int, int] | None = None

@@ -1,4 +1,4 @@
-"""The next-token backbone of seed 003 section 3: a causal transformer over (spatial, energy) token
+"""The next-token backbone of the next-token foundation model (section 3): a causal transformer over (spatial, energy) token
 pairs with a fixed-routing mixture of experts.
 
 Two streams, one per vocabulary, each with its own embedding; the condition vector (incident
@@ -9,8 +9,8 @@ head's dimensions, base 1000) and a per-token depth bias (the voxel's layer / L)
 is one expert per (particle, material) class, chosen by the class of the sequence: every shower
 runs exactly one expert per block, so the active parameters stay constant as experts are added.
 Each particle has its own pair of output heads (logits of the next spatial and the next energy
-token; seed 003's particle-wise vocabularies), chosen the same way through ``head_of_class``.
-Full fp32 (seed 003 saw bf16 artefacts in the multiplicity).
+token; the next-token foundation model's particle-wise vocabularies), chosen the same way through ``head_of_class``.
+Full fp32 (the next-token foundation model saw bf16 artefacts in the multiplicity).
 
 The model grows additively (``add_class``: a new class's expert copied from an existing one, and
 optionally a new particle's heads); the adaptation strategies of :mod:`calofm.adapt` decide what
@@ -141,7 +141,7 @@ def depths_of(layer_sizes) -> torch.Tensor:
 class NextToken(nn.Module):
     """``net(spatial, energy, cond)`` -> (spatial logits, energy logits), (B, T, V) each, for token
     pairs (B, T) (position 0 is the start pair) of a readout with ``layer_sizes`` voxels per layer;
-    both vocabularies have one token per voxel (seed 003's equal sizes) plus the special ones. A
+    both vocabularies have one token per voxel (the next-token foundation model's equal sizes) plus the special ones. A
     sequence's class is the index of the largest of its condition's entries from ``expert_column``
     on (the detector one-hot): it runs the class's expert and its particle's heads
     (``head_of_class``, default one particle)."""

@@ -1,7 +1,7 @@
-"""The PointWise net of CaloClouds II (seed 000 appendix B): a per-point denoiser for EDM.
+"""The PointWise net of CaloClouds II (CaloClouds II transfer study, appendix B): a per-point denoiser for EDM.
 
 Every point [x, y, z, E] of a shower is denoised independently given a context: six
-ConcatSquashLinear layers 4 -> 128 -> 256 -> 512 -> 256 -> 128 -> 4 (seed 000 table 8), each
+ConcatSquashLinear layers 4 -> 128 -> 256 -> 512 -> 256 -> 128 -> 4 (table 8 of the CaloClouds II transfer study), each
 h' = Linear(h) * sigmoid(Gate(ctx)) + Bias(ctx), with leaky ReLU between them. The context is the
 noise embedding and an embedding of the condition vector (incident energy, angles, detector
 one-hot and, for CaloClouds, the per-layer point counts), concatenated.
@@ -22,7 +22,7 @@ from torch import nn
 from calofm.models.dit import NoiseEmbed
 from calofm.models.init import reset_parameters
 
-WIDTHS = (4, 128, 256, 512, 256, 128, 4)  # seed 000 table 8
+WIDTHS = (4, 128, 256, 512, 256, 128, 4)  # table 8 of the CaloClouds II transfer study
 
 
 class ConcatSquashLinear(nn.Module):
@@ -41,7 +41,7 @@ class ConcatSquashLinear(nn.Module):
 class PointWise(nn.Module):
     """``net(x, noise_label, cond)``: the per-point denoiser (see the module docstring).
 
-    ``ROLES``: the six layers are the blocks (top-k trains the output-side ones, seed 000's Top2);
+    ``ROLES``: the six layers are the blocks (top-k trains the output-side ones, the CaloClouds II transfer study's Top2);
     the first and last are the input and output; the noise and condition embeddings make the context.
     """
 

@@ -1,12 +1,12 @@
-"""ShowerFlow (seed 000 section 4.2): a conditional normalising flow for the number of points in
+"""ShowerFlow (CaloClouds II transfer study, section 4.2): a conditional normalising flow for the number of points in
 each layer of a point-cloud shower given the incident particle.
 
 A zuko neural spline flow (monotonic rational-quadratic splines of ``bins`` bins, ``transforms``
-coupling blocks) over the L layer counts, each divided by the fixed 800 of seed 000
+coupling blocks) over the L layer counts, each divided by the fixed 800 of the CaloClouds II transfer study
 (:class:`calofm.data.points.LayerCountTransform`), conditioned on the condition vector.
 :class:`calofm.generative.Likelihood` trains it (``log_prob``) and samples it (``from_noise``).
 
-Layer extension (seed 000 section 4.2): a flow pre-trained on L layers serves a target of L + M
+Layer extension (CaloClouds II transfer study, section 4.2): a flow pre-trained on L layers serves a target of L + M
 layers by modelling the M extra layers as log-normal, each with its own location and scale fitted
 on the target's training showers, and then learned with the rest; the location also moves
 linearly with the condition (from zero), because the deepest layers' counts grow with the energy.
@@ -59,7 +59,7 @@ class LogNormalLayers(nn.Module):
 
 
 class ShowerFlow(nn.Module):
-    """p(N_1 / 800, ..., N_L / 800 | cond): seed 000 table 5's 2 blocks of 8-bin splines, over
+    """p(N_1 / 800, ..., N_L / 800 | cond): the CaloClouds II transfer study's 2 blocks of 8-bin splines (table 5), over
     ``n_layers`` layers, plus ``extra`` log-normal layers after them (layer extension)."""
 
     REPRESENTATION = "layer_counts"
@@ -81,7 +81,7 @@ class ShowerFlow(nn.Module):
         n_layers = int(args.get("n_layers", total))
         if total < n_layers:
             raise ValueError(f"the readout has {total} layers, fewer than the flow's {n_layers}; ShowerFlow "
-                             "can add layers (seed 000's extension) but not drop them")
+                             "can add layers (the CaloClouds II transfer study's extension) but not drop them")
         return {**args, "n_layers": n_layers, "extra": total - n_layers}
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""CaloDREAM++ (seed 004 section 2.2): an energy network and a universal vision-transformer shape network.
+"""CaloDREAM++ (section 2.2): an energy network and a universal vision-transformer shape network.
 
 Both are velocity fields for conditional flow matching, called as ``net(x, t, cond)`` with the time
 t in [0, 1]; :class:`CaloDREAM` holds the pair as the two stages of
@@ -17,7 +17,7 @@ t in [0, 1]; :class:`CaloDREAM` holds the pair as the two stages of
 The flat voxel vector is in the readout's voxel order (layer slowest), so grid g is a contiguous
 (layers, slow, fast) box. A grid whose sides are not multiples of its patch is padded with zeros
 inside the network and the padding dropped on the way out: the generative state is exactly the
-detector's voxels (seed 004 pads the data instead and collapses the pads after generation).
+detector's voxels (CaloDREAM++ pads the data instead and collapses the pads after generation).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from calofm.geometry.layers import layer_grids
 from calofm.models.dit import Block, FinalLayer
 from calofm.models.init import reset_parameters
 
-# seed 004 table A3 for CaloChallenge ds2 and LEMURS, read as (layers, alpha, r): the table's header
+# CaloDREAM++ (table A3) for CaloChallenge ds2 and LEMURS, read as (layers, alpha, r): the table's header
 # says (z, r, alpha), but ds2 has 16 alpha and 9 r bins, so its 16 must be alpha
 DEFAULT_PATCH = (3, 16, 1)
 
@@ -57,7 +57,7 @@ class FourierTime(nn.Module):
 
 
 def onehot_tokens(values: torch.Tensor, width: int) -> torch.Tensor:
-    """(B, n) values -> (B, n, width) tokens [value_i, onehot(i), 0] (seed 004 eqs. 8, 9)."""
+    """(B, n) values -> (B, n, width) tokens [value_i, onehot(i), 0] (CaloDREAM++, eqs. 8, 9)."""
     b, n = values.shape
     which = torch.eye(n, width - 1, device=values.device, dtype=values.dtype).expand(b, n, width - 1)
     return torch.cat([values[..., None], which], dim=-1)
@@ -214,7 +214,7 @@ class CaloDREAM(nn.Module):
     The data vector is [u (L), voxels (V)] (:class:`calofm.data.preprocess.LayerRatioTransform`);
     ``first`` = ``energy`` sees C, ``second`` = ``shape`` sees [C, u]. ``ROLES`` name the parts for
     the transfer strategies: the universal blocks are the shape network's; the input, output and
-    position roles are the detector-specific parts seed 004 re-initialises (figure 1).
+    position roles are the detector-specific parts CaloDREAM++ re-initialises (figure 1).
     """
 
     FACTORISED = True
@@ -269,7 +269,7 @@ class CaloDREAM(nn.Module):
 
     @torch.no_grad()
     def load_transferable(self, base: CaloDREAM, x: torch.Tensor | None = None) -> list[str]:
-        """Take ``base``'s weights for this (new) geometry, as seed 004 section 6 does; returns the
+        """Take ``base``'s weights for this (new) geometry, as CaloDREAM++ (section 6) does; returns the
         names of the parameters that were re-initialised or interpolated (to train with a larger
         learning rate). (The target's training rows ``x`` are not needed.)
 

@@ -2,7 +2,7 @@
 
 Every section is a dataclass; :func:`from_dict` rejects unknown keys and wrong types with a
 one-line message naming the file and the key (``run.yaml: train.lr: expected a number, got 'fast'``).
-Defaults are the CaloDiT-2 values of seed 002 section 3.2.3.
+Defaults are the values of CaloDiT-2 (section 3.2.3).
 """
 
 from __future__ import annotations

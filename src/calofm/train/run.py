@@ -195,7 +195,7 @@ def _counts_file(path, voxels, detectors: list[DetectorShowers], describe: dict)
 
 
 def _new_geometry(base: SavedModel, target: DetectorShowers, model_args: dict, x: torch.Tensor):
-    """The base model rebuilt for the target's readout (seed 004 section 6; seed 000's layer
+    """The base model rebuilt for the target's readout (CaloDREAM++, section 6; the CaloClouds II transfer study's layer
     extension), given the target's training rows ``x``: (process, backbone arguments, names of the
     re-initialised or interpolated parameters)."""
     family = BACKBONES[base.describe["backbone"]]

@@ -1,4 +1,4 @@
-"""Learning-rate and EMA schedules (seed 002 section 3.2.3)."""
+"""Learning-rate and EMA schedules (CaloDiT-2, section 3.2.3)."""
 
 from __future__ import annotations
 

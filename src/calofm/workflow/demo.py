@@ -3,7 +3,7 @@
 Geant4 electrons in two pre-training presets (par04-siw, ild-w) and a new target (par04-scipb)
 -> pre-train a small CaloDiT (EDM) on the two -> adapt it to 100 target showers with scratch,
 full fine-tuning, BitFit and LoRA over two seeds -> evaluate each against held-out Geant4 target
-showers -> ``report.md`` (the seed-000 table 2 with uncertainties, gain over scratch, plots) and
+showers -> ``report.md`` (table 2 of the CaloClouds II transfer study with uncertainties, gain over scratch, plots) and
 ``metrics.json``. Scales: ``cpu`` (default, about 20 minutes on 2 cores), ``gpu`` (a size worth
 reporting), ``smoke`` (a one-minute wiring check for the tests). ``families`` adds CaloDREAM++
 (``vit``: energy network + ViT, flow matching) pre-trained on the same showers and adapted with
@@ -61,7 +61,7 @@ SCALES = {
                  seeds=[0, 1, 2], model={},  # the CaloDiT-2 defaults: 6 blocks, 384 dims
                  pretrain={"steps": 20_000, "batch_size": 256, "lr": 5e-4, "precision": "bf16", "validate_every": 5000},
                  adapt={"steps": 5000, "batch_size": 256, "precision": "bf16"},
-                 evaluate={"classifier_epochs": 50}),  # vit: the seed 004 defaults (6 blocks, 480 dims, RK4 20)
+                 evaluate={"classifier_epochs": 50}),  # vit: the CaloDREAM++ defaults (6 blocks, 480 dims, RK4 20)
     "smoke": Scale(energy="loguniform:2:6", n_pretrain=60, n_target=40, n_test=400, sizes=[40], seeds=[0],
                    model={"patch": [3, 4, 5], "dim": 48, "depth": 1, "heads": 2, "mlp_dim": 96},
                    pretrain={"steps": 30, "batch_size": 32, "lr": 2e-3},
