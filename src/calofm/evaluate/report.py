@@ -32,6 +32,7 @@ from calofm.evaluate import plots
 from calofm.evaluate.distances import histogram_edges, separation_power
 from calofm.evaluate.samples import Sample, load_sample
 from calofm.evaluate.suite import Settings, compare, slice_bins, split_reference
+from calofm.evaluate.tables import markdown_table
 
 SCHEMA = "calofm-metrics/1"
 MIN_SLICE_SHOWERS = 50
@@ -139,9 +140,10 @@ def _slices(gen: Sample, ref_a: Sample, ref_b: Sample | None, binning, settings:
             if min(len(p) for p in parts[:2]) < MIN_SLICE_SHOWERS:
                 continue
             g, a, b = parts
-            comparisons = {"model": compare(a, g, binning, per_slice),
-                           "geant4": compare(a, b, binning, per_slice) if b is not None and len(b) >= MIN_SLICE_SHOWERS else None}
-            slices.append({"variable": variable, "range": [float(lo), float(hi)], "comparisons": comparisons})
+            model = compare(a, g, binning, per_slice)
+            floor = compare(a, b, binning, per_slice) if b is not None and len(b) >= MIN_SLICE_SHOWERS else None
+            slices.append({"variable": variable, "range": [float(lo), float(hi)],
+                           "comparisons": {"model": model, "geant4": floor}})
     return slices
 
 
@@ -160,45 +162,65 @@ def _particles(particles: dict) -> str:
     return "; ".join(f"{side}: {counts(particles.get(side, {}))}" for side in ("reference", "generated"))
 
 
-def markdown(metrics: dict) -> str:
-    """The human report: summary table (model beside the Geant4 floor), observables, slices, plots."""
-    model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"] or {}
-    lines = ["# calofm evaluation", "", f"- generated: `{metrics['generated']}` ({model['n_generated']} showers)",
-             f"- reference: `{metrics['reference']}` ({model['n_reference']} showers in half A"
-             + (f", {floor.get('n_generated')} in half B for the Geant4 floor)" if floor else ", too small to split: no floor)"),
-             f"- particles: {_particles(metrics.get('particles', {}))}",
-             f"- binning: {metrics['binning']}", "", "## Summary", "", "| metric | model | Geant4 vs Geant4 |", "| --- | --- | --- |"]
-    rows = [("geometric mean of the six Wasserstein distances", "geometric_mean_wasserstein", 1.0),
-            ("FPD x 10^3", "fpd", 1e3), ("KPD x 10^3", "kpd", 1e3)]
-    for label, key, scale in rows:
-        if key in model:
-            lines.append(f"| {label} | {_fmt(model[key], scale)} | {_fmt(floor.get(key), scale)} |")
+_SUMMARY = (("geometric mean of the six Wasserstein distances", "geometric_mean_wasserstein", 1.0),
+            ("FPD x 10^3", "fpd", 1e3), ("KPD x 10^3", "kpd", 1e3))
+_PLOTS = (*_SCALARS, *_LAYERED, "longitudinal_profile", "radial_profile")
+
+
+def _summary_rows(model: dict, floor: dict) -> list[tuple[str, str, str]]:
+    """(metric, model, Geant4 floor) for the summary table."""
+    rows = [(label, _fmt(model[key], scale), _fmt(floor.get(key), scale)) for label, key, scale in _SUMMARY
+            if key in model]
     for name, result in model.get("classifier", {}).items():
         if "auc" in result:
             other = floor.get("classifier", {}).get(name, {})
-            lines.append(f"| classifier AUC ({name}) | {_fmt(result['auc'])} | {_fmt(other.get('auc'))} |")
-            lines.append(f"| classifier JSD ({name}) | {_fmt(result['jsd'])} | {_fmt(other.get('jsd'))} |")
-    for key, value in model.get("prdc", {}).items():
-        lines.append(f"| {key} | {_fmt(value)} | {_fmt(floor.get('prdc', {}).get(key))} |")
+            rows += [(f"classifier AUC ({name})", _fmt(result["auc"]), _fmt(other.get("auc"))),
+                     (f"classifier JSD ({name})", _fmt(result["jsd"]), _fmt(other.get("jsd")))]
+    rows += [(key, _fmt(value), _fmt(floor.get("prdc", {}).get(key))) for key, value in model.get("prdc", {}).items()]
+    return rows
+
+
+def _observable_rows(model: dict, floor: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for name, d in model["observables"].items():
+        f = floor.get("observables", {}).get(name, {})
+        rows.append((name, *(_fmt(v) for kind in ("wasserstein", "kl", "separation_power")
+                             for v in (d[kind], f.get(kind)))))
+    return rows
+
+
+def _slice_rows(slices: list[dict]) -> list[tuple[str, ...]]:
+    rows = []
+    for s in slices:
+        m, g = s["comparisons"]["model"], s["comparisons"]["geant4"] or {}
+        auc_m, auc_g = (c.get("classifier", {}).get("high", {}).get("auc") for c in (m, g))
+        rows.append((s["variable"], f"{s['range'][0]:.4g} - {s['range'][1]:.4g}",
+                     _fmt(m.get("geometric_mean_wasserstein")), _fmt(g.get("geometric_mean_wasserstein")),
+                     _fmt(m.get("fpd"), 1e3), _fmt(g.get("fpd"), 1e3), _fmt(auc_m), _fmt(auc_g)))
+    return rows
+
+
+def markdown(metrics: dict) -> str:
+    """The human report: summary table (model beside the Geant4 floor), observables, slices, plots."""
+    model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"] or {}
+    halves = (f", {floor.get('n_generated')} in half B for the Geant4 floor)" if floor
+              else ", too small to split: no floor)")
+    lines = ["# calofm evaluation", "", f"- generated: `{metrics['generated']}` ({model['n_generated']} showers)",
+             f"- reference: `{metrics['reference']}` ({model['n_reference']} showers in half A" + halves,
+             f"- particles: {_particles(metrics.get('particles', {}))}",
+             f"- binning: {metrics['binning']}", "", "## Summary", ""]
+    lines += markdown_table(("metric", "model", "Geant4 vs Geant4"), _summary_rows(model, floor))
     if "observables" in model:
-        lines += ["", "## Observables", "", "| observable | W1 / std (model) | W1 / std (G4) | KL (model) | KL (G4) | "
-                  "separation (model) | separation (G4) |", "| --- | --- | --- | --- | --- | --- | --- |"]
-        for name, d in model["observables"].items():
-            f = floor.get("observables", {}).get(name, {})
-            lines.append(f"| {name} | {_fmt(d['wasserstein'])} | {_fmt(f.get('wasserstein'))} | {_fmt(d['kl'])} | "
-                         f"{_fmt(f.get('kl'))} | {_fmt(d['separation_power'])} | {_fmt(f.get('separation_power'))} |")
-    lines += ["", "## Histogram separation powers", "", "| histogram | model | Geant4 vs Geant4 |", "| --- | --- | --- |"]
-    for name, value in model["histograms"].items():
-        lines.append(f"| {name} | {value:.3g} | {floor.get('histograms', {}).get(name, float('nan')):.3g} |")
+        lines += ["", "## Observables", ""]
+        lines += markdown_table(("observable", "W1 / std (model)", "W1 / std (G4)", "KL (model)", "KL (G4)",
+                                 "separation (model)", "separation (G4)"), _observable_rows(model, floor))
+    lines += ["", "## Histogram separation powers", ""]
+    lines += markdown_table(("histogram", "model", "Geant4 vs Geant4"),
+                            [(name, f"{value:.3g}", f"{floor.get('histograms', {}).get(name, float('nan')):.3g}")
+                             for name, value in model["histograms"].items()])
     if metrics["slices"]:
-        lines += ["", "## Slices", "", "| variable | range | geometric mean W1 (model) | (G4) | FPD x 10^3 (model) | (G4) "
-                  "| high-level AUC (model) | (G4) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for s in metrics["slices"]:
-            m, g = s["comparisons"]["model"], s["comparisons"]["geant4"] or {}
-            auc_m, auc_g = (c.get("classifier", {}).get("high", {}).get("auc") for c in (m, g))
-            lines.append(f"| {s['variable']} | {s['range'][0]:.4g} - {s['range'][1]:.4g} | "
-                         f"{_fmt(m.get('geometric_mean_wasserstein'))} | {_fmt(g.get('geometric_mean_wasserstein'))} | "
-                         f"{_fmt(m.get('fpd'), 1e3)} | {_fmt(g.get('fpd'), 1e3)} | {_fmt(auc_m)} | {_fmt(auc_g)} |")
-    lines += ["", "## Plots", ""]
-    lines += [f"![{name}](plots/{name}.png)" for name in list(_SCALARS) + list(_LAYERED) + ["longitudinal_profile", "radial_profile"]]
+        lines += ["", "## Slices", ""]
+        lines += markdown_table(("variable", "range", "geometric mean W1 (model)", "(G4)", "FPD x 10^3 (model)", "(G4)",
+                                 "high-level AUC (model)", "(G4)"), _slice_rows(metrics["slices"]))
+    lines += ["", "## Plots", "", *(f"![{name}](plots/{name}.png)" for name in _PLOTS)]
     return "\n".join(lines) + "\n"

@@ -188,22 +188,21 @@ def _floor(floor: dict | None) -> str:
 
 
 def markdown(summary: dict, plot: str, preamble: str = "") -> str:
+    from calofm.evaluate.tables import markdown_table
+
     steps = summary["steps"]
+    rows = [(r["label"], r["target"], r["strategy"] or "(pre-trained)", r.get("n_train") or "-",
+             f"{r['percent']:.2f}", _fmt(r["gm"][0]), _fmt(r["kl"][0]), _fmt(r["auc"][0], 1), _fmt(r["fpd"][0], 1000),
+             _floor(r.get("floor")), "bit-identical" if r["identical_in_final"] else "CHANGED") for r in steps]
     lines = ["# Additive-growth sequence (seed 003)", "", *([preamble, ""] if preamble else []),
              "Each step adapts the model the step before left (the pre-training classes: the pre-trained model as "
              "it is). Values x 10^-2, lower is better; AUC's ideal is 0.5.", "",
-             "| step | class | strategy | trained showers | params trained (%) | W1 GM | KL GM | AUC | FPD x 10^3 | "
-             "Geant4 floor: W1 GM, AUC | final model regenerates it |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in steps:
-        lines.append(f"| {r['label']} | {r['target']} | {r['strategy'] or '(pre-trained)'} | {r.get('n_train') or '-'} | "
-                     f"{r['percent']:.2f} | {_fmt(r['gm'][0])} | {_fmt(r['kl'][0])} | {_fmt(r['auc'][0], 1)} | "
-                     f"{_fmt(r['fpd'][0], 1000)} | {_floor(r.get('floor'))} | "
-                     f"{'bit-identical' if r['identical_in_final'] else 'CHANGED'} |")
+             *markdown_table(("step", "class", "strategy", "trained showers", "params trained (%)", "W1 GM", "KL GM",
+                              "AUC", "FPD x 10^3", "Geant4 floor: W1 GM, AUC", "final model regenerates it"), rows,
+                             compact=True)]
     for kind, title in (("wasserstein", "W1 per observable"), ("kl", "Quantile KL per observable")):
-        lines += ["", f"## {title} (x 10^-2)", "", "| step | " + " | ".join(OBSERVABLES) + " |",
-                  "|---|" + "---|" * len(OBSERVABLES)]
-        lines += [f"| {r['label']} | " + " | ".join(_fmt(r["observables"][o][kind]) for o in OBSERVABLES) + " |"
-                  for r in steps]
+        rows = [(r["label"], *(_fmt(r["observables"][o][kind]) for o in OBSERVABLES)) for r in steps]
+        lines += ["", f"## {title} (x 10^-2)", "", *markdown_table(("step", *OBSERVABLES), rows, compact=True)]
     lines += ["", f"![W1 per observable and step]({plot})", "", f"Final model: `{summary['final']}`", ""]
     return "\n".join(lines)
 

@@ -325,6 +325,8 @@ def _fmt(m: dict | None, scale: float) -> str:
 
 
 def markdown(summary: dict, plots: dict[str, str], preamble: str = "") -> str:
+    from calofm.evaluate.tables import markdown_table
+
     sizes = [str(s) for s in summary["sizes"]]
     floor = summary.get("floor")
     lines = ["# Adaptation study", "", *([preamble, ""] if preamble else []),
@@ -332,30 +334,28 @@ def markdown(summary: dict, plots: dict[str, str], preamble: str = "") -> str:
              "(a single seed shows the metric's own uncertainty). Lower is better, except AUC whose ideal is 0.5.",
              ""]
     for key, (label, scale) in METRICS.items():
-        lines += [f"## {label}", "", "| strategy | params (%) | " + " | ".join(sizes) + " | mean |",
-                  "|---|---|" + "---|" * (len(sizes) + 1)]
-        for name, row in summary["rows"].items():
-            cells = [_fmt(row["sizes"].get(s, {}).get(key), scale) for s in sizes]
-            lines.append(f"| {name} | {row['percent']:.2f} | " + " | ".join(cells) + f" | {_fmt(row['mean'][key], scale)} |")
+        rows = [(name, f"{row['percent']:.2f}", *(_fmt(row["sizes"].get(s, {}).get(key), scale) for s in sizes),
+                 _fmt(row["mean"][key], scale)) for name, row in summary["rows"].items()]
         if floor and floor.get(key):
             value = {"value": floor[key][0], "error": floor[key][1]}
-            lines.append("| Geant4 vs Geant4 (floor) | - | " + " | ".join(_fmt(value, scale) for _ in sizes) + " | |")
+            rows.append(("Geant4 vs Geant4 (floor)", "-", *(_fmt(value, scale) for _ in sizes), ""))
+        lines += [f"## {label}", "", *markdown_table(("strategy", "params (%)", *sizes, "mean"), rows, compact=True)]
         if key in plots:
             lines += ["", f"![{label}]({plots[key]})"]
         lines.append("")
     if "gain_over_scratch" in summary:
-        lines += ["## Gain over scratch (geometric mean, %)", "", "| strategy | " + " | ".join(sizes) + " |",
-                  "|---|" + "---|" * len(sizes)]
-        for name, gains in summary["gain_over_scratch"].items():
-            lines.append(f"| {name} | " + " | ".join("-" if gains.get(s) is None else f"{gains[s]:+.0f}"
-                                                      for s in sizes) + " |")
-        lines.append("")
-    lines += ["## Cells", "", "| strategy | size | seed | trained showers | trainable | GM x 10^-2 | KL GM x 10^-2 | AUC "
-              "| FPD x 10^3 | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+        rows = [(name, *("-" if gains.get(s) is None else f"{gains[s]:+.0f}" for s in sizes))
+                for name, gains in summary["gain_over_scratch"].items()]
+        lines += ["## Gain over scratch (geometric mean, %)", "",
+                  *markdown_table(("strategy", *sizes), rows, compact=True), ""]
+    rows = []
     for r in summary["cells"]:
-        gm, kl, auc, fpd = ({"value": v, "error": e} for v, e in (r.get(k, (None, None)) for k in ("gm", "kl", "auc", "fpd")))
-        lines.append(f"| {r['label']} | {r['size']} | {r['seed']} | {r['n_train']} | {r['trainable']:,} | "
-                     f"{_fmt(gm, 100)} | {_fmt(kl, 100)} | {_fmt(auc, 1)} | {_fmt(fpd, 1000)} | {r['seconds']:.0f} |")
+        gm, kl, auc, fpd = ({"value": v, "error": e}
+                            for v, e in (r.get(k, (None, None)) for k in ("gm", "kl", "auc", "fpd")))
+        rows.append((r["label"], r["size"], r["seed"], r["n_train"], f"{r['trainable']:,}",
+                     _fmt(gm, 100), _fmt(kl, 100), _fmt(auc, 1), _fmt(fpd, 1000), f"{r['seconds']:.0f}"))
+    lines += ["## Cells", "", *markdown_table(("strategy", "size", "seed", "trained showers", "trainable", "GM x 10^-2",
+                                               "KL GM x 10^-2", "AUC", "FPD x 10^3", "seconds"), rows, compact=True)]
     return "\n".join(lines) + "\n"
 
 
