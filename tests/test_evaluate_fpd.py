@@ -89,9 +89,14 @@ def test_batch_sizes_evenly_spaced_in_inverse_n():
 def test_fpd_identical_gaussians_is_zero_within_error():
     x = gaussian(4000, MU1, S1, 1)
     # one sample against itself: the N -> infinity limit is exactly 0
-    val, err = fpd(x, x, **FAST_FPD)
-    assert val >= 0 and err > 0
+    val, err, det = fpd(x, x, return_details=True, **FAST_FPD)
     assert val <= 2 * err + 1e-6
+    # the error is the intercept's standard error of the unweighted straight-line fit, scaled by the
+    # residual variance (curve_fit's absolute_sigma=False)
+    design = np.column_stack([np.ones(FAST_FPD["num_points"]), 1 / det["batch_sizes"]])
+    resid = det["values"] - design @ [val, det["slope"]]
+    cov = np.linalg.inv(design.T @ design) * (resid @ resid) / (len(resid) - 2)
+    assert err == pytest.approx(np.sqrt(cov[0, 0]), rel=1e-6)
     # two independent samples of one Gaussian: the limit is the FD between the two
     # finite samples, O(d / n) (like Geant4 vs Geant4), far below a real difference
     y = gaussian(4000, MU1, S1, 2)
