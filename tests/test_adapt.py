@@ -8,7 +8,8 @@ import torch
 import yaml
 from torch import nn
 
-from calofm.adapt import Adaptation, apply
+from calofm.adapt import STRATEGIES, Adaptation, Strategy, apply
+from calofm.adapt.strategies import parts
 from calofm.cli.main import main
 from calofm.data import write_showers
 from calofm.data.toy import toy_showers
@@ -106,6 +107,52 @@ def test_bad_strategy_arguments_are_refused():
         apply("lora", tiny(), NEW_SLOT, rank=4)
     with pytest.raises(ValueError, match="k must be in 1..2"):
         apply("top-k", tiny(), NEW_SLOT, k=3)
+
+
+@pytest.fixture
+def registry():
+    """The strategies as they are: one that a test defines leaves with the test."""
+    known = dict(STRATEGIES)
+    yield STRATEGIES
+    STRATEGIES.clear()
+    STRATEGIES.update(known)
+
+
+def test_a_new_strategy_is_one_class(registry, capsys):
+    class Head(Strategy):
+        """the output part only (+ the new detector slot); with bias=False, its weights only"""
+
+        name, lr, args, slot_delta = "head", 3e-4, {"bias": True}, True
+
+        def prepare(self, net, bias):
+            for part in parts(net, "output"):
+                for name, p in part.named_parameters():
+                    p.requires_grad_(bias or not name.endswith("bias"))
+
+    assert registry["head"] is Head
+    with pytest.raises(SystemExit):
+        main(["adapt", "--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "head: the output part only" in listed and "head: bias=True" in listed and "head 0.0003" in listed
+
+    net, before = tiny(), tiny().state_dict()
+    a = apply("head", net, NEW_SLOT)
+    assert a.args == {"bias": True} and a.trainable == numel(net.final) + TINY["dim"] // 2
+    assert trainable(net) == {n for n, _ in net.final.named_parameters(prefix="final")} | {
+        "cond_embed.0.parametrizations.weight.0.delta"}
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net(*inputs(slot=2)).square().mean().backward()
+    opt.step()
+    Adaptation.fold(net)
+    moved = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == {*net.final.state_dict(prefix="final."), "cond_embed.0.weight"}
+
+    net = tiny()
+    apply("head", net, NEW_SLOT, bias=False)
+    assert trainable(net) == {"final.modulation.1.weight", "final.linear.weight",
+                              "cond_embed.0.parametrizations.weight.0.delta"}
+    with pytest.raises(ValueError, match=r"strategy head: unknown argument 'k' \(arguments: bias\)"):
+        apply("head", tiny(), NEW_SLOT, k=1)
 
 
 @torch.no_grad()

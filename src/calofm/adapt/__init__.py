@@ -1,5 +1,5 @@
 """Transfer strategies for adapting a pre-trained backbone to a new detector."""
 
-from calofm.adapt.strategies import ARGS, DEFAULT_LR, REINIT_LR_MULT, STRATEGIES, Adaptation, apply, restore
+from calofm.adapt.strategies import REINIT_LR_MULT, STRATEGIES, Adaptation, Strategy, apply, restore
 
-__all__ = ["ARGS", "DEFAULT_LR", "REINIT_LR_MULT", "STRATEGIES", "Adaptation", "apply", "restore"]
+__all__ = ["REINIT_LR_MULT", "STRATEGIES", "Adaptation", "Strategy", "apply", "restore"]

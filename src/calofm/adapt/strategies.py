@@ -5,31 +5,18 @@ where the backbone has one, position; see :class:`calofm.models.dit.DiT`) and it
 ``init_weights(module)``, never through its layout, so every model family gets the same
 strategies. A role names one submodule or a list of them (a two-network backbone such as
 :class:`calofm.models.vit.CaloDREAM` has a condition embedding in each); ``blocks`` is one
-``nn.ModuleList``. Strategies (seed 000 section 4.3, seed 002
-section 5, seed 004 section 2):
+``nn.ModuleList``.
 
-    scratch     fresh weights, everything trains (the baseline)
-    full        everything trains from the pre-trained weights
-    bitfit      biases only (+ the new detector slot)
-    top-k       the last k blocks and the noise and condition embeddings (k: ``k``, default 2)
-    lora        low-rank adapters (peft) on the blocks' linear layers, rank ``r``, scale ``alpha``
-                (+ the new detector slot); merged into the weights after training
-    condition   the condition embedding only (+ the new detector slot)
-    slot        only the new detector slot's column of the first condition layer: every other
-                weight is frozen, so pre-training detectors generate bit-identically
-    reinit      input, output and position parts re-initialised and trained with ``lr_mult``
-                (default 5) times the learning rate, everything else from the pre-trained weights
+Each strategy is one subclass of :class:`Strategy`, which registers it in ``STRATEGIES`` (name -> class);
+the classes below, one per strategy with what it trains as its docstring, are the table of strategies
+(``calofm adapt --help`` prints it). They follow the CaloClouds II transfer study (Gaede, Kasieczka,
+Valente) section 4.3, CaloDiT-2 (Raikwar et al.) section 5 and CaloDREAM++ (Favaro, Giammanco, Krause)
+section 2: scratch, full, bitfit, top-k, lora, condition, slot and reinit.
 
-Additive strategies for a backbone with one expert per class (``ROUTED``, seed 003 section 3,
-:class:`calofm.models.NextToken`), which grow it instead of changing its weights, so the
-pre-trained classes generate bit-identically (the generic strategies do not apply to it):
-
-    expert      a new material: a new class whose experts start from those of the class ``init``
-                (a detector name) and are all that trains (+ the new slot); it shares ``init``'s
-                particle heads and adapters
-    particle    a new particle: the same, plus new particle heads (copies of ``init``'s) and a
-                LoRA adapter (peft, rank ``r``, scale ``alpha``) on every attention projection
-                (q, k, v, out) that only this particle's classes run; the adapter is not merged
+The additive strategies, expert and particle, are for a backbone with one expert per class (``ROUTED``;
+the next-token calorimeter foundation model (mixture of experts + PEFT) section 3,
+:class:`calofm.models.NextToken`): they grow it instead of changing its weights, so the pre-trained
+classes generate bit-identically (the other strategies do not apply to it).
 
 The new detector slot: a strategy that freezes the condition input layer still trains its
 column for the new slot, as a separate delta (a parametrisation), so the frozen columns stay
@@ -40,24 +27,19 @@ strategy's routed adapters, which stay separate so that other particles do not r
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-STRATEGIES = ("scratch", "full", "bitfit", "top-k", "lora", "condition", "slot", "reinit", "expert", "particle")
-ADDITIVE = ("expert", "particle")  # the strategies of a routed backbone
-# learning rates used when a strategy gives none: seed 002 (1e-3 scratch, 1e-4 adaptation) and the
-# ratios of seed 000 table 4 (BitFit 4x, LoRA 2x the full fine-tuning rate)
-DEFAULT_LR = {"scratch": 1e-3, "full": 1e-4, "bitfit": 4e-4, "top-k": 1e-4, "lora": 2e-4,
-              "condition": 1e-3, "slot": 1e-3, "reinit": 1e-4, "expert": 5e-4, "particle": 5e-4}
-REINIT_LR_MULT = 5.0  # seed 004: re-initialised layers train at five times the base learning rate
-ARGS = {"top-k": {"k": 2}, "lora": {"r": 8, "alpha": 8}, "reinit": {"lr_mult": REINIT_LR_MULT},
-        "expert": {"init": None}, "particle": {"init": None, "r": 8, "alpha": 8}}
+REINIT_LR_MULT = 5.0  # CaloDREAM++: re-initialised layers train at five times the base learning rate
 ADAPTER = "particle{}"  # the LoRA adapter of particle (head) i
 OPTIONAL_ROLES = ("position",)  # roles a backbone may lack: the strategies then skip them
+STRATEGIES: dict[str, type[Strategy]] = {}  # name -> strategy, in the order the classes are defined
 
 
 @dataclass
@@ -113,6 +95,188 @@ class Adaptation:
         return net
 
 
+class Strategy:
+    """A transfer strategy. Each subclass is one, registered in ``STRATEGIES`` under its ``name``; the first
+    paragraph of its docstring says what trains. :func:`apply` freezes the backbone, then calls
+    ``prepare(net, **args)`` with the strategy's arguments (defaults filled in), which makes what trains
+    trainable; with ``slot_delta``, the new slot's column of the frozen condition input then trains too.
+
+    Default learning rates: CaloDiT-2 (Raikwar et al.) trains from scratch at 1e-3 and adapts at 1e-4;
+    after the CaloClouds II transfer study (Gaede, Kasieczka, Valente) table 4, BitFit takes 4x and LoRA
+    2x the full fine-tuning rate.
+    """
+
+    name: ClassVar[str]
+    lr: ClassVar[float]                   # the learning rate when a run gives none
+    args: ClassVar[dict] = {}             # argument -> default
+    additive: ClassVar[bool] = False      # grows a routed backbone by a class (the others change weights)
+    slot_delta: ClassVar[bool] = False    # freezes the condition input: the new slot's column trains as a delta
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        STRATEGIES[cls.name] = cls
+
+    def __init__(self, slot_column: int, classes: dict[str, int]):
+        self.slot_column = slot_column  # the new detector's one-hot entry in the condition vector
+        self.classes = classes          # the class (slot) of each detector the model knows
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first paragraph of the docstring, on one line."""
+        return " ".join(inspect.getdoc(cls).split("\n\n")[0].split())
+
+    def prepare(self, net: nn.Module, **args) -> dict | None:
+        """Make the parameters of ``net`` (all frozen) that train trainable, changing ``net`` in place as
+        the strategy needs; returns the further fields of the :class:`Adaptation` (lr_scale,
+        backbone_args, adapter), if any. By default nothing trains but the new slot's delta."""
+
+
+class Scratch(Strategy):
+    """fresh weights, everything trains (the baseline)"""
+
+    name, lr = "scratch", 1e-3
+
+    def prepare(self, net):
+        net.requires_grad_(True)
+        net.init_weights(net)
+
+
+class Full(Strategy):
+    """everything trains from the pre-trained weights"""
+
+    name, lr = "full", 1e-4
+
+    def prepare(self, net):
+        net.requires_grad_(True)
+
+
+class BitFit(Strategy):
+    """biases only (+ the new detector slot)"""
+
+    name, lr, slot_delta = "bitfit", 4e-4, True
+
+    def prepare(self, net):
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.endswith("bias"))
+
+
+class TopK(Strategy):
+    """the last k blocks and the noise and condition embeddings"""
+
+    name, lr, args = "top-k", 1e-4, {"k": 2}
+
+    def prepare(self, net, k):
+        blocks = role(net, "blocks")
+        if not 1 <= k <= len(blocks):
+            raise ValueError(f"strategy top-k: k must be in 1..{len(blocks)}, got {k}")
+        for module in [*blocks[len(blocks) - k:], *parts(net, "noise"), *parts(net, "condition")]:
+            module.requires_grad_(True)
+
+
+class LoRA(Strategy):
+    """low-rank adapters (peft) on the blocks' linear layers (+ the new detector slot), merged into the
+    weights after training
+
+    Rank ``r``, scale ``alpha / r``; only the adapters train.
+    """
+
+    name, lr, args, slot_delta = "lora", 2e-4, {"r": 8, "alpha": 8}, True
+
+    def prepare(self, net, r, alpha):
+        from peft import LoraConfig, inject_adapter_in_model
+
+        prefix = paths(net, "blocks")[0]
+        targets = [f"{prefix}.{n}" for n, m in role(net, "blocks").named_modules() if isinstance(m, nn.Linear)]
+        inject_adapter_in_model(LoraConfig(r=int(r), lora_alpha=alpha, target_modules=targets, lora_dropout=0.0), net)
+
+
+class Condition(Strategy):
+    """the condition embedding only"""
+
+    name, lr = "condition", 1e-3
+
+    def prepare(self, net):
+        for module in parts(net, "condition"):
+            module.requires_grad_(True)
+
+
+class Slot(Strategy):
+    """only the new detector slot's column of the first condition layer, every other weight frozen, so that
+    pre-training detectors generate bit-identically"""
+
+    name, lr, slot_delta = "slot", 1e-3, True
+
+
+class Reinit(Strategy):
+    """input, output and position parts re-initialised and trained at lr_mult times the learning rate,
+    everything else from the pre-trained weights"""
+
+    name, lr, args = "reinit", 1e-4, {"lr_mult": REINIT_LR_MULT}
+
+    def prepare(self, net, lr_mult):
+        net.requires_grad_(True)
+        prefixes = tuple(p + "." for name in ("input", "output", "position") for p in paths(net, name))
+        for name in ("input", "output", "position"):
+            for part in parts(net, name):
+                net.init_weights(part)
+        return {"lr_scale": {n: float(lr_mult) for n, _ in net.named_parameters() if n.startswith(prefixes)}}
+
+
+class Expert(Strategy):
+    """for a new material, a new class whose experts start from those of the detector init and are all that
+    trains (+ the new detector slot)
+
+    It shares ``init``'s particle heads and adapters.
+    """
+
+    name, lr, args, additive, slot_delta = "expert", 5e-4, {"init": None}, True, True
+
+    def prepare(self, net, init):
+        self.grow(net, init)
+        return {"backbone_args": net.architecture()}
+
+    def grow(self, net: nn.Module, init: str, new_particle: bool = False) -> int:
+        """Add the new detector's class to ``net``, its experts copied from the detector ``init``'s and
+        trainable; returns the class."""
+        if init not in self.classes:
+            raise ValueError(f"strategy {self.name}: init must name the detector whose expert the new one starts "
+                             f"from; known: {', '.join(self.classes)}")
+        slot = self.slot_column - net.expert_column
+        if slot < net.n_experts:
+            raise ValueError(f"strategy {self.name}: the detector is already class {slot} of the model; an additive "
+                             "strategy adds a new one")
+        if slot != net.n_experts:
+            raise ValueError(f"strategy {self.name}: the new detector's slot {slot} is not the next class "
+                             f"({net.n_experts}); adapt from the run that knows every earlier detector")
+        new = net.add_class(self.classes[init], new_particle=new_particle)
+        for expert in net.experts_of(new):
+            expert.requires_grad_(True)
+        return new
+
+
+class Particle(Expert):
+    """for a new particle, as expert plus new particle heads (copies of init's) and a LoRA adapter on the
+    attention that only this particle's classes run
+
+    The adapter (peft, rank ``r``, scale ``alpha``) is on every attention projection (q, k, v, out) and
+    is not merged.
+    """
+
+    name, args = "particle", {"init": None, "r": 8, "alpha": 8}
+
+    def prepare(self, net, init, r, alpha):
+        new = self.grow(net, init, new_particle=True)
+        head = int(net.head_of_class[new])
+        net.spatial_heads[head].requires_grad_(True)
+        net.energy_heads[head].requires_grad_(True)
+        adapter = {"name": ADAPTER.format(head), "head": head, "r": int(r), "alpha": float(alpha)}
+        restore(net, [adapter])
+        for name, p in net.named_parameters():
+            if f".{adapter['name']}." in name:
+                p.requires_grad_(True)
+        return {"backbone_args": net.architecture(), "adapter": adapter}
+
+
 class SlotDelta(nn.Module):
     """weight + delta in one column: the only trainable part of a frozen condition input layer."""
 
@@ -165,79 +329,27 @@ def apply(strategy: str, net: nn.Module, slot_column: int, classes: dict[str, in
     detector the model knows (for ``init``). Unknown names or arguments raise."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    if getattr(type(net), "ROUTED", False) != (strategy in ADDITIVE):
+    cls = STRATEGIES[strategy]
+    if getattr(type(net), "ROUTED", False) != cls.additive:
+        additive = " or ".join(name for name, s in STRATEGIES.items() if s.additive)
         raise ValueError(f"strategy {strategy}: " + (f"a {type(net).__name__} grows by classes; adapt it with "
-                                                     f"{' or '.join(ADDITIVE)}" if strategy not in ADDITIVE else
+                                                     f"{additive}" if not cls.additive else
                                                      f"{type(net).__name__} has no experts to add"))
-    unknown = sorted(set(args) - set(ARGS.get(strategy, {})))
+    unknown = sorted(set(args) - set(cls.args))
     if unknown:
-        known = ", ".join(ARGS.get(strategy, {})) or "none"
-        raise ValueError(f"strategy {strategy}: unknown argument {unknown[0]!r} (arguments: {known})")
-    args = {**ARGS.get(strategy, {}), **args}
+        raise ValueError(f"strategy {strategy}: unknown argument {unknown[0]!r} (arguments: "
+                         f"{', '.join(cls.args) or 'none'})")
+    args = {**cls.args, **args}
     base = sum(p.numel() for p in net.parameters())
-    lr_scale: dict[str, float] = {}
-    net.requires_grad_(strategy in ("scratch", "full", "reinit"))
-    if strategy == "scratch":
-        net.init_weights(net)
-    elif strategy == "reinit":
-        prefixes = tuple(p + "." for name in ("input", "output", "position") for p in paths(net, name))
-        for name in ("input", "output", "position"):
-            for part in parts(net, name):
-                net.init_weights(part)
-        lr_scale.update({n: float(args["lr_mult"]) for n, _ in net.named_parameters() if n.startswith(prefixes)})
-    elif strategy == "bitfit":
-        for name, p in net.named_parameters():
-            p.requires_grad_(name.endswith("bias"))
-    elif strategy == "top-k":
-        blocks = role(net, "blocks")
-        if not 1 <= args["k"] <= len(blocks):
-            raise ValueError(f"strategy top-k: k must be in 1..{len(blocks)}, got {args['k']}")
-        for module in [*blocks[len(blocks) - args["k"]:], *parts(net, "noise"), *parts(net, "condition")]:
-            module.requires_grad_(True)
-    elif strategy == "condition":
-        for module in parts(net, "condition"):
-            module.requires_grad_(True)
-    elif strategy == "lora":
-        _inject_lora(net, args["r"], args["alpha"])
-    grown, adapter = {}, None
-    if strategy in ADDITIVE:
-        grown, adapter = _add_class(net, strategy, slot_column, classes or {}, args)
-    if strategy in ("bitfit", "lora", "slot", *ADDITIVE):  # a frozen condition input: train the new slot's column
+    net.requires_grad_(False)
+    fields = cls(slot_column, classes or {}).prepare(net, **args) or {}
+    if cls.slot_delta:  # a frozen condition input: train the new slot's column
         for layer in condition_inputs(net):
             if not 0 <= slot_column < layer.in_features:
                 raise ValueError(f"slot column {slot_column} outside the condition input ({layer.in_features})")
             parametrize.register_parametrization(layer, "weight", SlotDelta(layer.out_features, slot_column))
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    return Adaptation(strategy, args, base, trainable, lr_scale, grown, adapter)
-
-
-def _add_class(net: nn.Module, strategy: str, slot_column: int, classes: dict[str, int], args: dict):
-    """The additive strategies: the target's class, grown from ``args["init"]``'s (see the module
-    docstring); returns (the changed constructor arguments, the routed adapter or None)."""
-    if args["init"] not in classes:
-        raise ValueError(f"strategy {strategy}: init must name the detector whose expert the new one starts "
-                         f"from; known: {', '.join(classes)}")
-    slot = slot_column - net.expert_column
-    if slot < net.n_experts:
-        raise ValueError(f"strategy {strategy}: the detector is already class {slot} of the model; an additive "
-                         "strategy adds a new one")
-    if slot != net.n_experts:
-        raise ValueError(f"strategy {strategy}: the new detector's slot {slot} is not the next class "
-                         f"({net.n_experts}); adapt from the run that knows every earlier detector")
-    new = net.add_class(classes[args["init"]], new_particle=strategy == "particle")
-    for expert in net.experts_of(new):
-        expert.requires_grad_(True)
-    adapter = None
-    if strategy == "particle":
-        head = int(net.head_of_class[new])
-        net.spatial_heads[head].requires_grad_(True)
-        net.energy_heads[head].requires_grad_(True)
-        adapter = {"name": ADAPTER.format(head), "head": head, "r": int(args["r"]), "alpha": float(args["alpha"])}
-        restore(net, [adapter])
-        for name, p in net.named_parameters():
-            if f".{adapter['name']}." in name:
-                p.requires_grad_(True)
-    return net.architecture(), adapter
+    return Adaptation(strategy, args, base, trainable, **fields)
 
 
 def restore(net: nn.Module, adapters: list[dict]) -> nn.Module:
@@ -285,13 +397,3 @@ def _route_rows(net: nn.Module, args: tuple, kwargs: dict):
 
 def _pass_adapter_names(module: nn.Module, args: tuple, kwargs: dict):
     return args, {**kwargs, "adapter_names": module.lora_rows}
-
-
-def _inject_lora(net: nn.Module, r: int, alpha: float) -> None:
-    """LoRA (rank r, scale alpha / r) on every linear layer of the blocks, through peft; only the
-    adapters train."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    prefix = paths(net, "blocks")[0]
-    targets = [f"{prefix}.{n}" for n, m in role(net, "blocks").named_modules() if isinstance(m, nn.Linear)]
-    inject_adapter_in_model(LoraConfig(r=int(r), lora_alpha=alpha, target_modules=targets, lora_dropout=0.0), net)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from calofm.adapt import ARGS, DEFAULT_LR, STRATEGIES
+from calofm.adapt import STRATEGIES
 from calofm.cli.train import key_values
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import open_showers
@@ -16,13 +16,13 @@ from calofm.workflow.fit import fit
 from calofm.workflow.sequence import is_sequence, run_sequence
 from calofm.workflow.study import run_study
 
-STRATEGY_HELP = ("scratch (fresh weights), full (all weights), bitfit (biases), top-k (last k blocks + noise and "
-                 "condition embeddings), lora (low-rank adapters, merged after training), condition (condition "
-                 "embedding), slot (only the new detector's one-hot column: pre-training detectors stay "
-                 "bit-identical), reinit (input/output layers re-initialised, lr x lr_mult); for a next-token "
-                 "mixture of experts, which grows instead: expert (a new material: a new expert started from "
-                 "init's, alone trained) and particle (a new particle: the same plus new output heads and a LoRA "
-                 "adapter that only its classes run); earlier classes stay bit-identical")
+
+def strategy_help() -> str:
+    """Every registered strategy and what it trains (its docstring's summary), the additive ones last."""
+    listed = {additive: "; ".join(f"{name}: {s.summary()}" for name, s in STRATEGIES.items() if s.additive == additive)
+              for additive in (False, True)}
+    return (f"{listed[False]}; for a next-token mixture of experts, which grows instead so that earlier classes stay "
+            f"bit-identical: {listed[True]}")
 
 
 def add_parsers(sub) -> None:
@@ -34,22 +34,25 @@ def add_parsers(sub) -> None:
                                    "showers, in the model's free detector slot, with one transfer strategy; "
                                    "optionally re-distil the one-step CD student of an EDM run (initialised from the "
                                    "pre-trained CD run, the adapted EDM as teacher). Writes OUT (the adapted run) "
-                                   "and OUT/cd. Strategies: " + STRATEGY_HELP + ".",
-                       epilog="examples:\n  calofm adapt --from runs/pretrain --data scipb.h5 --strategy lora --arg r=16 "
+                                   "and OUT/cd. Strategies: " + strategy_help() + ".",
+                       epilog="examples:\n"
+                              "  calofm adapt --from runs/pretrain --data scipb.h5 --strategy lora --arg r=16 "
                               "--n-train 100 --cd runs/pretrain-cd --out runs/scipb-lora\n"
-                              "  calofm adapt --from runs/points/counts.safetensors --data siw.h5 --out runs/siw-flow\n"
-                              "  calofm adapt --from runs/points --data siw.h5 --strategy bitfit --counts runs/siw-flow "
-                              "--out runs/siw-points\n"
-                              "  calofm adapt --from runs/nexttoken --data pb.h5 --strategy expert --arg init=ild-ta-gamma "
-                              "--out runs/pb",
+                              "  calofm adapt --from runs/points/counts.safetensors --data siw.h5 "
+                              "--out runs/siw-flow\n"
+                              "  calofm adapt --from runs/points --data siw.h5 --strategy bitfit "
+                              "--counts runs/siw-flow --out runs/siw-points\n"
+                              "  calofm adapt --from runs/nexttoken --data pb.h5 --strategy expert "
+                              "--arg init=ild-ta-gamma --out runs/pb",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="base", required=True, help="pre-trained run folder or model file")
     p.add_argument("--data", type=Path, required=True, help="the new detector's Geant4 showers (any calofm format)")
     p.add_argument("--detector", help="name of the new detector (default: the file's 'detector' attribute)")
-    p.add_argument("--strategy", default="full", choices=STRATEGIES, help="transfer strategy (default full)")
+    p.add_argument("--strategy", default="full", choices=list(STRATEGIES), help="transfer strategy (default full)")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="strategy argument: " + "; ".join(f"{s}: " + ", ".join(f"{k}={v or 'DETECTOR'}" for k, v in a.items())
-                                                          for s, a in ARGS.items()))
+                   help="strategy argument: " + "; ".join(
+                       f"{name}: " + ", ".join(f"{k}={v or 'DETECTOR'}" for k, v in s.args.items())
+                       for name, s in STRATEGIES.items() if s.args))
     p.add_argument("--patch", metavar="YAML", help="a flow-matching (vit) base adapted to another geometry: the "
                                                   "target's patch, e.g. '[1, 5, 1]' or one per grid "
                                                   "'[[5, 5, 3], [3, 5, 5]]' (default: the base's patch)")
@@ -61,7 +64,7 @@ def add_parsers(sub) -> None:
                    help="fraction held out for validation during training (default 0: evaluate on a test file)")
     p.add_argument("--steps", type=int, default=5000, help="training steps (default 5000)")
     p.add_argument("--lr", type=float, help="learning rate (default per strategy: "
-                                            + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+                                            + ", ".join(f"{name} {s.lr:g}" for name, s in STRATEGIES.items()) + ")")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subset, data order and noise")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -75,13 +78,15 @@ def add_parsers(sub) -> None:
                        description="Run a data-efficiency study: every (strategy, training size, seed) cell adapts "
                                    "the base run (or trains from scratch), generates the test set's conditions and "
                                    "evaluates against it (six-observable W1 geometric mean, high-level classifier "
-                                   "AUC, FPD). Writes OUT/cells/*/ (run folder, generated.h5, metrics.json), OUT/metrics.json, "
-                                   "OUT/report.md with the table of seed 000 table 2 and the gain over scratch, and "
-                                   "one plot per metric against training size. Finished cells are not rerun. A YAML "
-                                   "with 'steps' is a sequence instead (seed 003's additive growth): each step adapts "
-                                   "the model the step before left to one new class and is evaluated per observable; "
-                                   "the report says whether the last model still generates every earlier class "
-                                   "bit-identically.",
+                                   "AUC, FPD). Writes OUT/cells/*/ (run folder, generated.h5, metrics.json), "
+                                   "OUT/metrics.json, OUT/report.md with a table laid out as table 2 of the "
+                                   "CaloClouds II transfer study (Gaede, Kasieczka, Valente) and the gain over "
+                                   "scratch, and one plot per metric against training size. Finished cells are not "
+                                   "rerun. A YAML with 'steps' is a sequence instead (the additive growth of the "
+                                   "next-token calorimeter foundation model, mixture of experts + PEFT): each step "
+                                   "adapts the model the step before left to one new class and is evaluated per "
+                                   "observable; the report says whether the last model still generates every "
+                                   "earlier class bit-identically.",
                        epilog=STUDY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="study YAML (see the example below)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -106,7 +111,8 @@ example study.yaml:
   train: {steps: 5000, batch_size: 256}    # any train.* key, for every cell (a strategy's own train: wins)
   evaluate: {n: 2000, classifier_epochs: 20}
 
-example sequence.yaml (seed 003; a next-token base pre-trained on photons in W and Ta):
+example sequence.yaml (additive growth as in the next-token calorimeter foundation model; a next-token base
+pre-trained on photons in W and Ta):
 
   out: studies/growth
   base: runs/nexttoken                 # pre-trained with data.free_slots >= the classes to add
@@ -128,7 +134,7 @@ def adapt(args) -> int:
             detector = f.metadata.get("detector")
         if not detector:
             raise InputError(args.data, "has no 'detector' attribute; name the new detector with --detector")
-    train = {"steps": args.steps, "lr": args.lr or DEFAULT_LR[args.strategy], "batch_size": args.batch_size,
+    train = {"steps": args.steps, "lr": args.lr or STRATEGIES[args.strategy].lr, "batch_size": args.batch_size,
              "seed": args.seed, "device": args.device}
     raw = {"out": str(args.out),
            "data": {"detectors": {str(detector): [str(args.data)]}, "n_train": args.n_train,
@@ -139,7 +145,7 @@ def adapt(args) -> int:
     fit(_config(raw), "adapt", progress=not args.no_progress)
     if args.cd:
         cd = {"out": str(args.out / "cd"), "process": {"name": "cd", "teacher": str(args.out), "student": args.cd},
-              "train": {**train, "steps": args.cd_steps or args.steps, "lr": DEFAULT_LR["full"]}}
+              "train": {**train, "steps": args.cd_steps or args.steps, "lr": STRATEGIES["full"].lr}}
         fit(_config(cd), "adapt --cd", progress=not args.no_progress)
     return 0
 

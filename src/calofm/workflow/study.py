@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from calofm.adapt import DEFAULT_LR, STRATEGIES
+from calofm.adapt import STRATEGIES
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data.datasets import read_detector
@@ -124,7 +124,7 @@ def cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], label
     if strategy not in STRATEGIES:
         raise ValueError(f"strategies.{label}: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     base = spec.base or study.base
-    train = {"lr": DEFAULT_LR.get(strategy, 1e-4), **study.train, **spec.train, "seed": seed}
+    train = {"lr": STRATEGIES[strategy].lr, **study.train, **spec.train, "seed": seed}
     raw = {"out": str(cell_folder(study, label, size, seed) / "run"), "data": _cell_data(study, size, seed),
            "adapt": {"base": base, "strategy": strategy, "args": spec.args, "model": spec.model},
            "train": train}
