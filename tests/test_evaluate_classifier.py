@@ -129,7 +129,7 @@ def test_options_select_by_loss_extras_float64_and_progress():
 def test_dnn_structure_matches_reference():
     m = DNN(10, hidden=16)
     linear = [x for x in m.layers if isinstance(x, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linear] == [(10, 16), (16, 16), (16, 16), (16, 1)]
+    assert [(layer.in_features, layer.out_features) for layer in linear] == [(10, 16), (16, 16), (16, 16), (16, 1)]
     assert sum(isinstance(x, torch.nn.LeakyReLU) for x in m.layers) == 3
     assert all(x.p == 0.0 for x in m.layers if isinstance(x, torch.nn.Dropout))
     assert DNN(6481).layers[0].out_features == 2048

@@ -222,7 +222,8 @@ def _toy_showers(n, seed, e_scale=1.0):
 def test_six_observables_definitions():
     showers, e_inc, shape = _toy_showers(50, 0)
     obs = six_observables(showers, e_inc[:, None], shape, threshold=1.0, chunk=7)
-    assert set(obs) == set(SIX_OBSERVABLES) == set(OBSERVABLE_DEFINITIONS) - {"z_centre"}  # + seed 003's CoG
+    # the six, and the centre of gravity of the next-token calorimeter foundation model
+    assert set(obs) == set(SIX_OBSERVABLES) == set(OBSERVABLE_DEFINITIONS) - {"z_centre"}
     active = np.where(showers > 1.0, showers, 0.0)
     np.testing.assert_allclose(obs["visible_energy"], active.sum(axis=1))
     np.testing.assert_allclose(obs["energy_ratio"], active.sum(axis=1) / e_inc)

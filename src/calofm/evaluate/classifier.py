@@ -217,8 +217,8 @@ def low_level_inputs(showers: np.ndarray, e_inc: np.ndarray, scale: float = 1.0)
     """``[log10 E_inc, scale * voxels / E_inc]`` as float32, shape (N, 1 + n_voxels).
 
     ``scale=1`` is the CaloChallenge "cls-low" input as in most versions of the reference
-    (and the project's notes); one later revision of ``evaluate.py`` (and the fork that
-    added the ResNet) multiplies the voxels by 100 -- pass ``scale=100`` to match it.
+    ``evaluate.py``; one later revision (and the fork that added the ResNet) multiplies the
+    voxels by 100 -- pass ``scale=100`` to match it.
     """
     showers, e = _showers_and_energy(showers, e_inc)
     out = np.empty((showers.shape[0], showers.shape[1] + 1), dtype=np.float32)

@@ -9,23 +9,24 @@ Every metric compares a *reference* sample (Geant4) with a *generated* one (the 
   in-range entries in each bin.  Bins with ``h1 + h2 = 0`` contribute nothing (the reference
   code adds 1e-16 to the denominator, which gives the same number).  Range: 0 (identical) to 1
   (disjoint).
-* :func:`wasserstein_normalised` -- seed 000 (arXiv CaloTransfer) section 4.1, eq. 4.2, computed
-  with ``scipy.stats.wasserstein_distance`` and divided by the reference standard deviation, as the
-  CaloTransfer code (``plot_evaluate.wasserstein_d``): ``np.std(ref, ddof=1)`` for plain samples,
-  the weighted population standard deviation for weighted samples (energy profiles).
-* :func:`kl_quantile` -- seed 000 eq. 4.1, ``KL(P||Q) = sum_i P_i log(P_i / Q_i)`` (natural log,
-  ``scipy.stats.entropy``) with bins at the quantiles of the reference (so every ``P_i`` is about
-  ``1/n_bins``), as CaloTransfer ``quantiled_kl_divergence``: 30 bins, the outer edges moved to
-  -inf/+inf (no generated entry falls outside), and ``1e-6`` added to every bin probability of both
-  histograms before ``entropy`` renormalises them -- so an empty generated bin costs
-  ``P_i log(P_i / 1e-6)`` (about 0.35 for 30 bins) instead of infinity.
-* :func:`geometric_mean` -- seed 000 eq. 4.3 and Appendix F (weighted, in log10 space, with
-  ``epsilon = 1e-10`` and delta-method error propagation, eqs. F.1-F.6).
+* :func:`wasserstein_normalised` -- the CaloClouds II transfer study (Gaede, Kasieczka, Valente),
+  section 4.1, eq. 4.2, computed with ``scipy.stats.wasserstein_distance`` and divided by the
+  reference standard deviation, as its code, CaloTransfer (``plot_evaluate.wasserstein_d``):
+  ``np.std(ref, ddof=1)`` for plain samples, the weighted population standard deviation for weighted
+  samples (energy profiles).
+* :func:`kl_quantile` -- the transfer study's eq. 4.1, ``KL(P||Q) = sum_i P_i log(P_i / Q_i)``
+  (natural log, ``scipy.stats.entropy``) with bins at the quantiles of the reference (so every
+  ``P_i`` is about ``1/n_bins``), as CaloTransfer ``quantiled_kl_divergence``: 30 bins, the outer
+  edges moved to -inf/+inf (no generated entry falls outside), and ``1e-6`` added to every bin
+  probability of both histograms before ``entropy`` renormalises them -- so an empty generated bin
+  costs ``P_i log(P_i / 1e-6)`` (about 0.35 for 30 bins) instead of infinity.
+* :func:`geometric_mean` -- the transfer study's eq. 4.3 and Appendix F (weighted, in log10 space,
+  with ``epsilon = 1e-10`` and delta-method error propagation, eqs. F.1-F.6).
 
-Observables (seed 000 Table 1) are described in :data:`OBSERVABLE_DEFINITIONS`; an observable is
-either a 1D sample (one value per shower, or one value per active voxel for the voxel energy
-spectrum) or, for the two energy profiles, a 2D array ``(N showers, n_bins)`` of energy deposited
-per bin, which stands for the *energy-weighted* distribution of the bin position (see
+Observables (the transfer study's Table 1) are described in :data:`OBSERVABLE_DEFINITIONS`; an
+observable is either a 1D sample (one value per shower, or one value per active voxel for the voxel
+energy spectrum) or, for the two energy profiles, a 2D array ``(N showers, n_bins)`` of energy
+deposited per bin, which stands for the *energy-weighted* distribution of the bin position (see
 :func:`profile_distances`).  :func:`six_observables` computes all six from showers on a regular
 cylindrical mesh.
 """
@@ -68,7 +69,7 @@ KL_BINS = 30
 KL_EPSILON = 1e-6
 """Added to every bin probability of both histograms before the KL (CaloTransfer)."""
 GEOMETRIC_MEAN_EPSILON = 1e-10
-"""Seed 000 eq. F.3: ``log10(y_i + epsilon)``."""
+"""The CaloClouds II transfer study's eq. F.3: ``log10(y_i + epsilon)``."""
 DEFAULT_HIST_BINS = 50
 """Bins of the separation-power histograms (plots use the same default)."""
 DEFAULT_BOOTSTRAP = 20
@@ -88,13 +89,14 @@ OBSERVABLE_DEFINITIONS: dict[str, str] = {
     "radial_profile": "2D (N, n_r): energy [MeV] per r bin (summed over layers and alpha) per shower; compared as the "
                       "energy-weighted distribution of the r-bin index (weights = energy summed over showers)",
     "z_centre": "1D, per shower: energy-weighted mean depth [mm] of the layer centres (0 for an empty shower); "
-                "seed 003's centre of gravity, not one of the six",
+                "the centre of gravity of the next-token calorimeter foundation model, not one of the six",
 }
-"""Seed 000 Table 1, made precise.  ``threshold`` is the dataset's voxel threshold (15.15 keV =
-0.01515 MeV for CaloChallenge datasets 2/3, 1 MeV for dataset 1); "active" means E > threshold."""
+"""Table 1 of the CaloClouds II transfer study, made precise.  ``threshold`` is the dataset's voxel
+threshold (15.15 keV = 0.01515 MeV for CaloChallenge datasets 2/3, 1 MeV for dataset 1); "active"
+means E > threshold."""
 
 LOG_BINNED = frozenset({"voxel_energy", "visible_energy"})
-"""1D observables whose separation-power histogram uses log-spaced edges (as the seed-000 plots)."""
+"""1D observables whose separation-power histogram uses log-spaced edges (as the transfer study's plots)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ def kl_divergence(p, q, epsilon: float = KL_EPSILON) -> float:
 
 
 def kl_quantile(reference, generated, n_bins: int = KL_BINS, epsilon: float = KL_EPSILON) -> float:
-    """Seed 000 eq. 4.1 with bins at the ``n_bins``-quantiles of the reference.
+    """The CaloClouds II transfer study's eq. 4.1 with bins at the ``n_bins``-quantiles of the reference.
 
     Edges ``np.quantile(reference, linspace(0, 1, n_bins + 1))`` with the first and last moved to
     -inf and +inf; then :func:`kl_divergence` of the two normalised histograms (``epsilon``
@@ -263,11 +265,11 @@ def profile_distances(reference, generated, positions=None, epsilon: float = KL_
 
 
 # ---------------------------------------------------------------------------------------------
-# geometric mean (seed 000 eq. 4.3, Appendix F)
+# geometric mean (the CaloClouds II transfer study, eq. 4.3 and Appendix F)
 
 
 def geometric_mean(values, errors, weights=None, epsilon: float = GEOMETRIC_MEAN_EPSILON) -> tuple[float, float]:
-    """Weighted geometric mean and its error, seed 000 Appendix F.
+    """Weighted geometric mean and its error, Appendix F of the CaloClouds II transfer study.
 
     ``L = sum_i w_i log10(y_i + eps)`` (F.3), ``GM = 10**L`` (F.2);
     ``sigma_log_i = sigma_i / ((y_i + eps) ln 10)`` (F.4), ``sigma_L^2 = sum_i w_i^2 sigma_log_i^2``
@@ -480,7 +482,7 @@ def observable_distances(reference: Mapping[str, np.ndarray], generated: Mapping
 
 def six_observable_geometric_mean(distances: Mapping[str, Mapping[str, tuple[float, float]]],
                                   metric: str = "wasserstein") -> tuple[float, float]:
-    """Seed 000 eq. 4.3 over the six observables: :func:`geometric_mean` of ``distances[k][metric]``.
+    """Eq. 4.3 of the CaloClouds II transfer study: :func:`geometric_mean` of ``distances[k][metric]`` over the six.
 
     ``distances`` is the output of :func:`observable_distances`; each entry is ``(value, error)``.
     """
@@ -493,7 +495,7 @@ def six_observable_geometric_mean(distances: Mapping[str, Mapping[str, tuple[flo
 
 def six_observables(showers, incident_energy, shape: tuple[int, int, int], threshold: float = 0.0,
                     chunk: int = 1000) -> dict[str, np.ndarray]:
-    """The six seed-000 observables (:data:`OBSERVABLE_DEFINITIONS`) of showers on a regular mesh.
+    """The six observables of the CaloClouds II transfer study (:data:`OBSERVABLE_DEFINITIONS`), regular mesh.
 
     ``showers`` ``(N, n_layers * n_alpha * n_r)`` MeV, voxel order layer slowest, r fastest
     (CaloChallenge); ``incident_energy`` ``(N,)`` or ``(N, 1)`` MeV; ``shape = (n_layers, n_alpha,

@@ -131,8 +131,9 @@ def _classifier(name, reference: Sample, generated: Sample, binning, hl_ref, hl_
 
 def quick_metrics(reference: Sample, generated: Sample, binning, seed: int = 0) -> dict[str, float]:
     """The cheap metrics watched during training: the W1 of the visible/incident energy ratio and
-    the six-observable W1 geometric mean (seed 000) with its error. A generated sample without any
-    deposit above threshold (e.g. an untrained model) has no profiles: its geometric mean is inf."""
+    the six-observable W1 geometric mean of the CaloClouds II transfer study with its error. A generated
+    sample without any deposit above threshold (e.g. an untrained model) has no profiles: its geometric
+    mean is inf."""
     distances = observable_distances(observables(reference, binning), observables(generated, binning),
                                      n_bootstrap=5, seed=seed)
     value, error = six_observable_geometric_mean(distances)
