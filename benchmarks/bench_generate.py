@@ -115,9 +115,11 @@ def main() -> None:
     parser.add_argument("--energy", default="loguniform:1:1000", help="electron energies in GeV for Geant4")
     parser.add_argument("--geant4-showers", type=int, default=20, help="showers Geant4 simulates for its timing")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--family", choices=["dit", "vit", "nexttoken"], default="dit", help="model family (default dit)")
+    parser.add_argument("--family", choices=["dit", "vit", "nexttoken"], default="dit",
+                        help="model family (default dit)")
     parser.add_argument("--steps", type=int, default=20, help="vit: RK4 steps of a full generation (default 20)")
-    parser.add_argument("--cpu-batch", type=int, default=100, help="vit, nexttoken: CPU batch size beside batch 1 (0: skip)")
+    parser.add_argument("--cpu-batch", type=int, default=100,
+                        help="vit, nexttoken: CPU batch size beside batch 1 (0: skip)")
     parser.add_argument("--tokens", type=int, default=300, help="nexttoken: token pairs per shower (default 300)")
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -83,7 +83,8 @@ TINY_DIT = {"patch": [3, 4, 5], "dim": 72, "depth": 2, "heads": 4, "mlp_dim": 14
 
 def _tiny_run_config(folder, name, detectors, steps, free_slots=1, process=None, **train):
     """Write the YAML of a tiny-DiT run (CPU, batch 16) and return its path."""
-    config = {"out": str(folder / name), "data": {"detectors": detectors, "val_fraction": 0.0, "free_slots": free_slots},
+    config = {"out": str(folder / name),
+              "data": {"detectors": detectors, "val_fraction": 0.0, "free_slots": free_slots},
               "model": {"backbone": "dit", "args": TINY_DIT}, "process": process or {"name": "edm"},
               "train": {"steps": steps, "batch_size": 16, "lr": 2e-3, "device": "cpu", "log_every": 10, **train}}
     path = folder / f"{name}.yaml"
@@ -134,7 +135,8 @@ def geant4_presets(tmp_path_factory):
 
 
 def _held_out_distances(model, reference) -> dict:
-    """The CaloClouds II transfer study's distances of ``model``'s showers for a held-out detector part's conditions from Geant4's."""
+    """The CaloClouds II transfer study's distances of ``model``'s showers for a held-out detector part's
+    conditions from Geant4's."""
     from calofm.evaluate.distances import observable_distances
     from calofm.evaluate.samples import sample_from_arrays
     from calofm.evaluate.suite import observables

@@ -79,7 +79,8 @@ def test_onnx_draws_its_own_noise_with_the_par04_input(cd, toys, tmp_path):
 def test_torchscript_matches_pytorch(cd, toys, tmp_path):
     assert main(["export", "--model", str(toys / "base_cd"), "--format", "torchscript", "--noise-input",
                  "--out", str(tmp_path / "toy.pt")]) == 0
-    assert torch.jit.load(str(tmp_path / "toy.pt"))(*OneStepGenerator(cd, noise_input=True).example()).shape == (2, 6480)
+    assert (torch.jit.load(str(tmp_path / "toy.pt"))(*OneStepGenerator(cd, noise_input=True).example()).shape
+            == (2, 6480))
     loaded = torch.jit.load(str(export(cd, "torchscript", tmp_path / "cd.pt", noise_input=True)))
     x = torch.from_numpy(inputs_for(cd, [3.0, 30.0], [0.1, 0.2], [1.5, 1.6], "b"))
     noise = torch.randn((2, *cd.shape), generator=torch.Generator().manual_seed(1))

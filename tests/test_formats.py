@@ -78,7 +78,8 @@ def test_caloclouds_layout_units_and_round_trip(tmp_path):
 def test_caloclouds_width_grows_across_appends(tmp_path):
     grid = ild_ecal()
     small = Showers(energy=np.array([1e4]), points=PointClouds.from_list([np.array([[0, 0, 1.3, 1.0]], np.float32)]))
-    big = Showers(energy=np.array([2e4]), points=PointClouds.from_list([np.tile([[1, 2, 1.3, 2.0]], (7, 1)).astype(np.float32)]))
+    big = Showers(energy=np.array([2e4]),
+                  points=PointClouds.from_list([np.tile([[1, 2, 1.3, 2.0]], (7, 1)).astype(np.float32)]))
     with ShowerWriter(tmp_path / "g.h5", "caloclouds", grid) as w:
         w.append(small)
         w.append(big)

@@ -116,7 +116,8 @@ def test_edm_preconditioning_identities():
     sigma, sd = torch.tensor([0.3, 1.0, 2.0, 7.0]), 0.5
     out = EDM(net, sigma_data=sd).denoise(x, sigma, cond)
     s = sigma[:, None, None]
-    c_skip, c_out, c_in = sd ** 2 / (s ** 2 + sd ** 2), s * sd / torch.sqrt(s ** 2 + sd ** 2), 1 / torch.sqrt(s ** 2 + sd ** 2)
+    c_skip, c_out, c_in = (sd ** 2 / (s ** 2 + sd ** 2), s * sd / torch.sqrt(s ** 2 + sd ** 2),
+                           1 / torch.sqrt(s ** 2 + sd ** 2))
     assert torch.allclose(out, c_skip * x + c_out, atol=1e-6)
     assert torch.allclose(net.seen[0], c_in * x, atol=1e-6)
     assert torch.allclose(net.seen[1], torch.log(sigma) / 4)

@@ -95,7 +95,8 @@ def test_sampling_is_deterministic_given_the_noise_and_stops_at_the_end_token():
 def test_next_token_training_lowers_the_loss_on_a_repeating_pattern(one_thread):
     torch.manual_seed(0)
     process = AutoRegressive(tiny())
-    tokens = torch.stack([torch.tensor([40] + [3, 9, 27, 5] * 2 + [41, 42]), torch.tensor([40] + [30, 20, 10, 0] * 2 + [41, 42])], -1)
+    tokens = torch.stack([torch.tensor([40] + [3, 9, 27, 5] * 2 + [41, 42]),
+                          torch.tensor([40] + [30, 20, 10, 0] * 2 + [41, 42])], -1)
     x0, cond = tokens.expand(8, -1, -1), batch(b=4)[2].repeat(2, 1)
     opt = torch.optim.Adam(process.parameters(), lr=3e-3)
     first = float(process(x0, cond).detach())
@@ -114,7 +115,8 @@ def test_next_token_training_lowers_the_loss_on_a_repeating_pattern(one_thread):
 def mixed(net, classes):
     """Logits of one token batch whose rows belong to ``classes``."""
     s, e, _, _ = batch(b=len(classes), seed=3)
-    cond = torch.cat([torch.full((len(classes), 2), 0.3), torch.nn.functional.one_hot(torch.tensor(classes), SLOTS).float()], 1)
+    cond = torch.cat([torch.full((len(classes), 2), 0.3),
+                      torch.nn.functional.one_hot(torch.tensor(classes), SLOTS).float()], 1)
     return net(s, e, cond)
 
 

@@ -1,5 +1,5 @@
-"""The next-token family end to end (the next-token foundation model): `calofm train` pre-trains the mixture of experts on
-two materials, a new particle (LoRA + heads) and then a new material for it (an expert) are added
+"""The next-token family end to end (the next-token foundation model): `calofm train` pre-trains the mixture of
+experts on two materials, a new particle (LoRA + heads) and then a new material for it (an expert) are added
 with `calofm train` adaptations, and every earlier class generates bit-identically throughout."""
 
 import json
@@ -25,7 +25,8 @@ TINY = {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64}
 TRAIN = {"device": "cpu", "batch_size": 32, "lr": 3.0e-3, "log_every": 25, "validate_showers": 20}
 # (name, Moliere radius, radiation length): photons in W, Ta and electrons in W, Ta (a shorter x0)
 CLASSES = [("w", 9.3, 4.25), ("ta", 14.0, 4.25), ("e-w", 9.3, 2.5), ("e-ta", 14.0, 2.5)]
-MESH = CylindricalBinning.regular(n_r=5, n_alpha=8, n_z=12, dr=8.0, dz=8.0, name="small")  # 480 voxels: small vocabularies
+# 480 voxels: small vocabularies
+MESH = CylindricalBinning.regular(n_r=5, n_alpha=8, n_z=12, dr=8.0, dz=8.0, name="small")
 
 
 def write(folder, name, config) -> str:
@@ -42,8 +43,11 @@ def runs(tmp_path_factory):
     for seed, (name, moliere, x0) in enumerate(CLASSES):
         showers = toy_showers(MESH, 240, seed=seed, e_min=1e3, e_max=4e3, moliere_mm=moliere, x0_mm=x0)
         write_showers(folder / f"{name}.h5", showers, "calochallenge", MESH, {"detector": name})
-    data = lambda *names: {"detectors": {n: str(folder / f"{n}.h5") for n in names}, "val_fraction": 0.1,
-                           "free_slots": 2}
+
+    def data(*names):
+        return {"detectors": {n: str(folder / f"{n}.h5") for n in names}, "val_fraction": 0.1,
+                "free_slots": 2}
+
     configs = [
         write(folder, "pre", {"data": data("w", "ta"), "model": {"backbone": "nexttoken", "args": TINY},
                               "process": {"name": "autoregressive"}, "train": {"steps": 150, **TRAIN}}),
@@ -105,8 +109,11 @@ def test_a_sequence_study_grows_the_model_step_by_step_and_checks_earlier_classe
         write_showers(tmp_path / f"{name}-test.h5", toy_showers(MESH, 400, seed=9, e_min=1e3, e_max=4e3,
                                                                 moliere_mm=moliere, x0_mm=x0), "calochallenge", MESH)
     write_showers(tmp_path / "w-test.h5", toy_showers(MESH, 400, seed=8, e_min=1e3, e_max=4e3), "calochallenge", MESH)
-    target = lambda name, train=True: {"name": name, "test": str(tmp_path / f"{name}-test.h5"),
-                                       **({"train": str(runs / f"{name}.h5")} if train else {})}
+
+    def target(name, train=True):
+        return {"name": name, "test": str(tmp_path / f"{name}-test.h5"),
+                **({"train": str(runs / f"{name}.h5")} if train else {})}
+
     config = {"out": str(tmp_path / "sequence"), "base": str(runs / "pre"),
               "steps": {"photons-w": {"target": target("w", train=False)},
                         "electrons-w": {"strategy": "particle", "args": {"init": "w", "r": 4, "alpha": 4}, "size": 100,
@@ -151,7 +158,10 @@ def test_generate_takes_sampling_options_and_the_optional_depth_calibration(runs
         calibrated, metadata = f.read().showers, f.metadata
     assert metadata["calibration"] == "top-3 deposits 2 layer(s) deeper" and metadata["top_k"] == 50
     per_layer = MESH.n_voxels // MESH.n_layers
-    depth = lambda s: (s.reshape(len(s), MESH.n_layers, per_layer).sum(2) @ np.arange(MESH.n_layers)) / s.sum(1)
+
+    def depth(s):
+        return (s.reshape(len(s), MESH.n_layers, per_layer).sum(2) @ np.arange(MESH.n_layers)) / s.sum(1)
+
     np.testing.assert_allclose(calibrated.sum(1), plain.sum(1), rtol=1e-5)  # the same showers, moved
     assert depth(calibrated).mean() > depth(plain).mean() + 0.3  # the top deposits two layers deeper
     assert main([*common, "--deeper", "3", "--out", str(tmp_path / "x.h5")]) == 2

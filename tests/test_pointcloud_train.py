@@ -129,7 +129,8 @@ def test_padded_point_sets_give_every_point_what_one_row_at_a_time_gives(runs, m
     cond = torch.rand(6, model.conditions.n_cond + 1, generator=torch.Generator().manual_seed(0))
     noise = torch.randn(int(totals.sum()), 4, generator=torch.Generator().manual_seed(1))
     rows = model.process.sample(noise, cond[torch.from_numpy(np.repeat(np.arange(6), totals))], steps=4)
-    monkeypatch.setattr("calofm.inference.generators.POINT_CHUNK", 128)  # several groups, one shower alone above the chunk
+    # several groups, one shower alone above the chunk
+    monkeypatch.setattr("calofm.inference.generators.POINT_CHUNK", 128)
     torch.testing.assert_close(model.denoise(noise, cond, totals, 4), rows, rtol=1e-5, atol=1e-5)
     assert model.denoise(noise[:0], cond[:1], np.array([0]), 4).shape == (0, 4)
 

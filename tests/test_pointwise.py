@@ -81,7 +81,8 @@ def test_every_strategy_works_on_pointwise():
         a = apply(strategy, net, NEW_SLOT, **args)
         names = {n for n, p in net.named_parameters() if p.requires_grad}
         assert 0 < a.trainable <= total == a.base_parameters, strategy
-        if strategy == "top-k":  # the CaloClouds II transfer study's Top2: the two output-side layers and the time-step embedding
+        # the CaloClouds II transfer study's Top2: the two output-side layers and the time-step embedding
+        if strategy == "top-k":
             assert {n.split(".")[0] + "." + n.split(".")[1] for n in names if n.startswith("blocks")} == {
                 "blocks.4", "blocks.5"} and any(n.startswith("time_embed") for n in names)
         if strategy == "lora":

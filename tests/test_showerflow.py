@@ -1,12 +1,13 @@
-"""ShowerFlow (CaloClouds II transfer study, section 4.2) trained by maximum likelihood, and the occupancy calibration."""
+"""ShowerFlow (CaloClouds II transfer study, section 4.2) trained by maximum likelihood, and the occupancy
+calibration."""
 
 import numpy as np
 import pytest
 import torch
 
 from calofm.data.calibration import OccupancyCalibration
-from calofm.generative import Likelihood
 from calofm.data.points import NORM_POINTS, LayerCountTransform
+from calofm.generative import Likelihood
 from calofm.models.showerflow import ShowerFlow
 
 COUNTS = LayerCountTransform(z_edges=[0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
@@ -99,7 +100,8 @@ def test_layer_extension_keeps_the_pretrained_layers_and_starts_the_new_ones_at_
         for p in base.parameters():
             p.add_(0.1 * torch.randn_like(p))
     readout = LayerCountTransform(z_edges=[float(z) for z in range(6)])  # 5 layers: 2 more than the base's
-    args = ShowerFlow.geometry_args(readout, ShowerFlow.transfer_args({"n_cond": 2, "n_layers": 3, "hidden": [16, 16]}, {}))
+    args = ShowerFlow.geometry_args(readout,
+                                    ShowerFlow.transfer_args({"n_cond": 2, "n_layers": 3, "hidden": [16, 16]}, {}))
     assert args == {"n_layers": 3, "extra": 2, "hidden": [16, 16]}
     flow = ShowerFlow(n_cond=2, **args)
     rng = np.random.default_rng(0)

@@ -52,7 +52,8 @@ def test_user_detector_from_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("text, problem", [
-    ("name: x\nlayers:\n  - slabs:\n      - {material: G4_Unobtainium, thickness: 1, active: true}\n", "unknown material"),
+    ("name: x\nlayers:\n  - slabs:\n      - {material: G4_Unobtainium, thickness: 1, active: true}\n",
+     "unknown material"),
     ("name: x\nlayers:\n  - slabs:\n      - {material: G4_W, thickness: 1}\n", "no active slab"),
     ("name: x\nlayers:\n  - slabs:\n      - {material: G4_Si, thickness: -1, active: true}\n", "positive"),
     ("name: x\n", "not a valid detector description"),

@@ -10,10 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import read_physics_vector
-
 from calofm.simulate import tables
 from calofm.simulate.tables import TABLES_VERSION, build_em_tables
+from conftest import read_physics_vector
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("geant4_pybind") is None,
                                 reason="geant4_pybind is not installed")

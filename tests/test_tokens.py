@@ -1,10 +1,11 @@
-"""The next-token family's tokeniser (next-token foundation model, section 3): showers <-> (spatial, energy) token pairs."""
+"""The next-token family's tokeniser (next-token foundation model, section 3): showers <-> (spatial, energy)
+token pairs."""
 
 import numpy as np
 import pytest
 
-from calofm.data.toy import toy_showers
 from calofm.data.tokens import END, PAD, START, Tokeniser
+from calofm.data.toy import toy_showers
 
 
 def test_showers_round_trip_through_tokens_up_to_half_a_bin(ds2):

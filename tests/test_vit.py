@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from calofm.adapt import Adaptation, apply
-from calofm.data.representations import representation_from_dict
 from calofm.data.preprocess import (
     LayerRatioTransform,
     energies_from_ratios,
     layer_ratios,
 )
+from calofm.data.representations import representation_from_dict
 from calofm.data.toy import toy_showers
 from calofm.geometry import PlanarGrid, calochallenge_binning, layer_grids
 from calofm.models.vit import CaloDREAM, EnergyNet, Patching, PatchPositions, _resize_patch

@@ -171,11 +171,13 @@ def test_study_places_the_vit_family_beside_calodit(toys, toy_vit, tmp_path_fact
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     assert main(["study", "--config", str(path), "--no-progress"]) == 0
     summary = json.loads((folder / "study" / "metrics.json").read_text())
-    assert summary["rows"]["ViT reinit"]["base"] == vit and summary["rows"]["CaloDiT-2 full"]["base"] == str(toys / "base")
+    assert (summary["rows"]["ViT reinit"]["base"] == vit
+            and summary["rows"]["CaloDiT-2 full"]["base"] == str(toys / "base"))
     assert set(summary["gain_over_scratch"]) == {"CaloDiT-2 full", "ViT reinit"}
     vit_gain = summary["gain_over_scratch"]["ViT reinit"]["40"]
     rows = summary["rows"]
-    expected = 100 * (1 - rows["ViT reinit"]["sizes"]["40"]["gm"]["value"] / rows["ViT scratch"]["sizes"]["40"]["gm"]["value"])
+    expected = 100 * (1 - rows["ViT reinit"]["sizes"]["40"]["gm"]["value"]
+                      / rows["ViT scratch"]["sizes"]["40"]["gm"]["value"])
     assert vit_gain == pytest.approx(expected)
     report = (folder / "study" / "report.md").read_text()
     assert "| ViT reinit |" in report and "| CaloDiT-2 full |" in report

@@ -6,10 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from conftest import read_physics_vector
-
 from calofm.simulate import xs_tables
 from calofm.simulate.tables import MARKER, read_provenance
+from conftest import read_physics_vector
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("geant4_pybind") is None,
                                 reason="geant4_pybind is not installed")

@@ -68,7 +68,8 @@ def main() -> None:
                 "energy_GeV": energy, "n_pi": len(pions), "n_e": len(electrons),
                 "e_over_pi": float(r_e.mean() / r_pi.mean()),
                 "e_over_pi_err": float(r_e.mean() / r_pi.mean() * np.hypot(
-                    r_e.std(ddof=1) / r_e.mean() / np.sqrt(len(r_e)), r_pi.std(ddof=1) / r_pi.mean() / np.sqrt(len(r_pi)))),
+                    r_e.std(ddof=1) / r_e.mean() / np.sqrt(len(r_e)),
+                    r_pi.std(ddof=1) / r_pi.mean() / np.sqrt(len(r_pi)))),
                 "pi_resolution": float(r_pi.std() / r_pi.mean()),
                 "t_max_lambda": float(depth[np.argmax(profile)] - lam_per_layer / 2),
                 "cog_lambda": float(np.sum(profile * (depth - lam_per_layer / 2)) / profile.sum()),
@@ -77,7 +78,8 @@ def main() -> None:
                 "pdg_l95_lambda": 0.2 * np.log(energy) + 0.7 + 4 * energy ** 0.13})
         pi_over_e = np.array([1 / r["e_over_pi"] for r in rows])
         scale = np.array([r["energy_GeV"] ** (GROOM_M - 1) for r in rows])
-        fit = minimize_scalar(lambda h: np.sum((1 - (1 - h) * scale - pi_over_e) ** 2), bounds=(0.3, 1.2), method="bounded")
+        fit = minimize_scalar(lambda h: np.sum((1 - (1 - h) * scale - pi_over_e) ** 2), bounds=(0.3, 1.2),
+                              method="bounded")
         for row, s in zip(rows, scale):
             row["groom_e_over_pi"] = float(1 / (1 - (1 - fit.x) * s))
         results["e_over_pi"] = rows

@@ -16,7 +16,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", type=Path, required=True, help="run folder (or its model.safetensors)")
     p.add_argument("--detector", help="Geant4 preset to time (default: the model's first detector)")
     p.add_argument("--energy", default="loguniform:1:1000", help="electron energies in GeV (default loguniform:1:1000)")
-    p.add_argument("--geant4-showers", type=int, default=20, help="showers Geant4 simulates for its timing (default 20)")
+    p.add_argument("--geant4-showers", type=int, default=20,
+                   help="showers Geant4 simulates for its timing (default 20)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON results (default bench.json)")
     p.set_defaults(run=bench)
 

@@ -67,7 +67,8 @@ def inspect(args) -> int:
         try:
             summary = summarise(f)
         except CalofmError as exc:
-            summary = {"file": str(args.file), "format": f.format.name, "showers": len(f), "valid": False, "error": str(exc)}
+            summary = {"file": str(args.file), "format": f.format.name, "showers": len(f), "valid": False,
+                       "error": str(exc)}
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -12,7 +12,8 @@ def add_parser(sub) -> None:
                        description="Compare a generated shower file with a Geant4 reference using the "
                                    "CaloChallenge definitions: high-level feature histograms with ratio panels "
                                    "and separation powers; Wasserstein, KL and the six-observable geometric mean "
-                                   "(the CaloClouds II transfer study) with bootstrap errors; classifier AUC/JSD; FPD/KPD (JetNet); "
+                                   "(the CaloClouds II transfer study) with bootstrap errors; "
+                                   "classifier AUC/JSD; FPD/KPD (JetNet); "
                                    "precision/recall/density/coverage; all again in slices of incident energy "
                                    "(and theta). The reference is split in halves to report the Geant4-vs-Geant4 "
                                    "floor beside the model. Writes DIR/metrics.json, DIR/report.md, DIR/plots/.")
@@ -23,14 +24,16 @@ def add_parser(sub) -> None:
     p.add_argument("--classifiers", default="high,low",
                    help=f"comma list among {', '.join(CLASSIFIERS)} (default high,low; cnn is GPU-sized)")
     p.add_argument("--epochs", type=int, default=50, help="classifier epochs (default 50, the CaloChallenge protocol)")
-    p.add_argument("--repeats", type=int, default=1, help="classifier trainings with seeds seed..seed+n-1 (mean +- std)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="classifier trainings with seeds seed..seed+n-1 (mean +- std)")
     p.add_argument("--device", default="cpu", help="torch device for the classifiers (cpu, cuda)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, bootstraps and trainings (default 0)")
     p.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamplings per distance (default 20)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help="zero voxels below this energy in MeV first (e.g. 0.01515 for datasets 2/3; default 0)")
     p.add_argument("--energy-bins", help="incident-energy slice edges in GeV, comma separated (default: decades)")
-    p.add_argument("--theta-bins", help="theta slice edges in rad, comma separated (default: 3 equal bins if theta varies)")
+    p.add_argument("--theta-bins",
+                   help="theta slice edges in rad, comma separated (default: 3 equal bins if theta varies)")
     p.add_argument("--max-voxel-showers", type=int,
                    help="showers per sample kept whole for low-level classifiers and PRDC "
                         "(default 20000, fewer for large meshes: 7400 for dataset 3)")
@@ -74,9 +77,11 @@ def run(args) -> int:
                               ("kpd", "KPD x1e3", 1e3)):
         if key in model:
             g = floor.get(key, {}).get("value")
-            print(f"  {label:20s} model {model[key]['value'] * scale:.4g}" + (f"   Geant4 floor {g * scale:.4g}" if g is not None else ""))
+            print(f"  {label:20s} model {model[key]['value'] * scale:.4g}"
+                  + (f"   Geant4 floor {g * scale:.4g}" if g is not None else ""))
     for name, result in model.get("classifier", {}).items():
         if "auc" in result:
             g = floor.get("classifier", {}).get(name, {}).get("auc", {}).get("value")
-            print(f"  AUC {name:16s} model {result['auc']['value']:.3f}" + (f"   Geant4 floor {g:.3f}" if g is not None else ""))
+            print(f"  AUC {name:16s} model {result['auc']['value']:.3f}"
+                  + (f"   Geant4 floor {g:.3f}" if g is not None else ""))
     return 0

@@ -27,7 +27,8 @@ def add_parsers(sub) -> None:
 def run(args) -> int:
     model = load_model(args.model)
     out = export(model, args.format, args.out, args.noise_input)
-    slots = ", ".join(model.conditions.detectors) + f" + {model.conditions.n_slots - len(model.conditions.detectors)} free"
+    slots = (", ".join(model.conditions.detectors)
+             + f" + {model.conditions.n_slots - len(model.conditions.detectors)} free")
     print(f"wrote {out} ({args.format}): input (B, {3 + model.conditions.n_slots}) = [E GeV, phi, theta, one-hot of "
           f"{slots}], output (B, {' x '.join(map(str, model.shape))}) MeV in Par04 order (r, phi, z inner)")
     return 0

@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a shower file to another format",
                        description="Convert between the CaloChallenge, LEMURS, CaloClouds and calofm formats. "
-                                   "Voxels are smeared into points (CaloClouds II transfer study, appendix A) when the target holds "
-                                   "point clouds; points are projected onto the target binning when it holds "
+                                   "Voxels are smeared into points (CaloClouds II transfer study, appendix A) "
+                                   "when the target holds point clouds; "
+                                   "points are projected onto the target binning when it holds "
                                    "voxels. The output appears only once complete.")
     p.add_argument("input", type=Path, help="input shower file")
     p.add_argument("output", type=Path, help="output file (written to a temporary name, then renamed)")
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "in two pre-training presets (par04-siw, ild-w) and a new target (par04-scipb); "
                                    "pre-train a small CaloDiT (EDM) on the two; adapt it to 100 target showers with "
                                    "scratch, full fine-tuning, BitFit and LoRA over two seeds; evaluate each against "
-                                   "held-out Geant4 target showers. Writes OUT/report.md (table 2 of the CaloClouds II transfer study "
+                                   "held-out Geant4 target showers. Writes OUT/report.md (table 2 of the "
+                                   "CaloClouds II transfer study "
                                    "with uncertainties, gain over scratch, plots) and OUT/metrics.json. Rerunning "
                                    "continues where a killed demo stopped. --families dit,vit adds CaloDREAM++ "
                                    "(energy network + ViT, flow matching) on the same showers, adapted with scratch, "

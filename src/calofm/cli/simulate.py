@@ -6,8 +6,8 @@ import json
 from dataclasses import replace
 
 from calofm.core.errors import InputError
-from calofm.simulate.detectors import get_detector, preset_names
 from calofm.core.particles import PARTICLES
+from calofm.simulate.detectors import get_detector, preset_names
 from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.physics import PHYSICS_LISTS, Physics, default_physics
 

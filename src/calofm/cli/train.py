@@ -44,7 +44,8 @@ Point clouds (CaloClouds II; two runs, the second naming the first; studies/calo
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a model (EDM, flow matching, likelihood, or consistency distillation of an EDM run)",
+    p = sub.add_parser("train",
+                       help="train a model (EDM, flow matching, likelihood, or consistency distillation of an EDM run)",
                        description="Train the model a YAML config describes, on one or several detectors' "
                                    "Geant4 showers. Writes the run folder: checkpoint.safetensors (+ .json; "
                                    "the run resumes from it when re-run with the same config), "
@@ -76,12 +77,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 32 for EDM, 1 for CD, 20 for CFM)")
     p.add_argument("--solver", choices=SOLVERS, help="ODE solver of a flow-matching model (default: the model's, "
                                                      "rk4; adaptive: dopri5, ignores --steps)")
-    p.add_argument("--temperature", type=float, help="next-token models: sampling temperature (default: the model's, 1)")
+    p.add_argument("--temperature", type=float,
+                   help="next-token models: sampling temperature (default: the model's, 1)")
     p.add_argument("--top-k", type=int, help="next-token models: draw from the k most likely tokens only (0: all)")
     p.add_argument("--top-p", type=float, help="next-token models: draw from the smallest set holding this probability")
-    p.add_argument("--deeper", metavar="K:LAYERS", help="next-token models: the next-token foundation model's calibration, the K most "
-                                                        "energetic deposits of each shower LAYERS layers deeper (off "
-                                                        "by default; recorded in the file's metadata)")
+    p.add_argument("--deeper", metavar="K:LAYERS",
+                   help="next-token models: the next-token foundation model's calibration, the K most "
+                        "energetic deposits of each shower LAYERS layers deeper (off "
+                        "by default; recorded in the file's metadata)")
     p.add_argument("--batch-size", type=int, default=1000, help="showers per batch (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed of conditions and noise (default 0)")

@@ -33,7 +33,8 @@ class OccupancyCalibration:
         n_data, n_gen = np.asarray(n_data, float), np.asarray(n_gen, float)
         if min(len(n_data), len(n_gen)) <= degree:
             raise ValueError(f"a degree-{degree} calibration needs more than {degree} showers of each kind")
-        return cls(np.polyfit(n_data, occupancy_data, degree).tolist(), np.polyfit(n_gen, occupancy_gen, degree).tolist(),
+        return cls(np.polyfit(n_data, occupancy_data, degree).tolist(),
+                   np.polyfit(n_gen, occupancy_gen, degree).tolist(),
                    float(max(n_data.min(), n_gen.min(), 1.0)), float(min(n_data.max(), n_gen.max())))
 
     def __call__(self, n: np.ndarray) -> np.ndarray:

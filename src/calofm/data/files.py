@@ -38,7 +38,8 @@ class ShowerFile:
         try:
             matches = [fmt for fmt in FORMATS.values() if fmt.sniff(self._file)]
             if not matches:
-                raise InputError(path, f"not a shower file in any known format (holds: {', '.join(self._file.keys()) or 'nothing'}); "
+                raise InputError(path, "not a shower file in any known format "
+                                       f"(holds: {', '.join(self._file.keys()) or 'nothing'}); "
                                        f"known formats: {', '.join(FORMATS)}")
             self.format = matches[0]
             if readout is None and "readout" in self._file.attrs:  # written by calofm

@@ -12,7 +12,7 @@ provenance given to the writer (simulator, data versions, seed, ...). Other tool
 
 CaloClouds points use the ILD convention (y is the layer, x and z transverse); calofm points
 are [x, y transverse, z depth]: the layer index maps to the layer centre of the readout.
-"""
+"""  # noqa: E501 (the rows of the markdown table above cannot be wrapped)
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ class CaloChallengeFormat(ShowerFormat):
         if readout is None:
             readout = binning_for_n_voxels(n_vox)
             if readout is None:
-                raise InputError(path, f"{n_vox} voxels match no CaloChallenge binning; pass the binning (--binning XML)")
+                raise InputError(path, f"{n_vox} voxels match no CaloChallenge binning; "
+                                       "pass the binning (--binning XML)")
         if readout.n_voxels != n_vox:
             raise InputError(path, f"showers have {n_vox} voxels but binning {readout.name!r} has {readout.n_voxels}")
         for key in self.ANGLES.values():
@@ -209,7 +210,8 @@ class CaloCloudsFormat(ShowerFormat):
         for event in events:
             x, layer, z, e = event[:, event[3] != 0]
             if np.any((layer < 0) | (layer >= len(centres)) | (layer != np.round(layer))):
-                raise InputError(f.filename, f"layer indices outside 0..{len(centres) - 1} of {readout.name or 'the readout'}")
+                raise InputError(f.filename, f"layer indices outside 0..{len(centres) - 1} "
+                                             f"of {readout.name or 'the readout'}")
             clouds.append(np.stack([x, z, centres[layer.astype(np.intp)], e * GeV], axis=1))
         return Showers(energy=f["energy"][index].reshape(-1) * GeV, points=PointClouds.from_list(clouds))
 
@@ -242,7 +244,8 @@ class CalofmFormat(ShowerFormat):
         require(f, path, "energy")
         stored = readout_from_dict(json.loads(f.attrs["readout"]))
         if readout != stored:
-            raise InputError(path, f"file binning {stored.describe()} differs from the one given ({readout.describe()})")
+            raise InputError(path, f"file binning {stored.describe()} differs from the one given "
+                                   f"({readout.describe()})")
         n = f["energy"].shape[0]
         for name in OPTIONAL_ARRAYS + ("points/offsets",):
             rows = f[name].shape[0] - (name == "points/offsets") if name in f else n

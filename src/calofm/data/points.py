@@ -4,13 +4,15 @@ A shower's points come from `calofm simulate --points` (Geant4 steps pre-cluster
 the readout refined 6 x 6 times) or, for voxel files such as CaloChallenge ones, from cylindrical
 smearing of the voxels into points (one per voxel, uniform over its (r, alpha) area). calofm's
 points and voxels share one energy scale (deposits / sampling fraction); ``energy_scale`` turns
-them into another, e.g. the raw silicon deposits of the CaloClouds II transfer study's reversal of the sampling fraction.
+them into another, e.g. the raw silicon deposits of the CaloClouds II transfer study's reversal of the
+sampling fraction.
 
 :class:`PointCloudTransform` maps points [x, y, z, E] (mm, MeV) to [x / 200, y / 200, layer, log E
 standardised]: x and y in [-1, 1] for a 400 mm box, the layer index as (2 i + 1) / L - 1, and back,
 with z at the layer's centre. One row per point: the PointWise net treats points independently, so
 a batch of points from many showers needs no padding or masks, and no ordering by size (the
-padded, size-ordered batches of the CaloClouds II transfer study serve networks that see a whole point set at once). Each
+padded, size-ordered batches of the CaloClouds II transfer study serve networks that see a whole
+point set at once). Each
 shower adds one condition column, log(1 + N) / 10 of its N points (CaloClouds II conditions the
 points on E and N; the per-layer counts then place them in depth).
 

@@ -9,8 +9,8 @@ its ``kind`` (stored in ``to_dict``) to its class. Two live here (the point-clou
 * :class:`LayerRatioTransform` (``layer_ratios``, CaloDREAM): the layer-energy ratios u, then every
   voxel as a fraction of its layer's energy, flat; any layered readout, regular or not.
 
-Mesh voxels (CaloDiT-2, sections 3.2.2, 5.1): clip below 15.15 keV, then x_hat = (log(x + 1e-6) - mu) / sigma with ONE scalar mu and
-sigma shared by all voxels of all pre-training detectors. The inverse clips again, so
+Mesh voxels (CaloDiT-2, sections 3.2.2, 5.1): clip below 15.15 keV, then x_hat = (log(x + 1e-6) - mu) / sigma
+with ONE scalar mu and sigma shared by all voxels of all pre-training detectors. The inverse clips again, so
 ``inverse(forward(x))`` gives back the clipped showers exactly up to float rounding. The inverse
 also caps log(x + eps) at the largest value seen in the fit: through exp(), a model's rare
 overshoot of a few sigma would otherwise become a voxel of 10^9 MeV.
@@ -274,7 +274,8 @@ class ConditionTransform:
         onehot = torch.nn.functional.one_hot(slot, self.n_slots).to(torch.float64)
         return self.vector(energy[:, None], theta[:, None], phi[:, None], onehot).to(torch.float32)
 
-    def vector(self, energy: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    def vector(self, energy: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor,
+               onehot: torch.Tensor) -> torch.Tensor:
         """The condition vector from (N, 1) energy (MeV), theta, phi and the (N, n_slots) one-hot, in
         torch operations only (so exported graphs compute it too)."""
         return torch.cat([energy / self.e_max, torch.sin(phi), torch.cos(phi), theta / math.pi, onehot], dim=1)

@@ -5,8 +5,8 @@ A shower becomes the sequence of its non-zero voxels in descending energy, each 
 token = the voxel's index in CaloChallenge order, energy token = its linear energy bin), between a
 start and an end pair. The readout is already discrete, so space needs no further tokenisation; the
 energy bin width is chosen so that the energy vocabulary is about as large as the spatial one
-(the next-token foundation model: 27k voxels, 25k energy bins), which lets the two losses share one weight. Decoding puts
-each voxel at its bin's centre: the round trip is exact up to half a bin width (energies above the
+(the next-token foundation model: 27k voxels, 25k energy bins), which lets the two losses share one weight.
+Decoding puts each voxel at its bin's centre: the round trip is exact up to half a bin width (energies above the
 last bin are clipped into it). The vocabularies belong to a geometry and are stored with the
 checkpoint (``to_dict``, as every representation), with the longest sequence the model rows hold
 (``max_len``, half as long again as the longest fitted one): generation draws at most that many.
@@ -44,7 +44,8 @@ class Tokeniser(Representation):
     @classmethod
     def fit(cls, showers: np.ndarray, n_bins: int | None = None) -> Tokeniser:
         """Bins of equal width up to the largest voxel energy of ``showers`` (N, V); by default as many
-        energy tokens as voxels (the next-token foundation model's rule, which :class:`calofm.models.NextToken` follows)."""
+        energy tokens as voxels (the next-token foundation model's rule, which
+        :class:`calofm.models.NextToken` follows)."""
         showers = np.asarray(showers)
         top = float(showers.max(initial=0.0))
         if not top > 0:
@@ -117,8 +118,8 @@ class Tokeniser(Representation):
         return out.astype(np.float32)
 
     def deeper(self, x: torch.Tensor, k: int, layers: int, layer_voxels: int) -> torch.Tensor:
-        """The next-token foundation model's calibration (section 4) of generated token pairs ``x`` (N, T, 2): the ``k`` most
-        energetic deposits (the first ``k`` pairs after the start) move ``layers`` layers deeper in
+        """The next-token foundation model's calibration (section 4) of generated token pairs ``x`` (N, T, 2):
+        the ``k`` most energetic deposits (the first ``k`` pairs after the start) move ``layers`` layers deeper in
         the same transverse cell (at most to the last layer) of a readout of ``layer_voxels`` voxels
         per layer, CaloChallenge order."""
         x = x.clone()

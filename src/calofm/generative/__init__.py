@@ -32,5 +32,5 @@ from calofm.generative.process import Process, karras_sigmas
 PROCESSES = {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching, "cfm_factorised": FactorisedFlowMatching,
              "likelihood": Likelihood, "autoregressive": AutoRegressive}
 
-__all__ = ["EDM", "PROCESSES", "AutoRegressive", "SOLVERS", "Consistency", "ConsistencyDistillation", "FactorisedFlowMatching",
-           "FlowMatching", "Likelihood", "Process", "flow_matching", "karras_sigmas"]
+__all__ = ["EDM", "PROCESSES", "AutoRegressive", "SOLVERS", "Consistency", "ConsistencyDistillation",
+           "FactorisedFlowMatching", "FlowMatching", "Likelihood", "Process", "flow_matching", "karras_sigmas"]

@@ -1,4 +1,5 @@
-"""Conditional flow matching (Lipman et al. 2023) on straight paths, as CaloDREAM uses it (CaloDREAM++, section 2.1): x(t) = (1 - t) eps + t x0 with eps ~ N(0, 1), the backbone ``net(x(t), t, cond)``
+"""Conditional flow matching (Lipman et al. 2023) on straight paths, as CaloDREAM uses it (CaloDREAM++,
+section 2.1): x(t) = (1 - t) eps + t x0 with eps ~ N(0, 1), the backbone ``net(x(t), t, cond)``
 regresses the velocity x0 - eps (eq. 5), and generation integrates dx/dt = v from t = 0 (noise) to
 t = 1 (data) (eq. 6) with a fixed-step Euler, midpoint or RK4 solver or torchdiffeq's adaptive
 dopri5. The backbone receives t in [0, 1] itself as its "noise label" and embeds it (CaloDREAM's

@@ -23,6 +23,6 @@ def readout_from_dict(d: dict):
 
 __all__ = [
     "CALOCHALLENGE", "ORDERS", "CylindricalBinning", "Layer", "PlanarGrid", "Readout",
-    "binning_for_n_voxels", "calochallenge_binning", "ild_ecal", "layer_grids", "read_out", "project", "readout_from_dict",
-    "reorder", "smear",
+    "binning_for_n_voxels", "calochallenge_binning", "ild_ecal", "layer_grids", "read_out", "project",
+    "readout_from_dict", "reorder", "smear",
 ]

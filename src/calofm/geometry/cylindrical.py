@@ -91,7 +91,8 @@ class CylindricalBinning(LayerStack):
                 layers.append(layer)
                 continue
             edges = np.asarray(layer.r_edges)
-            fine = np.concatenate([np.linspace(a, b, factor + 1)[:-1] for a, b in zip(edges[:-1], edges[1:])] + [edges[-1:]])
+            fine = np.concatenate([np.linspace(a, b, factor + 1)[:-1] for a, b in zip(edges[:-1], edges[1:])]
+                                  + [edges[-1:]])
             layers.append(Layer(tuple(float(v) for v in fine), layer.n_alpha * factor))
         return CylindricalBinning(tuple(layers), self.z_edges, f"{self.name}-x{factor}")
 
@@ -121,19 +122,19 @@ class CylindricalBinning(LayerStack):
             "type": "cylindrical",
             "name": self.name,
             "z_edges": list(self.z_edges),
-            "layers": [{"r_edges": list(l.r_edges), "n_alpha": l.n_alpha} for l in self.layers],
+            "layers": [{"r_edges": list(layer.r_edges), "n_alpha": layer.n_alpha} for layer in self.layers],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "CylindricalBinning":
-        layers = tuple(Layer(tuple(l["r_edges"]), int(l["n_alpha"])) for l in d["layers"])
+        layers = tuple(Layer(tuple(layer["r_edges"]), int(layer["n_alpha"])) for layer in d["layers"])
         return cls(layers, tuple(d["z_edges"]), d.get("name", ""))
 
     # --- sizes and shapes ---------------------------------------------------------
     @cached_property
     def layer_offsets(self) -> np.ndarray:
         """First voxel index of each layer, plus the total at the end (length n_layers + 1)."""
-        return np.concatenate([[0], np.cumsum([l.n_voxels for l in self.layers])]).astype(np.int64)
+        return np.concatenate([[0], np.cumsum([layer.n_voxels for layer in self.layers])]).astype(np.int64)
 
     @property
     def n_voxels(self) -> int:
@@ -141,12 +142,12 @@ class CylindricalBinning(LayerStack):
 
     def layer_shapes(self) -> list[tuple[int, int]]:
         """(n_alpha, n_r) of every layer, (alpha, 0) for a layer that is not read out."""
-        return [(l.n_alpha, l.n_r) for l in self.layers]
+        return [(layer.n_alpha, layer.n_r) for layer in self.layers]
 
     @cached_property
     def is_regular(self) -> bool:
         """All layers share r edges and alpha bins: the mesh is a (z, alpha, r) box."""
-        return self.layers[0].n_voxels > 0 and all(l == self.layers[0] for l in self.layers)
+        return self.layers[0].n_voxels > 0 and all(layer == self.layers[0] for layer in self.layers)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -159,7 +160,7 @@ class CylindricalBinning(LayerStack):
         if self.is_regular:
             n_z, n_a, n_r = self.shape
             return f"{self.n_voxels} voxels = {n_z} x {n_a} x {n_r} (z x alpha x r)"
-        used = [i for i, l in enumerate(self.layers) if l.n_voxels]
+        used = [i for i, layer in enumerate(self.layers) if layer.n_voxels]
         parts = ", ".join(f"L{i}: {self.layers[i].n_alpha}x{self.layers[i].n_r}" for i in used)
         return f"{self.n_voxels} voxels in {len(used)} of {self.n_layers} layers (alpha x r: {parts})"
 
@@ -176,7 +177,7 @@ class CylindricalBinning(LayerStack):
     def index(self, layer, alpha, r) -> np.ndarray:
         """Voxel index of (layer, alpha bin, r bin)."""
         layer, alpha, r = (np.asarray(v, dtype=np.int64) for v in (layer, alpha, r))
-        n_r = np.array([l.n_r for l in self.layers])[layer]
+        n_r = np.array([mesh_layer.n_r for mesh_layer in self.layers])[layer]
         return self.layer_offsets[layer] + alpha * n_r + r
 
     @cached_property
@@ -205,7 +206,7 @@ class CylindricalBinning(LayerStack):
     @cached_property
     def _r_axes(self) -> list[Axis | None]:
         """One radial axis per layer (None for layers without readout)."""
-        return [Axis(l.r_edges) if l.n_r else None for l in self.layers]
+        return [Axis(layer.r_edges) if layer.n_r else None for layer in self.layers]
 
     def voxel_ids(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Voxel index of each point, or ``n_voxels`` for points outside the mesh."""

@@ -41,7 +41,8 @@ class PlanarGrid(LayerStack):
 
     @classmethod
     def from_dict(cls, d: dict) -> "PlanarGrid":
-        return cls(int(d["n_x"]), int(d["n_y"]), float(d["cell_x"]), float(d["cell_y"]), tuple(d["z_edges"]), d.get("name", ""))
+        return cls(int(d["n_x"]), int(d["n_y"]), float(d["cell_x"]), float(d["cell_y"]), tuple(d["z_edges"]),
+                   d.get("name", ""))
 
     @property
     def n_voxels(self) -> int:

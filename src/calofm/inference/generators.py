@@ -131,7 +131,8 @@ class PointCloudModel(TrainedModel):
         return project(self.readout(detector), clouds.points, clouds.offsets)
 
     @torch.no_grad()
-    def clouds(self, energy, theta, phi, detector: str, counts: np.ndarray, steps: int | None, generator) -> PointClouds:
+    def clouds(self, energy, theta, phi, detector: str, counts: np.ndarray, steps: int | None,
+               generator) -> PointClouds:
         """Generated points (mm, MeV) of showers with ``counts`` (N, L) points per layer: the
         PointWise net's points of each shower, sorted by depth, fill its layers front to back."""
         totals = counts.sum(1)
@@ -168,8 +169,8 @@ class PointCloudModel(TrainedModel):
         return out
 
     def fit_calibration(self, detector: DetectorShowers, n_showers: int = 200, seed: int = 0) -> OccupancyCalibration:
-        """The CaloClouds II transfer study's occupancy calibration for ``detector``: cells hit against points, for its Geant4
-        showers and for generated ones with the same points per layer."""
+        """The CaloClouds II transfer study's occupancy calibration for ``detector``: cells hit against points,
+        for its Geant4 showers and for generated ones with the same points per layer."""
         s = detector.showers.take(np.arange(min(n_showers, len(detector.showers))))
         counts = self.voxels.layer_counts(s, detector.readout)
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -194,7 +195,8 @@ class TokenModel(TrainedModel):
         return self.voxels.decode(tokens)
 
     def sampling(self) -> dict:
-        calibration = {"calibration": f"top-{self.deeper[0]} deposits {self.deeper[1]} layer(s) deeper"} if self.deeper else {}
+        calibration = ({"calibration": f"top-{self.deeper[0]} deposits {self.deeper[1]} layer(s) deeper"}
+                       if self.deeper else {})
         return {**self.process.hparams, **calibration}
 
 

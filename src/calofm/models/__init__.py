@@ -12,8 +12,8 @@ for a readout) and its ``ROLES`` for the transfer strategies. ``BACKBONES`` maps
 * ``showerflow`` and ``pointwise``: the point-cloud family (CaloClouds II): ShowerFlow, a density
   ``log_prob(x, cond)`` / ``from_noise(noise, cond)`` for the points per layer (likelihood), and
   the PointWise per-point denoiser (EDM), trained as two runs, the second naming the first.
-* ``nexttoken``: the next-token transformer of the next-token foundation model over (spatial, energy) token pairs, with a
-  fixed-routing mixture of experts (autoregressive); called as ``net(spatial, energy, cond)``.
+* ``nexttoken``: the next-token transformer of the next-token foundation model over (spatial, energy) token
+  pairs, with a fixed-routing mixture of experts (autoregressive); called as ``net(spatial, energy, cond)``.
 
 A backbone that may be trained with one process only names it in ``TRAINED_WITH``; one that can
 move to another readout has ``transfer_args`` and ``load_transferable``.

@@ -191,7 +191,8 @@ class DiT(nn.Module):
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, R, A, Z) -> (B, tokens, voxels per patch), tokens in row-major grid order."""
         (gr, ga, gz), (pr, pa, pz) = self.grid, self.patch
-        x = x.reshape(-1, gr, pr, ga, pa, gz, pz).permute(0, 1, 3, 5, 2, 4, 6)  # -1: batch axis stays dynamic in exports
+        # -1: batch axis stays dynamic in exports
+        x = x.reshape(-1, gr, pr, ga, pa, gz, pz).permute(0, 1, 3, 5, 2, 4, 6)
         return x.reshape(-1, self.num_tokens, pr * pa * pz)
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:

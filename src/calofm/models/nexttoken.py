@@ -1,5 +1,5 @@
-"""The next-token backbone of the next-token foundation model (section 3): a causal transformer over (spatial, energy) token
-pairs with a fixed-routing mixture of experts.
+"""The next-token backbone of the next-token foundation model (section 3): a causal transformer over
+(spatial, energy) token pairs with a fixed-routing mixture of experts.
 
 Two streams, one per vocabulary, each with its own embedding; the condition vector (incident
 energy and angles, embedded linearly) is the first token of both. A cross-attention block lets the

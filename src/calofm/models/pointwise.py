@@ -41,8 +41,9 @@ class ConcatSquashLinear(nn.Module):
 class PointWise(nn.Module):
     """``net(x, noise_label, cond)``: the per-point denoiser (see the module docstring).
 
-    ``ROLES``: the six layers are the blocks (top-k trains the output-side ones, the CaloClouds II transfer study's Top2);
-    the first and last are the input and output; the noise and condition embeddings make the context.
+    ``ROLES``: the six layers are the blocks (top-k trains the output-side ones, the CaloClouds II transfer
+    study's Top2); the first and last are the input and output; the noise and condition embeddings make the
+    context.
     """
 
     REPRESENTATION = "points"
@@ -60,7 +61,8 @@ class PointWise(nn.Module):
         if widths[0] != widths[-1] or len(widths) < 2:
             raise ValueError(f"PointWise widths {widths} must start and end at the point size")
         self.time_embed = NoiseEmbed(ctx_dim // 2, freq_dim)
-        self.cond_embed = nn.Sequential(nn.Linear(n_cond, ctx_dim // 2), nn.SiLU(), nn.Linear(ctx_dim // 2, ctx_dim // 2))
+        self.cond_embed = nn.Sequential(nn.Linear(n_cond, ctx_dim // 2), nn.SiLU(),
+                                        nn.Linear(ctx_dim // 2, ctx_dim // 2))
         self.blocks = nn.ModuleList(ConcatSquashLinear(a, b, 2 * (ctx_dim // 2)) for a, b in zip(widths, widths[1:]))
         self.init_weights(self)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import geant4_pybind as g4
 import numpy as np
 
-from calofm.simulate.detectors import Detector
 from calofm.core.particles import PARTICLES
+from calofm.simulate.detectors import Detector
 from calofm.simulate.gun import direction
 from calofm.simulate.physics import CHARGED, NEUTRAL, PHOTON, Physics, birks_tables, birks_visible
 

@@ -20,7 +20,6 @@ from calofm.core.particles import PARTICLES
 from calofm.core.units import GeV
 
 
-
 @dataclass(frozen=True)
 class Spectrum:
     """``fixed:x``, ``uniform:a:b`` or ``loguniform:a:b`` (a bare number means fixed)."""
@@ -83,7 +82,8 @@ class Gun:
         return energy, theta, phi, int(rng.integers(1, 2**31 - 1))
 
     def describe(self) -> dict:
-        return {"particle": self.particle, "energy_GeV": str(self.energy_gev), "theta": str(self.theta), "phi": str(self.phi)}
+        return {"particle": self.particle, "energy_GeV": str(self.energy_gev), "theta": str(self.theta),
+                "phi": str(self.phi)}
 
 
 def direction(theta: float) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Electromagnetic properties of the materials calofm's detectors are built from.
 
 Values are the PDG "Atomic and nuclear properties of materials" tables: radiation length X0,
-critical energy E_c for electrons (Rossi definition), nuclear interaction length lambda_I, density. The Moliere radius follows as
-R_M = E_s X0 / E_c with E_s = 21.2052 MeV. Names are Geant4 NIST material names.
+critical energy E_c for electrons (Rossi definition), nuclear interaction length lambda_I, density. The Moliere
+radius follows as R_M = E_s X0 / E_c with E_s = 21.2052 MeV. Names are Geant4 NIST material names.
 
 Scintillators carry Birks' constant kB: the visible energy of a step is dE / (1 + kB dE/dx).
 Polystyrene's is Geant4's own value for SCSN-38 (Hirschberg et al., IEEE TNS 39 (1992) 511:

@@ -79,7 +79,8 @@ def birks_tables(energies, proton_mm, electron_mm, z, atoms, amu) -> tuple:
     w = z**2 * atoms
     ratio = PROTON_MASS_MEV / AMU_MEV * float(np.sum(w / amu) / np.sum(w))
     charge2 = float(np.sum(w * z**2) / np.sum(w))
-    return np.log(energies), np.log(np.maximum(proton_mm, 1e-12)), np.log(np.maximum(electron_mm, 1e-12)), ratio, charge2
+    return (np.log(energies), np.log(np.maximum(proton_mm, 1e-12)), np.log(np.maximum(electron_mm, 1e-12)), ratio,
+            charge2)
 
 
 def birks_visible(edep, length, niel, kind, kb: float, tables: tuple) -> np.ndarray:

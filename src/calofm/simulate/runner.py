@@ -166,7 +166,8 @@ def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: st
                     theta=np.array([c[1] for c in conditions]), phi=np.array([c[2] for c in conditions]),
                     particle=np.full(b - a, gun.pdg), event=np.arange(a, b),
                     points=PointClouds.from_list(clouds) if points else None)
-    with ShowerWriter(Path(folder) / _part_name(a, b), "calofm", mesh, {**metadata, "event_start": a, "event_stop": b}) as w:
+    with ShowerWriter(Path(folder) / _part_name(a, b), "calofm", mesh,
+                      {**metadata, "event_start": a, "event_stop": b}) as w:
         w.append(batch)
     return b - a, time.perf_counter() - t0, float(batch.energy.sum() / GeV)
 
@@ -289,7 +290,8 @@ def _log_tail(log: Path, lines: int = 4) -> str:
     starts = [i for i, line in enumerate(text) if "G4Exception-START" in line]
     if starts:
         block = text[starts[-1] + 1:]
-        block = [line for line in block[:next((i for i, l in enumerate(block) if "G4Exception-END" in l), len(block))]
+        block = [line for line in block[:next((i for i, log_line in enumerate(block) if "G4Exception-END" in log_line),
+                                              len(block))]
                  if not line.startswith("****")]
         return " ".join(block)
     return " | ".join(text[-lines:]) or "empty log"

@@ -17,7 +17,6 @@ import yaml
 
 from calofm.core.errors import InputError
 
-
 PROCESS_NAMES = ("edm", "cd", "cfm", "likelihood", "autoregressive")
 
 
@@ -39,7 +38,8 @@ class ModelConfig:
 
 @dataclass
 class ProcessConfig:
-    name: str = "edm"               # edm | cd (consistency distillation of an EDM run) | cfm (flow matching) | likelihood | autoregressive
+    # edm | cd (consistency distillation of an EDM run) | cfm (flow matching) | likelihood | autoregressive
+    name: str = "edm"
     args: dict = field(default_factory=dict)
     teacher: str | None = None      # cd: the EDM run folder to distil
     student: str | None = None      # cd: initialise the student from this CD run (default: the teacher)
@@ -47,8 +47,10 @@ class ProcessConfig:
 
 @dataclass
 class AdaptConfig:
-    base: str | None = None         # the pre-trained run (EDM, CFM, likelihood, autoregressive) to adapt; None: not an adaptation
-    strategy: str = "full"          # see calofm.adapt: scratch, full, bitfit, top-k, lora, condition, slot, reinit, expert, particle
+    # the pre-trained run (EDM, CFM, likelihood, autoregressive) to adapt; None: not an adaptation
+    base: str | None = None
+    # see calofm.adapt: scratch, full, bitfit, top-k, lora, condition, slot, reinit, expert, particle
+    strategy: str = "full"
     args: dict = field(default_factory=dict)  # strategy arguments (k; r, alpha; lr_mult; init)
     model: dict = field(default_factory=dict)  # backbone arguments for a target of another geometry (patch)
 
@@ -92,7 +94,8 @@ class RunConfig:
             (t.ema is None or 0 <= t.ema < 1, "train.ema", "must be in [0, 1) or null"),
             (t.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16"),
             (t.checkpoint_every > 0 and t.log_every > 0, "train.checkpoint_every", "intervals must be positive"),
-            (self.process.name in PROCESS_NAMES, "process.name", f"must be {', '.join(PROCESS_NAMES[:-1])} or {PROCESS_NAMES[-1]}"),
+            (self.process.name in PROCESS_NAMES, "process.name",
+             f"must be {', '.join(PROCESS_NAMES[:-1])} or {PROCESS_NAMES[-1]}"),
             (self.process.name != "cd" or self.process.teacher, "process.teacher", "cd needs the EDM run to distil"),
             (self.process.name == "cd" or self.data.detectors, "data.detectors", "name at least one detector"),
             (not (self.adapt.base and self.process.name == "cd"), "adapt.base",
@@ -151,7 +154,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise InputError(path, f"cannot read the YAML config ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+        raise InputError(path, "cannot read the YAML config "
+                               f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
     for key, value in (overrides or {}).items():
         section, _, name = key.rpartition(".")
         target = raw

@@ -158,8 +158,9 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
         optim_tensors, optim_info = checkpoint.flatten_optimizer(self.optimizer.state_dict())
         tensors.update(optim_tensors)
-        checkpoint.save(self.out / CHECKPOINT, tensors, {"step": step, "world": self.world, "settings": self._settings_dict(),
-                                                         "optimizer": optim_info, "describe": self.describe})
+        checkpoint.save(self.out / CHECKPOINT, tensors,
+                        {"step": step, "world": self.world, "settings": self._settings_dict(),
+                         "optimizer": optim_info, "describe": self.describe})
 
     def resume(self) -> int:
         """Load the run folder's checkpoint if there is one; the step to continue from."""
@@ -167,7 +168,8 @@ class Trainer:
         if not path.exists():
             return 0
         tensors, info = checkpoint.load(path, self.device)
-        if info["settings"] != self._settings_dict() or _training_part(info["describe"]) != _training_part(self.describe):
+        if (info["settings"] != self._settings_dict()
+                or _training_part(info["describe"]) != _training_part(self.describe)):
             raise InputError(path, "holds a run with other settings or data; use another --out, or delete the "
                                    "folder to start afresh")
         self.process.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("process.")})
@@ -203,7 +205,8 @@ class Trainer:
         model = self.process
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            model = DistributedDataParallel(model,
+                                            device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                             find_unused_parameters=getattr(self.process.net, "ROUTED", False))  # an
             # expert whose class a rank's batch lacks gets no gradient there
         forward = torch.compile(model) if s.compile else model
@@ -246,7 +249,8 @@ class Trainer:
                 running.zero_()
                 count = 0
             if bar:
-                bar[0].update(bar[1], advance=1, description=f"step {done}/{s.steps} loss {last.get('loss', float('nan')):.4f}")
+                bar[0].update(bar[1], advance=1,
+                              description=f"step {done}/{s.steps} loss {last.get('loss', float('nan')):.4f}")
             if self.main and (done % s.checkpoint_every == 0 or done == s.steps):
                 self.save_checkpoint(done)
                 self.save_model(done)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from calofm.adapt import REINIT_LR_MULT, Adaptation, apply, restore
+from calofm.adapt import REINIT_LR_MULT, Adaptation, apply
 from calofm.core.errors import InputError
 from calofm.data.datasets import DetectorShowers, read_detector, split_detector, tensors
 from calofm.data.points import LayerCountTransform, PointCloudTransform
@@ -82,8 +82,8 @@ def assemble(config: RunConfig) -> Assembled:
                                         n_slots=len(train) + data.free_slots)
         args = {"n_experts": len(train), **config.model.args} if getattr(family, "ROUTED", False) else config.model.args
         if args.get("n_experts", len(train)) != len(train):
-            raise ValueError(f"model.args.n_experts: the {backbone} backbone has one expert per detector ({len(train)}), "
-                             f"got {args['n_experts']}; add classes later with the expert strategy")
+            raise ValueError(f"model.args.n_experts: the {backbone} backbone has one expert per detector "
+                             f"({len(train)}), got {args['n_experts']}; add classes later with the expert strategy")
         net_describe = {**family.geometry_args(train[0].readout, args),
                         "n_cond": conditions.n_cond + voxels.extra_conditions}
         x, cond = tensors(train, voxels, conditions)
@@ -95,7 +95,8 @@ def assemble(config: RunConfig) -> Assembled:
     describe = {"format": MODEL_FORMAT, "backbone": backbone, "backbone_args": net_describe,
                 "process": sampler.name, "process_args": sampler.hparams,
                 "voxels": voxels.to_dict(), "conditions": conditions.to_dict(),
-                "readouts": {**teacher_describe.get("readouts", {}), **{d.name: d.readout.to_dict() for d in detectors}},
+                "readouts": {**teacher_describe.get("readouts", {}),
+                             **{d.name: d.readout.to_dict() for d in detectors}},
                 "data": dataclasses.asdict(data), "n_train": {d.name: len(d.showers) for d in train},
                 "particles": {**teacher_describe.get("particles", {}), **_particles(train)}}
     if voxels.kind in POINT_KINDS:  # generated points are written on the voxel files' meshes

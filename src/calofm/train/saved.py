@@ -13,8 +13,8 @@ import torch
 
 from calofm.adapt import restore
 from calofm.core.errors import InputError
-from calofm.data.representations import representation_from_dict
 from calofm.data.preprocess import ConditionTransform
+from calofm.data.representations import representation_from_dict
 from calofm.generative import PROCESSES
 from calofm.geometry import read_out, readout_from_dict
 from calofm.models import BACKBONES
