@@ -1,4 +1,4 @@
-"""Additive-growth studies (`calofm study` with ``steps``): seed 003's sequence of adaptations.
+"""Additive-growth studies (`calofm study` with ``steps``): the next-token foundation model's sequence of adaptations.
 
 A sequence starts from a pre-trained run and adds one class (a material or a particle) per step,
 each step adapting the model the previous one left, so the last model knows every class. A step
@@ -30,6 +30,7 @@ from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data import open_showers
 from calofm.evaluate.distances import SIX_OBSERVABLES
+from calofm.evaluate.tables import markdown_table
 from calofm.inference import load_model
 from calofm.train.config import from_dict
 from calofm.workflow.study import (
@@ -163,7 +164,8 @@ def _cached_evaluation(study: StudyConfig, reference: Reference, folder: Path, m
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     comparison = evaluate_model(load_model(model), study, reference, folder, study.seeds[0], progress)
-    result = {"strategy": None, "size": 0, "seed": study.seeds[0], "trainable": 0, "percent": 0.0, **metric_values(comparison)}
+    result = {"strategy": None, "size": 0, "seed": study.seeds[0], "trainable": 0, "percent": 0.0,
+              **metric_values(comparison)}
     with atomic_path(done) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     return result
@@ -188,13 +190,12 @@ def _floor(floor: dict | None) -> str:
 
 
 def markdown(summary: dict, plot: str, preamble: str = "") -> str:
-    from calofm.evaluate.tables import markdown_table
 
     steps = summary["steps"]
     rows = [(r["label"], r["target"], r["strategy"] or "(pre-trained)", r.get("n_train") or "-",
              f"{r['percent']:.2f}", _fmt(r["gm"][0]), _fmt(r["kl"][0]), _fmt(r["auc"][0], 1), _fmt(r["fpd"][0], 1000),
              _floor(r.get("floor")), "bit-identical" if r["identical_in_final"] else "CHANGED") for r in steps]
-    lines = ["# Additive-growth sequence (seed 003)", "", *([preamble, ""] if preamble else []),
+    lines = ["# Additive-growth sequence (the next-token foundation model)", "", *([preamble, ""] if preamble else []),
              "Each step adapts the model the step before left (the pre-training classes: the pre-trained model as "
              "it is). Values x 10^-2, lower is better; AUC's ideal is 0.5.", "",
              *markdown_table(("step", "class", "strategy", "trained showers", "params trained (%)", "W1 GM", "KL GM",

@@ -5,8 +5,8 @@ entry may name its own ``base``, so one study can place families side by side) w
 (or trains from scratch) on a nested subset of the target's training file drawn with the cell's
 seed, generates the conditions of the held-out test file, and evaluates against it. A point-cloud
 cell first adapts the base's ShowerFlow (``cells/counts-<full|scratch>-n<size>-s<seed>/``, shared
-by the cells of that size and seed). The summary follows seed 000 table 2: the six-observable W1
-and quantile-KL geometric means x 10^-2 as mean +- standard error over seeds (one seed: the
+by the cells of that size and seed). The summary follows table 2 of the CaloClouds II transfer study:
+the six-observable W1 and quantile-KL geometric means x 10^-2 as mean +- standard error over seeds (one seed: the
 metric's own error), the share of parameters trained, plus the high-level classifier AUC and FPD;
 the gain of each strategy over the scratch row of the same base in %, and one plot per metric
 against training size.
@@ -16,8 +16,8 @@ Folder: ``cells/<label>-n<size>-s<seed>/`` (``run/`` the training run, ``generat
 the test file, ``result.json`` written last: a cell with it is not rerun; one
 without resumes its training from the last checkpoint), ``metrics.json`` (schema
 ``calofm-study/1``: ``rows`` label -> {strategy, percent, trainable, sizes: {size: {gm, kl, auc, fpd:
-{value, error}, seeds}}, mean}, ``gain_over_scratch``, ``floor`` (test half B vs half A; cached in floor.json), ``cells``),
-``report.md``, ``*.png``.
+{value, error}, seeds}}, mean}, ``gain_over_scratch``, ``floor`` (test half B vs half A; cached in floor.json),
+``cells``), ``report.md``, ``*.png``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from calofm.core.files import atomic_path
 from calofm.data.datasets import read_detector
 from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare, split_reference
+from calofm.evaluate.tables import markdown_table
 from calofm.inference import load_model
 from calofm.train.config import RunConfig, build_config, from_dict
 from calofm.train.run import COUNTS
@@ -104,7 +105,8 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, StrategyConfig]
                     (not strategies, "strategies", "name at least one"),
                     (not study.sizes or not all(isinstance(n, int) and n > 0 for n in study.sizes), "sizes",
                      "a list of positive training sizes"),
-                    (not study.seeds or not all(isinstance(s, int) for s in study.seeds), "seeds", "a list of integers")]
+                    (not study.seeds or not all(isinstance(s, int) for s in study.seeds), "seeds",
+                     "a list of integers")]
         for bad, key, problem in problems:
             if bad:
                 raise ValueError(f"{key}: {problem}")
@@ -143,7 +145,7 @@ def _cell_data(study: StudyConfig, size: int, seed: int) -> dict:
 
 
 def _counts_strategy(strategy: str) -> str:
-    """The ShowerFlow's strategy under a PointWise ``strategy`` (seed 000 section 4.3: from scratch
+    """The ShowerFlow's strategy under a PointWise ``strategy`` (CaloClouds II transfer study, section 4.3: from scratch
     for the scratch rows, fully fine-tuned for every other)."""
     return "scratch" if strategy == "scratch" else "full"
 
@@ -154,7 +156,8 @@ def _counts_config(study: StudyConfig, config: RunConfig, size: int, seed: int) 
     return build_config({
         "out": config.model.counts, "data": _cell_data(study, size, seed),
         "adapt": {"base": str(Path(config.adapt.base) / COUNTS), "strategy": _counts_strategy(config.adapt.strategy)},
-        "train": {"lr": 1e-4, **study.train, **study.counts_train, "seed": seed}})  # seed 000 table 5: Adam 1e-4
+        # Adam at 1e-4, as table 5 of the CaloClouds II transfer study
+        "train": {"lr": 1e-4, **study.train, **study.counts_train, "seed": seed}})
 
 
 def cell_folder(study: StudyConfig, label: str, size: int, seed: int) -> Path:
@@ -325,7 +328,6 @@ def _fmt(m: dict | None, scale: float) -> str:
 
 
 def markdown(summary: dict, plots: dict[str, str], preamble: str = "") -> str:
-    from calofm.evaluate.tables import markdown_table
 
     sizes = [str(s) for s in summary["sizes"]]
     floor = summary.get("floor")
