@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/calofm demo --out demo-report
 
-# two workers (the CI machine's cores), one test file each at a time: file-scoped fixtures stay shared
+# lint first (ruff: line length, unused imports, import order; config in pyproject.toml), then the
+# tests on two workers (the CI machine's cores), one test file each at a time: file-scoped fixtures stay shared
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-all: $(STAMP)
