@@ -1,18 +1,19 @@
 """The shower file formats calofm reads and writes, each converting units at its boundary.
 
-| format | datasets | units in the file |
-| --- | --- | --- |
-| ``calochallenge`` | ``incident_energies`` (N, 1), ``showers`` (N, n_voxels), z-alpha-r order | MeV |
-| ``lemurs`` | ``showers`` (N, n_r, n_phi, n_z), ``incident_energy``, ``incident_theta``, ``incident_phi`` | showers MeV, energy GeV, angles rad |
-| ``caloclouds`` | ``events`` (N, 4, max_points) = [x, y = layer, z, E] zero-padded, ``energy`` (N, 1) | mm, E and energy GeV |
-| ``calofm`` | ``energy``, ``theta``, ``phi``, ``particle``, ``event``, ``showers``, ragged ``points/{data,offsets}`` | MeV, mm, rad |
+* ``calochallenge``: ``incident_energies`` (N, 1), ``showers`` (N, n_voxels) in z-alpha-r order; MeV.
+* ``lemurs``: ``showers`` (N, n_r, n_phi, n_z), ``incident_energy``, ``incident_theta``,
+  ``incident_phi``; showers in MeV, energy in GeV, angles in rad.
+* ``caloclouds``: ``events`` (N, 4, max_points) = [x, y = layer, z, E] zero-padded, ``energy`` (N, 1);
+  mm, E and energy in GeV.
+* ``calofm``: ``energy``, ``theta``, ``phi``, ``particle``, ``event``, ``showers``, ragged
+  ``points/{data,offsets}``; MeV, mm, rad.
 
 Every file calofm writes also carries attributes: ``readout`` (the binning as JSON) and the
 provenance given to the writer (simulator, data versions, seed, ...). Other tools ignore them.
 
 CaloClouds points use the ILD convention (y is the layer, x and z transverse); calofm points
 are [x, y transverse, z depth]: the layer index maps to the layer centre of the readout.
-"""  # noqa: E501 (the rows of the markdown table above cannot be wrapped)
+"""
 
 from __future__ import annotations
 
