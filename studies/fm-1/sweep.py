@@ -10,7 +10,7 @@ Every run is a ``calofm train`` on the fm-1 pre-training data, on one CPU thread
 - the data scaled with the compute: 300 showers per class for 500 steps, all of them for 2000;
 - at the middle size, the other two (data, steps) corners, so data and steps are measured apart.
 
-Every run validates four times on 50 held-out showers per class. Compute is the run's training time
+Every run validates four times on 30 held-out showers per class. Compute is the run's training time
 on one thread (its log without the validations). Each run's last validation gives the six-observable
 W1 geometric mean (GM, geometric mean over the classes) and the energy-ratio W1. The fit is
 GM = a * C^-b per family over the runs' end points. A finished run is not trained again.
@@ -41,10 +41,10 @@ ENERGY = {"dim": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "ff_d
 SIZES = {  # family -> size -> (backbone arguments)
     "dit": {"S": {"patch": [3, 4, 5], "dim": 48, "depth": 2, "heads": 2, "mlp_dim": 96},
             "M": {"patch": [3, 4, 5], "dim": 96, "depth": 3, "heads": 4, "mlp_dim": 192},
-            "L": {"patch": [3, 4, 5], "dim": 160, "depth": 4, "heads": 4, "mlp_dim": 320}},
+            "L": {"patch": [3, 4, 5], "dim": 144, "depth": 4, "heads": 4, "mlp_dim": 288}},
     "vit": {"S": {"patch": [5, 16, 3], "dim": 48, "depth": 2, "heads": 2, "mlp_dim": 96, "energy": ENERGY},
             "M": {"patch": [5, 16, 3], "dim": 96, "depth": 3, "heads": 4, "mlp_dim": 192, "energy": ENERGY},
-            "L": {"patch": [5, 16, 3], "dim": 160, "depth": 4, "heads": 4, "mlp_dim": 320, "energy": ENERGY}},
+            "L": {"patch": [5, 16, 3], "dim": 144, "depth": 4, "heads": 4, "mlp_dim": 288, "energy": ENERGY}},
 }
 PROCESS = {"dit": {"name": "edm", "args": {"steps": 16}}, "vit": {"name": "cfm", "args": {"steps": 8}}}
 LR = {"dit": 2e-3, "vit": 2e-3}
@@ -79,8 +79,8 @@ def config(run: dict, out: Path) -> dict:
             "model": {"backbone": family, "args": SIZES[family][run["size"]]},
             "process": PROCESS[family],
             "train": {"steps": run["steps"], "batch_size": 64, "lr": LR[family], "device": "cpu", "seed": 0,
-                      "log_every": 25, "checkpoint_every": 500, "validate_every": run["steps"] // 4,
-                      "validate_showers": 50}}
+                      "log_every": max(1, run["steps"] // 80), "checkpoint_every": 500,
+                      "validate_every": run["steps"] // 4, "validate_showers": 30}}
 
 
 def train(run: dict, out: Path) -> None:
@@ -161,18 +161,23 @@ def analyse(out: Path, results: Path) -> None:
     lines += [f"- {family}: a = {f['a']:.3g}, b = {f['b']:.3f}" for family, f in fits.items()]
     (results / "sweep.md").write_text("\n".join(lines) + "\n")
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, (ax, ax_ratio) = plt.subplots(1, 2, figsize=(13, 5))
     colours = {"dit": "tab:blue", "vit": "tab:orange"}
+    styles = {"S": ":", "M": "-", "L": "--"}
     for r in rows:
-        ax.plot([p["cpu_s"] for p in r["curve"]], [p["gm"] for p in r["curve"]], "-o", ms=3, alpha=0.6,
-                color=colours[r["family"]])
+        cpu = [p["cpu_s"] for p in r["curve"]]
+        for axis, key in ((ax, "gm"), (ax_ratio, "w1_energy_ratio")):
+            axis.plot(cpu, [p[key] for p in r["curve"]], styles[r["size"]], marker="o", ms=3, alpha=0.7,
+                      color=colours[r["family"]], label=r["name"])
     grid_c = np.geomspace(min(r["cpu_s"] for r in rows) / 4, max(r["cpu_s"] for r in rows) * 100, 50)
     for family, f in fits.items():
-        ax.plot(grid_c, f["a"] * grid_c ** -f["b"], "--", color=colours[family],
-                label=f"{family}: GM = {f['a']:.3g} C^-{f['b']:.3f}")
+        ax.plot(grid_c, f["a"] * grid_c ** -f["b"], color=colours[family], lw=2.5, alpha=0.4,
+                label=f"fit {family}: GM = {f['a']:.3g} C^-{f['b']:.3f}")
     ax.set(xscale="log", yscale="log", xlabel="training CPU seconds (one thread)",
            ylabel="six-observable W1 GM (validation)")
-    ax.legend()
+    ax_ratio.set(xscale="log", yscale="log", xlabel="training CPU seconds (one thread)",
+                 ylabel="energy-ratio W1 / reference std (validation)")
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(results / "sweep.png", dpi=120)
 
