@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# calofm-fm-1 end to end, from the repository root:
+#   studies/fm-1/run.sh [WORKERS]
+# 1. simulate.sh: the Geant4 showers of the five pre-training presets and of par04-scipb (held out).
+# 2. sweep.py: the scaling sweep that chose the family; studies/fm-1/sweep.{md,json,png}.
+# Every step resumes where it stopped when the script is run again; the same seeds give the same showers.
+set -euo pipefail
+workers=${1:-2}
+here=studies/fm-1
+python=${PYTHON:-.venv/bin/python}
+$here/simulate.sh "$workers"
+$python $here/sweep.py --jobs "$workers"
