@@ -8,7 +8,9 @@ import pytest
 from calofm.cli.main import main
 from calofm.core.errors import InputError
 from calofm.data import open_showers
-from calofm.inference import load_model, resolve, shipped, shipped_names
+from calofm.inference import load_model
+from calofm.train import saved
+from calofm.train.saved import resolve, shipped_names
 
 
 @pytest.fixture
@@ -20,7 +22,7 @@ def shelf(toys, tmp_path, monkeypatch):
         for file in ("model.safetensors", "model.json"):
             shutil.copyfile(toys / run / file, shelf / name / file)
     (shelf / "not-a-model").mkdir()
-    monkeypatch.setattr(shipped, "SHIPPED", shelf)
+    monkeypatch.setattr(saved, "SHIPPED", shelf)
     return shelf
 
 
@@ -60,3 +62,17 @@ def test_adapting_a_name_that_is_neither_a_folder_nor_shipped_is_one_line(shelf,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "fm-9: no such run folder or model file" in err
     assert not (tmp_path / "x").exists()  # nothing written before the error
+
+
+def test_only_a_bare_name_reaches_the_shelf(shelf):
+    for name in ("../toy-fm", str(shelf.parent / "nowhere" / "toy-fm"), "sub/toy-fm"):
+        with pytest.raises(InputError, match="no such run folder or model file"):
+            resolve(name)
+
+
+def test_a_shipped_model_distils_by_name(shelf, tmp_path, tiny_run_config, one_thread):
+    config = tiny_run_config(tmp_path, "cd", {}, 2, process={"name": "cd", "teacher": "toy-fm"})
+    assert main(["train", "--config", str(config), "--no-progress"]) == 0
+    student = load_model(tmp_path / "cd")
+    assert student.describe["process"] == "consistency"
+    assert student.conditions.detectors == load_model("toy-fm").conditions.detectors == ["a", "b"]

@@ -45,7 +45,8 @@ def add_parsers(sub) -> None:
                               "  calofm adapt --from runs/nexttoken --data pb.h5 --strategy expert "
                               "--arg init=ild-ta-gamma --out runs/pb",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="base", required=True, help="pre-trained run folder or model file")
+    p.add_argument("--from", dest="base", required=True,
+                   help="pre-trained run folder or model file, or the name of a shipped model (fm-1)")
     p.add_argument("--data", type=Path, required=True, help="the new detector's Geant4 showers (any calofm format)")
     p.add_argument("--detector", help="name of the new detector (default: the file's 'detector' attribute)")
     p.add_argument("--strategy", default="full", choices=list(STRATEGIES), help="transfer strategy (default full)")

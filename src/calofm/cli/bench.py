@@ -13,7 +13,8 @@ def add_parsers(sub) -> None:
                                    "a GPU batch 100 and the largest batch that fits, fp32 and bf16) and Geant4's "
                                    "simulation of the same detector and energy spectrum on one core of this machine; "
                                    "print the table and the speed-up, and write bench.json.")
-    p.add_argument("--model", type=Path, required=True, help="run folder (or its model.safetensors)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="run folder (or its model.safetensors), or the name of a shipped model (fm-1)")
     p.add_argument("--detector", help="Geant4 preset to time (default: the model's first detector)")
     p.add_argument("--energy", default="loguniform:1:1000", help="electron energies in GeV (default loguniform:1:1000)")
     p.add_argument("--geant4-showers", type=int, default=20,

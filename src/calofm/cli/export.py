@@ -16,7 +16,8 @@ def add_parsers(sub) -> None:
                        description="Export a consistency-distilled run's one-step generator with noise sampling "
                                    "and post-processing inside the graph, for Geant4 (Par04's CaloDiT-2 contract).",
                        epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True, help="CD run folder (or its model.safetensors)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="CD run folder (or its model.safetensors), or the name of a shipped model (fm-1)")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or torchscript")
     p.add_argument("--out", type=Path, required=True, help="output file (appears only once complete)")
     p.add_argument("--noise-input", action="store_true",

@@ -68,7 +68,8 @@ def add_parsers(sub) -> None:
                                    "in MeV, showers in CaloChallenge voxel order) with the incidence angles in "
                                    "incident_theta / incident_phi and the detector's mesh in the 'readout' "
                                    "attribute, so `calofm evaluate` reads it directly.")
-    p.add_argument("--model", type=Path, required=True, help="run folder (or its model.safetensors)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="run folder (or its model.safetensors), or the name of a shipped model (fm-1)")
     p.add_argument("--n", type=int, required=True, help="number of showers")
     p.add_argument("--energy", required=True, help="incident energy in GeV: X, fixed:X, uniform:A:B or loguniform:A:B")
     p.add_argument("--detector", required=True, help="detector name (one the model was trained or adapted on)")

@@ -9,7 +9,6 @@ from calofm.inference.generators import (
     load_model,
     trained_model,
 )
-from calofm.inference.shipped import resolve, shipped_names
 
-__all__ = ["CALIBRATION", "CountModel", "PointCloudModel", "TokenModel", "TrainedModel", "load_model", "resolve",
-           "shipped_names", "trained_model"]
+__all__ = ["CALIBRATION", "CountModel", "PointCloudModel", "TokenModel", "TrainedModel", "load_model",
+           "trained_model"]

@@ -23,7 +23,6 @@ from calofm.data.points import LayerCountTransform, PointCloudTransform, count_c
 from calofm.data.showers import PointClouds, Showers
 from calofm.data.tokens import Tokeniser
 from calofm.geometry import project, readout_from_dict
-from calofm.inference.shipped import resolve
 from calofm.train.run import COUNTS
 from calofm.train.saved import SavedModel, read_model
 
@@ -211,4 +210,4 @@ def trained_model(describe: dict, process: torch.nn.Module, path: Path | None = 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """The generator saved in a run folder (or its model.safetensors), or shipped under that name."""
-    return trained_model(*read_model(resolve(path), device))
+    return trained_model(*read_model(path, device))

@@ -6,7 +6,6 @@ run folder (config.yaml, checkpoint, model, metrics.csv, validation.csv) and res
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.evaluate.distances import wasserstein_normalised
 from calofm.evaluate.samples import sample_from_arrays
 from calofm.evaluate.suite import quick_metrics
-from calofm.inference import CALIBRATION, load_model, resolve, trained_model
+from calofm.inference import CALIBRATION, load_model, trained_model
 from calofm.train.config import RunConfig
 from calofm.train.loop import MODEL, Trainer
 from calofm.train.run import assemble
@@ -64,15 +63,6 @@ def calibrate(out: Path, detectors, log: Callable[[str], None]) -> None:
     log(f"occupancy calibration fitted on {', '.join(fits)} -> {out / CALIBRATION}")
 
 
-def with_shipped_models(config: RunConfig) -> RunConfig:
-    """``config`` with the runs it starts from (adaptation base, distillation teacher and student)
-    given as folders: a shipped model's name (``fm-1``) becomes its folder in the package."""
-    adapt = dataclasses.replace(config.adapt, base=config.adapt.base and str(resolve(config.adapt.base)))
-    process = dataclasses.replace(config.process, **{key: str(resolve(value)) for key in ("teacher", "student")
-                                                     if (value := getattr(config.process, key))})
-    return dataclasses.replace(config, adapt=adapt, process=process)
-
-
 def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
         log: Callable[[str], None] = print) -> dict:
     """Train the run ``config`` describes into ``config.out`` (resuming if it was interrupted).
@@ -84,7 +74,7 @@ def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
         raise InputError(source, "no run folder: set 'out' in the config or pass --out")
     out = Path(config.out)
     try:
-        built = assemble(with_shipped_models(config))
+        built = assemble(config)
     except ValueError as exc:
         raise InputError(source, str(exc)) from None
     for note in built.notes:

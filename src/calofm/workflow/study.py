@@ -41,6 +41,7 @@ from calofm.evaluate.tables import markdown_table
 from calofm.inference import load_model
 from calofm.train.config import RunConfig, build_config, from_dict
 from calofm.train.run import COUNTS
+from calofm.train.saved import resolve
 from calofm.workflow.fit import fit
 
 SCHEMA = "calofm-study/1"
@@ -130,7 +131,7 @@ def cell_config(study: StudyConfig, strategies: dict[str, StrategyConfig], label
     raw = {"out": str(cell_folder(study, label, size, seed) / "run"), "data": _cell_data(study, size, seed),
            "adapt": {"base": base, "strategy": strategy, "args": spec.args, "model": spec.model},
            "train": train}
-    if (Path(base) / COUNTS).exists():  # a point-cloud base: the points per layer come from the ShowerFlow cell
+    if (resolve(base) / COUNTS).exists():  # a point-cloud base: the points per layer come from the ShowerFlow cell
         raw["model"] = {"counts": str(cell_folder(study, f"counts-{_counts_strategy(strategy)}", size, seed) / "run")}
     try:
         return build_config(raw)
@@ -155,7 +156,8 @@ def _counts_config(study: StudyConfig, config: RunConfig, size: int, seed: int) 
     by the cells of one size and seed)."""
     return build_config({
         "out": config.model.counts, "data": _cell_data(study, size, seed),
-        "adapt": {"base": str(Path(config.adapt.base) / COUNTS), "strategy": _counts_strategy(config.adapt.strategy)},
+        "adapt": {"base": str(resolve(config.adapt.base) / COUNTS),
+                  "strategy": _counts_strategy(config.adapt.strategy)},
         # Adam at 1e-4, as table 5 of the CaloClouds II transfer study
         "train": {"lr": 1e-4, **study.train, **study.counts_train, "seed": seed}})
 
@@ -328,7 +330,6 @@ def _fmt(m: dict | None, scale: float) -> str:
 
 
 def markdown(summary: dict, plots: dict[str, str], preamble: str = "") -> str:
-
     sizes = [str(s) for s in summary["sizes"]]
     floor = summary.get("floor")
     lines = ["# Adaptation study", "", *([preamble, ""] if preamble else []),
