@@ -49,7 +49,7 @@ class ProcessConfig:
 class AdaptConfig:
     # the pre-trained run (EDM, CFM, likelihood, autoregressive) to adapt; None: not an adaptation
     base: str | None = None
-    # see calofm.adapt: scratch, full, bitfit, top-k, lora, condition, slot, reinit, expert, particle
+    # a name in calofm.adapt.STRATEGIES (calofm adapt --help lists them)
     strategy: str = "full"
     args: dict = field(default_factory=dict)  # strategy arguments (k; r, alpha; lr_mult; init)
     model: dict = field(default_factory=dict)  # backbone arguments for a target of another geometry (patch)

@@ -109,7 +109,8 @@ def assemble(config: RunConfig) -> Assembled:
 
 def _process_args(name: str, args: dict, x: torch.Tensor) -> dict:
     """The arguments of a fresh run's process: EDM's ``sigma_data``, unless the config gives it, is
-    the standard deviation of the training rows, recorded in the model with the other arguments.
+    the standard deviation of the training rows (voxels or points), recorded in the model with the
+    other arguments.
     CaloDiT-2's 0.5 suits its own scaling, not calofm's standardised voxels (unit standard
     deviation): with it the CPU demo's model deposited 4.4 times the incident energy."""
     if name == "edm" and "sigma_data" not in args:

@@ -190,7 +190,6 @@ def _floor(floor: dict | None) -> str:
 
 
 def markdown(summary: dict, plot: str, preamble: str = "") -> str:
-
     steps = summary["steps"]
     rows = [(r["label"], r["target"], r["strategy"] or "(pre-trained)", r.get("n_train") or "-",
              f"{r['percent']:.2f}", _fmt(r["gm"][0]), _fmt(r["kl"][0]), _fmt(r["auc"][0], 1), _fmt(r["fpd"][0], 1000),
