@@ -58,7 +58,9 @@ def resolve(model: str | Path) -> Path:
     path = Path(model)
     if path.exists():
         return path
-    if path.name == str(model) and (SHIPPED / path.name / MODEL).exists():
+    if path.name != str(model):
+        raise InputError(path, "no such run folder or model file")
+    if (SHIPPED / path.name / MODEL).exists():
         return SHIPPED / path.name
     names = shipped_names()
     raise InputError(path, "no such run folder or model file, and no shipped model of that name (shipped: "
