@@ -3,6 +3,7 @@
 #   studies/fm-1/run.sh [WORKERS]
 # 1. simulate.sh: the Geant4 showers of the five pre-training presets and of par04-scipb (held out).
 # 2. sweep.py: the scaling sweep that chose the family; studies/fm-1/sweep.{md,json,png}.
+# 3. pretrain.yaml: calofm-fm-1 itself (CaloDREAM++), runs/fm-1/pretrain.
 # Every step resumes where it stopped when the script is run again; the same seeds give the same showers.
 set -euo pipefail
 workers=${1:-2}
@@ -10,3 +11,4 @@ here=studies/fm-1
 python=${PYTHON:-.venv/bin/python}
 $here/simulate.sh "$workers"
 $python $here/sweep.py --jobs "$workers"
+OMP_NUM_THREADS=$workers ${CALOFM:-.venv/bin/calofm} train --config $here/pretrain.yaml
