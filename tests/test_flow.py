@@ -1,4 +1,5 @@
-"""Conditional flow matching (calofm.generative.flow): solvers, a 2D toy mixture, the factorised chain."""
+"""Conditional flow matching (calofm.generative.flow): solvers, a 2D toy mixture, the factorised chain,
+one-step distillation."""
 
 import math
 
@@ -7,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from calofm.generative import PROCESSES, SOLVERS, FactorisedFlowMatching, FlowMatching, flow_matching
+from calofm.generative import (
+    PROCESSES,
+    SOLVERS,
+    FactorisedFlowMatching,
+    FlowDistillation,
+    FlowMatching,
+    flow_matching,
+)
 from calofm.generative.flow import cfm_loss, integrate
 from conftest import MLP
 
@@ -81,14 +89,15 @@ def test_cfm_loss_regresses_the_straight_path_velocity_from_noise_to_data():
 
 
 class Constant(nn.Module):
-    """Velocity = the last ``n`` condition entries (or 1 without them): straight, solver-exact paths."""
+    """Velocity = the last ``n`` condition entries (or 1 without them) + w (0 unless a test moves it):
+    straight, solver-exact paths."""
 
     def __init__(self, n=0):
         super().__init__()
         self.n, self.w = n, nn.Parameter(torch.zeros(()))
 
     def forward(self, x, t, cond):
-        return (cond[:, -self.n:] if self.n else torch.ones_like(x)) + 0 * self.w
+        return (cond[:, -self.n:] if self.n else torch.ones_like(x)) + self.w
 
 
 class Pair(nn.Module):
@@ -114,3 +123,60 @@ def test_factorised_flow_generates_the_second_part_given_the_generated_first():
     expected = ((1 - (x1 - draws[0][1])) ** 2).mean() + ((x1 - (x2 - draws[1][1])) ** 2).mean()
     torch.testing.assert_close(process(x0, cond, torch.Generator().manual_seed(3)), expected)
     assert type(flow_matching(MLP(2, 1))) is FlowMatching
+
+
+class LinearField(nn.Module):
+    """Velocity W x: the ODE's solution at t = 1 is exp(W) x, one Euler step gives (1 + W) x."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(torch.as_tensor(w, dtype=torch.float32))
+
+    def forward(self, x, t, cond):
+        return x @ self.w.T
+
+
+def test_flow_distillation_learns_the_teachers_ode_map_in_one_step(one_thread):
+    """The teacher rotates by 1.5 rad (8 RK4 steps); distilled, one Euler step of the student is the
+    matrix exponential's map (W_student = exp(W) - 1), 100x closer to the teacher's solution than one
+    Euler step of the teacher. The teacher is untouched; the saved sampler is a plain one-step flow."""
+    w = [[0.0, -1.5, 0.0], [1.5, 0.0, 0.0], [0.0, 0.0, -0.5]]
+    teacher = FlowMatching(LinearField(w), solver="rk4", steps=8)
+    process = FlowDistillation(teacher)
+    assert not any(p.requires_grad for p in process.teacher.parameters())
+    optimiser = torch.optim.Adam([p for p in process.parameters() if p.requires_grad], lr=2e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        loss = process(torch.zeros(256, 3), torch.zeros(256, 1), g)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    student = process.sampler()
+    assert isinstance(student, FlowMatching) and (student.solver, student.steps) == ("euler", 1)
+    expected = torch.linalg.matrix_exp(torch.tensor(w)) - torch.eye(3)
+    torch.testing.assert_close(student.net.w.detach(), expected, atol=2e-3, rtol=0)
+    noise, cond = torch.randn((2000, 3), generator=g), torch.zeros(2000, 1)
+    exact = teacher.sample(noise, cond)
+    err_student = (student.sample(noise, cond) - exact).square().mean()
+    err_euler = (teacher.sample(noise, cond, steps=1) - exact).square().mean()
+    assert err_student < 0.01 * err_euler, (err_student, err_euler)
+    torch.testing.assert_close(teacher.net.w.detach(), torch.tensor(w))
+    torch.testing.assert_close(student.one_step(noise, cond), student.sample(noise, cond))
+
+
+def test_factorised_distillation_conditions_the_second_stage_on_the_teachers_first():
+    """For the chain the loss compares each stage with the teacher: the student's second stage gets
+    the teacher's first-stage output as its condition, not its own (which may still be wrong)."""
+    teacher = flow_matching(Pair(), solver="euler", steps=3)
+    process = FlowDistillation(teacher)
+    with torch.no_grad():
+        process.student.net.first.w.fill_(1.0)  # the student's first stage is off by one
+    noise, cond = torch.randn(6, 4), torch.zeros(6, 1)
+    aim = teacher.sample(noise, cond)  # first = noise + 1, second = noise + first
+    out = process.student.one_step(noise, cond, given=aim)
+    torch.testing.assert_close(out[:, :2], noise[:, :2] + 2)
+    torch.testing.assert_close(out[:, 2:], noise[:, 2:] + aim[:, :2])
+    torch.testing.assert_close(process(torch.zeros(6, 4), cond, torch.Generator().manual_seed(2)),
+                               torch.tensor(0.5))  # the first half is off by 1 everywhere, the second exact
+    with pytest.raises(TypeError, match="flow-matching"):
+        FlowDistillation(torch.nn.Linear(2, 2))

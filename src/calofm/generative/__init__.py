@@ -13,6 +13,7 @@ cond, steps)`` generates from caller-given standard normal noise and ``sampler()
 * :class:`FlowMatching`: conditional flow matching on straight paths, Euler / midpoint / RK4 /
   adaptive ODE sampling; :class:`FactorisedFlowMatching` chains two of them (CaloDREAM's energy
   and shape networks). For these the backbone's second argument is the time t in [0, 1].
+  :class:`FlowDistillation` distils either into a one-step student.
 * :class:`Likelihood`: maximum likelihood of a density backbone (a normalising flow such as
   ShowerFlow), inverse-transform sampling.
 * :class:`AutoRegressive`: next-token cross-entropy of token-pair sequences, KV-cached sampling with
@@ -25,7 +26,7 @@ rebuilds it around a fresh backbone before its state dict is loaded.
 from calofm.generative.autoregressive import AutoRegressive
 from calofm.generative.consistency import Consistency, ConsistencyDistillation
 from calofm.generative.edm import EDM
-from calofm.generative.flow import SOLVERS, FactorisedFlowMatching, FlowMatching, flow_matching
+from calofm.generative.flow import SOLVERS, FactorisedFlowMatching, FlowDistillation, FlowMatching, flow_matching
 from calofm.generative.likelihood import Likelihood
 from calofm.generative.process import Process, karras_sigmas
 
@@ -33,4 +34,5 @@ PROCESSES = {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching, "cfm_f
              "likelihood": Likelihood, "autoregressive": AutoRegressive}
 
 __all__ = ["EDM", "PROCESSES", "AutoRegressive", "SOLVERS", "Consistency", "ConsistencyDistillation",
-           "FactorisedFlowMatching", "FlowMatching", "Likelihood", "Process", "flow_matching", "karras_sigmas"]
+           "FactorisedFlowMatching", "FlowDistillation", "FlowMatching", "Likelihood", "Process", "flow_matching",
+           "karras_sigmas"]

@@ -9,10 +9,13 @@ networks by a Gaussian Fourier projection).
 * :class:`FactorisedFlowMatching`: p(x1, x2 | c) = p(x1 | c) p(x2 | c, x1) with two backbones
   (CaloDREAM's energy network for the layer energies, then its shape network for the voxels given
   them, eq. 7), trained together on the sum of the two losses and sampled one after the other.
+* :class:`FlowDistillation`: a one-step student of a trained flow (either kind), for generation
+  fast enough for Geant4.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -102,6 +105,12 @@ class FlowMatching(Process):
         """x(1) from x(0) = ``noise`` (standard normal, the data's shape)."""
         return self._solve(self.net, noise, cond, steps)
 
+    def one_step(self, noise: torch.Tensor, cond: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """One Euler step from t = 0 to 1, noise + net(noise, 0, cond): the whole sampler of a
+        distilled student, with gradients and free of data-dependent control flow (exported graphs
+        call it). ``given`` is for :class:`FactorisedFlowMatching` and ignored here."""
+        return _euler(self.net, noise, cond)
+
 
 class FactorisedFlowMatching(FlowMatching):
     """Two chained CFMs: ``net.first`` generates the first ``net.split`` entries of the flat data
@@ -127,6 +136,62 @@ class FactorisedFlowMatching(FlowMatching):
         n1, n2 = self._parts(noise)
         first = self._solve(self.net.first, n1, cond, steps)
         return torch.cat([first, self._solve(self.net.second, n2, torch.cat([cond, first], dim=1), steps)], dim=1)
+
+    def one_step(self, noise: torch.Tensor, cond: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
+        """One Euler step for each stage; the second is conditioned on the first stage's entries of
+        ``given`` (a full data vector, as in distillation) or, without it, on the generated ones."""
+        n1, n2 = self._parts(noise)
+        first = _euler(self.net.first, n1, cond)
+        condition = first if given is None else self._parts(given)[0]
+        return torch.cat([first, _euler(self.net.second, n2, torch.cat([cond, condition], dim=1))], dim=1)
+
+
+def _euler(net: nn.Module, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    return noise + net(noise, torch.zeros(noise.shape[0], device=noise.device, dtype=noise.dtype), cond)
+
+
+class FlowDistillation(Process):
+    """One-step distillation of a trained flow-matching teacher: the student, a copy of the teacher's
+    backbone, learns to map noise to the teacher's ODE solution in one Euler step (the distillation
+    of Liu, Gong and Liu 2023, "Flow Straight and Fast", section 2.3; Luhman and Luhman 2021).
+
+    ``forward`` draws noise z, solves the teacher's ODE from it with the teacher's own solver and
+    steps without gradients, and returns the mean over elements of (student.one_step(z) - x_teacher)^2;
+    a factorised student's second stage is conditioned on the teacher's first-stage output, so each
+    stage learns the teacher's map for its own input. ``sampler()`` is the student, a plain flow of
+    one Euler step that loads and exports like any other.
+    """
+
+    name = "flow_distillation"
+
+    def __init__(self, teacher: FlowMatching) -> None:
+        super().__init__()
+        if not isinstance(teacher, FlowMatching):
+            raise TypeError(f"the teacher must be a flow-matching process, got {type(teacher).__name__}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student = type(teacher)(copy.deepcopy(teacher.net).requires_grad_(True), solver="euler", steps=1,
+                                     rtol=teacher.rtol, atol=teacher.atol)
+
+    def train(self, mode: bool = True) -> FlowDistillation:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is a fixed ODE solver: no dropout
+        return self
+
+    def forward(self, x0: torch.Tensor, cond: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = randn_like(x0, generator)
+        with torch.no_grad():
+            aim = self.teacher.sample(noise, cond)
+        err = self.student.one_step(noise, cond, given=aim) - aim
+        return (err * err).mean()
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """One-step sampling with the student."""
+        return self.student.sample(noise, cond)
+
+    def sampler(self) -> FlowMatching:
+        return self.student
 
 
 def flow_matching(net: nn.Module, **args) -> FlowMatching:

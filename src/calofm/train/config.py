@@ -8,6 +8,7 @@ Defaults are the values of CaloDiT-2 (section 3.2.3).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ import yaml
 
 from calofm.core.errors import InputError
 
-PROCESS_NAMES = ("edm", "cd", "cfm", "likelihood", "autoregressive")
+PROCESS_NAMES = ("edm", "cd", "cfm", "fd", "likelihood", "autoregressive")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # exponent notation
+DISTILLATIONS = ("cd", "fd")  # processes that distil a saved teacher run into a one-step student
 
 
 @dataclass
@@ -38,11 +41,12 @@ class ModelConfig:
 
 @dataclass
 class ProcessConfig:
-    # edm | cd (consistency distillation of an EDM run) | cfm (flow matching) | likelihood | autoregressive
+    # edm | cd (consistency distillation of an EDM run) | cfm (flow matching) | fd (one-step distillation
+    # of a flow-matching run) | likelihood | autoregressive
     name: str = "edm"
     args: dict = field(default_factory=dict)
-    teacher: str | None = None      # cd: the EDM run folder to distil
-    student: str | None = None      # cd: initialise the student from this CD run (default: the teacher)
+    teacher: str | None = None      # cd, fd: the run folder to distil (EDM for cd, flow matching for fd)
+    student: str | None = None      # cd, fd: initialise the student from this distilled run (default: the teacher)
 
 
 @dataclass
@@ -96,10 +100,12 @@ class RunConfig:
             (t.checkpoint_every > 0 and t.log_every > 0, "train.checkpoint_every", "intervals must be positive"),
             (self.process.name in PROCESS_NAMES, "process.name",
              f"must be {', '.join(PROCESS_NAMES[:-1])} or {PROCESS_NAMES[-1]}"),
-            (self.process.name != "cd" or self.process.teacher, "process.teacher", "cd needs the EDM run to distil"),
-            (self.process.name == "cd" or self.data.detectors, "data.detectors", "name at least one detector"),
-            (not (self.adapt.base and self.process.name == "cd"), "adapt.base",
-             "adapt an EDM run; then re-distil with process {name: cd, teacher: ADAPTED, student: PRETRAINED_CD}"),
+            (self.process.name not in DISTILLATIONS or self.process.teacher, "process.teacher",
+             f"{self.process.name} needs the run to distil"),
+            (self.process.name in DISTILLATIONS or self.data.detectors, "data.detectors", "name at least one detector"),
+            (not (self.adapt.base and self.process.name in DISTILLATIONS), "adapt.base",
+             "adapt the teacher run; then re-distil with process {name: cd or fd, teacher: ADAPTED, "
+             "student: PRETRAINED_STUDENT}"),
             (not self.adapt.base or len(self.data.detectors) == 1, "data.detectors",
              "an adaptation trains on exactly one (the new) detector"),
             (0 <= self.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)"),
@@ -135,6 +141,8 @@ def _convert(hint, value, key: str):
         return _convert(next(a for a in args if a is not type(None)), value, key)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML (YAML 1.1) reads 1e-4, without a dot, as a string
     if origin is dict and hint == dict[str, list[str]]:  # data.detectors: a file or a list of files each
         if not isinstance(value, dict):
             raise ValueError(f"{key}: expected a mapping of detector name to shower file(s)")

@@ -257,7 +257,8 @@ class Trainer:
             if self.main and self.validate and (done == s.steps or (s.validate_every and done % s.validate_every == 0)):
                 row = {"step": done, **self.validate(self.sampler(), done)}
                 validation.append(row)
-                self.log("validation at step " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
+                values = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
+                self.log(f"validation at step {done}: {values}")
         if bar:
             bar[0].stop()
         if board:

@@ -22,16 +22,26 @@ from calofm.data.datasets import DetectorShowers, read_detector, split_detector,
 from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.data.preprocess import N_KINEMATIC, ConditionTransform
 from calofm.data.representations import POINT_KINDS, fit_representation
-from calofm.generative import EDM, AutoRegressive, ConsistencyDistillation, FlowMatching, Likelihood, flow_matching
+from calofm.generative import (
+    EDM,
+    AutoRegressive,
+    ConsistencyDistillation,
+    FlowDistillation,
+    FlowMatching,
+    Likelihood,
+    flow_matching,
+)
 from calofm.geometry import read_out
 from calofm.models import BACKBONES
-from calofm.train.config import DataConfig, RunConfig, from_dict
+from calofm.train.config import DISTILLATIONS, DataConfig, RunConfig, from_dict
 from calofm.train.saved import MODEL_FORMAT, SavedModel, load_saved
 
 COUNTS = "counts.safetensors"      # a point-cloud run's copy of its ShowerFlow model
 MAKERS = {"edm": EDM, "cfm": flow_matching, "likelihood": Likelihood,  # process.name -> process of a fresh net
           "autoregressive": AutoRegressive}
 ADAPTABLE = (EDM, FlowMatching, Likelihood, AutoRegressive)
+# process.name -> (the process the teacher must have, the distillation that wraps it)
+DISTILLERS = {"cd": (EDM, ConsistencyDistillation), "fd": (FlowMatching, FlowDistillation)}
 
 
 @dataclass
@@ -52,17 +62,18 @@ class Assembled:
 
 
 def assemble(config: RunConfig) -> Assembled:
-    """Read the data and build the process a config describes (fits the preprocessing for EDM;
-    a CD run inherits the teacher's model, preprocessing and data; an adaptation the base's)."""
+    """Read the data and build the process a config describes (fits the preprocessing for a fresh
+    run; a distillation inherits the teacher's model, preprocessing and data; an adaptation the base's)."""
     if config.adapt.base:
         return _assemble_adaptation(config)
-    if config.process.name == "cd":
-        teacher = _load_edm(config.process.teacher, "consistency distillation needs an EDM teacher")
+    distil = config.process.name in DISTILLATIONS
+    if distil:
+        teacher = _load_teacher(config.process.name, config.process.teacher)
         data = config.data if config.data.detectors else from_dict(DataConfig, teacher.describe["data"])
         detectors, train, val = _read_split(data, teacher.representation_kind)
         voxels, conditions = teacher.voxels, teacher.conditions
         x, cond = tensors(train, voxels, conditions)
-        process = ConsistencyDistillation(teacher.process, **config.process.args)
+        process = DISTILLERS[config.process.name][1](teacher.process, **config.process.args)
         if config.process.student:
             _init_student(process, teacher, config.process.student)
         net_describe = teacher.describe["backbone_args"]
@@ -91,7 +102,7 @@ def assemble(config: RunConfig) -> Assembled:
         net = family(**net_describe)
         process = MAKERS[config.process.name](net, **_process_args(config.process.name, config.process.args, x))
     sampler = process.sampler()
-    teacher_describe = teacher.describe if config.process.name == "cd" else {}
+    teacher_describe = teacher.describe if distil else {}
     describe = {"format": MODEL_FORMAT, "backbone": backbone, "backbone_args": net_describe,
                 "process": sampler.name, "process_args": sampler.hparams,
                 "voxels": voxels.to_dict(), "conditions": conditions.to_dict(),
@@ -101,7 +112,7 @@ def assemble(config: RunConfig) -> Assembled:
                 "particles": {**teacher_describe.get("particles", {}), **_particles(train)}}
     if voxels.kind in POINT_KINDS:  # generated points are written on the voxel files' meshes
         describe["meshes"] = {**teacher_describe.get("meshes", {}), **{d.name: d.mesh.to_dict() for d in detectors}}
-    counts = config.model.counts or (teacher.path.parent / COUNTS if config.process.name == "cd" else None)
+    counts = config.model.counts or (teacher.path.parent / COUNTS if distil else None)
     files = _counts_file(counts, voxels, train, describe)
     notes = [n for d in detectors for n in d.notes]
     return Assembled(process, x, cond, describe, val, notes, files=files, train=train)
@@ -209,22 +220,28 @@ def _new_geometry(base: SavedModel, target: DetectorShowers, model_args: dict, x
     return type(base.process)(new_net, **base.process.hparams).train(), new_args, fresh
 
 
-def _load_edm(path: str, why: str) -> SavedModel:
+def _load_teacher(name: str, path: str) -> SavedModel:
+    """The run a ``cd`` (EDM teacher) or ``fd`` (flow-matching teacher) process distils."""
     model = load_saved(path)
-    if not isinstance(model.process, EDM):
-        raise InputError(path, f"is a {model.describe['process']} run, not an EDM run; {why}")
+    kind = DISTILLERS[name][0]
+    if not isinstance(model.process, kind):
+        raise InputError(path, f"is a {model.describe['process']} run; {name} distils "
+                               f"{'an EDM' if kind is EDM else 'a flow-matching'} run")
     return model
 
 
-def _init_student(process: ConsistencyDistillation, teacher: SavedModel, path: str) -> None:
-    """Student and target start from a pre-trained CD run (CaloDiT-2's re-distillation)."""
+def _init_student(process: ConsistencyDistillation | FlowDistillation, teacher: SavedModel, path: str) -> None:
+    """The student (and a consistency target) start from a pre-trained distilled run (CaloDiT-2's
+    re-distillation after adapting the teacher)."""
     student = load_saved(path)
-    if student.describe["process"] != "consistency":
-        raise InputError(path, f"is a {student.describe['process']} run, not a consistency-distilled one")
+    if student.describe["process"] != process.sampler().name or student.process.hparams.get("steps") != 1:
+        raise InputError(path, f"is a {student.describe['process']} run, not a one-step "
+                               f"{process.sampler().name} student")
     if (student.describe["backbone"], student.describe["backbone_args"]) != (
             teacher.describe["backbone"], teacher.describe["backbone_args"]):
         raise InputError(path, "its backbone differs from the teacher's; the student cannot start from it")
-    for model in (process.student, process.target):
+    students = [process.student, process.target] if isinstance(process, ConsistencyDistillation) else [process.student]
+    for model in students:
         model.net.load_state_dict(student.process.net.state_dict())
 
 
