@@ -236,8 +236,8 @@ def test_lora_adaptation_saves_a_plain_model_and_reinit_scales_its_learning_rate
 
 
 def test_redistillation_starts_the_student_from_the_pretrained_cd(toys, one_thread):
-    assert adapt(toys, "full", "full", "--cd", str(toys / "base_cd"), "--cd-steps", "2") == 0
-    student = load_model(toys / "full" / "cd")
+    assert adapt(toys, "full", "full", "--distil", str(toys / "base_cd"), "--distil-steps", "2") == 0
+    student = load_model(toys / "full" / "fast")
     assert student.describe["process"] == "consistency" and student.conditions.detectors == ["a", "b", "c"]
     config = from_dict(RunConfig, {"out": str(toys / "x"), "process": {
         "name": "cd", "teacher": str(toys / "full"), "student": str(toys / "base_cd")}})

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from calofm.cli.main import main
-from calofm.export import OneStepGenerator, export
+from calofm.export import ExportGraph, export
 from calofm.geometry.orders import reorder
 from calofm.inference import load_model
 
@@ -38,7 +38,7 @@ def test_graph_matches_generate_in_par04_order_and_mev(cd):
     rows = np.concatenate(list(cd.generate(energy * 1000, theta, phi, "b", seed=5)))
     assert rows.max() > 0
     noise = torch.randn((n, *cd.shape), generator=torch.Generator().manual_seed(5))
-    graph = OneStepGenerator(cd, noise_input=True)
+    graph = ExportGraph(cd, noise_input=True)
     with torch.no_grad():
         out = graph(torch.from_numpy(inputs_for(cd, energy, phi, theta, "b")), noise).numpy()
     assert out.shape == (n, 6480)
@@ -49,7 +49,7 @@ def test_onnx_parity_with_pytorch_and_dynamic_batch(cd, tmp_path):
     path = export(cd, "onnx", tmp_path / "cd.onnx", noise_input=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input", "noise"]
-    graph = OneStepGenerator(cd, noise_input=True)
+    graph = ExportGraph(cd, noise_input=True)
     outputs = []
     for batch in (1, 8):  # the batch axis is dynamic
         rng = np.random.default_rng(batch)
@@ -79,20 +79,20 @@ def test_onnx_draws_its_own_noise_with_the_par04_input(cd, toys, tmp_path):
 def test_torchscript_matches_pytorch(cd, toys, tmp_path):
     assert main(["export", "--model", str(toys / "base_cd"), "--format", "torchscript", "--noise-input",
                  "--out", str(tmp_path / "toy.pt")]) == 0
-    assert (torch.jit.load(str(tmp_path / "toy.pt"))(*OneStepGenerator(cd, noise_input=True).example()).shape
+    assert (torch.jit.load(str(tmp_path / "toy.pt"))(*ExportGraph(cd, noise_input=True).example()).shape
             == (2, 6480))
     loaded = torch.jit.load(str(export(cd, "torchscript", tmp_path / "cd.pt", noise_input=True)))
     x = torch.from_numpy(inputs_for(cd, [3.0, 30.0], [0.1, 0.2], [1.5, 1.6], "b"))
     noise = torch.randn((2, *cd.shape), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        reference = OneStepGenerator(cd, noise_input=True)(x, noise)
+        reference = ExportGraph(cd, noise_input=True)(x, noise)
         torch.testing.assert_close(loaded(x, noise), reference)
     assert reference.max() > 0
 
 
-def test_only_one_step_models_export(toys, tmp_path, capsys):
+def test_edm_models_do_not_export(toys, tmp_path, capsys):
     assert main(["export", "--model", str(toys / "base"), "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "holds an 'edm' model; export a one-step consistency-distilled run" in capsys.readouterr().err
+    assert "holds a 'edm' model (32 step(s)); export a one-step consistency model" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -15,7 +15,7 @@ from calofm.data import open_showers
 from calofm.data.datasets import read_detector
 from calofm.evaluate.samples import sample_from_arrays
 from calofm.evaluate.suite import quick_metrics
-from calofm.export.generator import OneStepGenerator
+from calofm.export.generator import ExportGraph
 from calofm.inference import PointCloudModel, load_model, trained_model
 from calofm.train import assemble, load_config
 from calofm.train.loop import MODEL
@@ -118,8 +118,8 @@ def test_consistency_distillation_of_a_pointwise_run_generates_in_one_step(runs,
     assert student.counts_model.describe == load_model(runs / "flow").describe and student.default_steps == 1
     rows = np.concatenate(list(student.generate(np.full(4, 5e3), np.full(4, np.pi / 2), np.zeros(4), "par04-siw")))
     assert rows.shape == (4, 6480) and np.all(rows.sum(1) > 0)
-    with pytest.raises(InputError, match="decodes mesh"):
-        OneStepGenerator(student)
+    with pytest.raises(InputError, match="decodes voxel"):
+        ExportGraph(student)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from calofm.cli.train import key_values
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import open_showers
 from calofm.train.config import RunConfig, build_config
+from calofm.train.saved import read_model
 from calofm.workflow.fit import fit
 from calofm.workflow.sequence import is_sequence, run_sequence
 from calofm.workflow.study import run_study
@@ -32,12 +33,15 @@ def add_parsers(sub) -> None:
                                    "matching, the point-cloud ShowerFlow and PointWise runs, the next-token mixture "
                                    "of experts) to a new detector's "
                                    "showers, in the model's free detector slot, with one transfer strategy; "
-                                   "optionally re-distil the one-step CD student of an EDM run (initialised from the "
-                                   "pre-trained CD run, the adapted EDM as teacher). Writes OUT (the adapted run) "
-                                   "and OUT/cd. Strategies: " + strategy_help() + ".",
+                                   "optionally re-distil the one-step student (initialised from the pre-trained "
+                                   "student, the adapted model as teacher: consistency distillation for an EDM run, "
+                                   "flow distillation for flow matching, e.g. --from fm-1 --distil fm-1-fast). "
+                                   "Writes OUT (the adapted run) and OUT/fast. Strategies: " + strategy_help() + ".",
                        epilog="examples:\n"
                               "  calofm adapt --from runs/pretrain --data scipb.h5 --strategy lora --arg r=16 "
-                              "--n-train 100 --cd runs/pretrain-cd --out runs/scipb-lora\n"
+                              "--n-train 100 --distil runs/pretrain-cd --out runs/scipb-lora\n"
+                              "  calofm adapt --from fm-1 --data scipb.h5 --strategy full --steps 300 "
+                              "--distil fm-1-fast --out runs/scipb-fm1\n"
                               "  calofm adapt --from runs/points/counts.safetensors --data siw.h5 "
                               "--out runs/siw-flow\n"
                               "  calofm adapt --from runs/points --data siw.h5 --strategy bitfit "
@@ -69,8 +73,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subset, data order and noise")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--cd", metavar="RUN", help="pre-trained CD run: re-distil the adapted model into OUT/cd")
-    p.add_argument("--cd-steps", type=int, help="distillation steps (default: --steps)")
+    p.add_argument("--distil", "--cd", metavar="RUN", dest="distil",
+                   help="the pre-trained one-step student (a CD run of an EDM base, a flow-distilled run of a "
+                        "flow-matching base, or a shipped name such as fm-1-fast): re-distil the adapted model into "
+                        "OUT/fast")
+    p.add_argument("--distil-steps", "--cd-steps", type=int, dest="distil_steps",
+                   help="distillation steps (default: --steps)")
     p.add_argument("--out", type=Path, required=True, help="run folder of the adapted model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=adapt)
@@ -128,6 +136,9 @@ pre-trained on photons in W and Ta):
 """
 
 
+FAST = "fast"  # the re-distilled one-step student's folder inside the adapted run
+
+
 def adapt(args) -> int:
     detector = args.detector
     if detector is None:
@@ -144,10 +155,12 @@ def adapt(args) -> int:
                      "model": {} if args.patch is None else {"patch": yaml.safe_load(args.patch)}},
            "model": {"counts": args.counts}, "train": train}
     fit(_config(raw), "adapt", progress=not args.no_progress)
-    if args.cd:
-        cd = {"out": str(args.out / "cd"), "process": {"name": "cd", "teacher": str(args.out), "student": args.cd},
-              "train": {**train, "steps": args.cd_steps or args.steps, "lr": STRATEGIES["full"].lr}}
-        fit(_config(cd), "adapt --cd", progress=not args.no_progress)
+    if args.distil:
+        name = "cd" if read_model(args.distil)[0]["process"] == "consistency" else "fd"
+        fast = {"out": str(args.out / FAST),
+                "process": {"name": name, "teacher": str(args.out), "student": args.distil},
+                "train": {**train, "steps": args.distil_steps or args.steps, "lr": STRATEGIES["full"].lr}}
+        fit(_config(fast), f"adapt --distil ({name})", progress=not args.no_progress)
     return 0
 
 

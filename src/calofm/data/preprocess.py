@@ -136,7 +136,9 @@ def energies_from_ratios(u: torch.Tensor, incident: torch.Tensor, u0_scale: floa
     and u_0 to >= 0 first, so any model output gives non-negative energies summing to u_0 s E_inc."""
     total = u[:, :1].clamp(min=0) * u0_scale * incident[:, None]
     fractions = u[:, 1:].clamp(0, 1)
-    left = torch.cat([torch.ones_like(total), torch.cumprod(1 - fractions, dim=1)], dim=1)  # share not yet taken
+    # the share not yet taken, prod_(j < i) (1 - f_j), as exp(cumsum(log)): ONNX has no cumulative product
+    # (log 0 = -inf gives exp(-inf) = 0 for every later layer, as the product would)
+    left = torch.cat([torch.ones_like(total), torch.exp(torch.cumsum(torch.log1p(-fractions), dim=1))], dim=1)
     return total * left * torch.cat([fractions, torch.ones_like(total)], dim=1)
 
 
@@ -223,17 +225,21 @@ class LayerRatioTransform(Representation):
         return torch.cat([(u - self.u_mean) / self.u_std, (v - self.v_mean) / self.v_std], dim=1).float()
 
     def decode(self, x: torch.Tensor, energy: np.ndarray) -> np.ndarray:
-        """CaloChallenge-order rows (N, V) in MeV from model tensors (N, L + V)."""
+        """CaloChallenge-order rows (N, V) in MeV from model tensors (N, L + V), computed in float64."""
         x = x.detach().to(torch.float64)
+        incident = torch.as_tensor(np.asarray(energy), dtype=x.dtype, device=x.device)
+        return self.energies(x, incident).float().cpu().numpy()
+
+    def energies(self, x: torch.Tensor, incident: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` in torch alone, in ``x``'s dtype: (N, V) voxel energies in MeV, CaloChallenge
+        order, given the (N,) incident energies in MeV (exported graphs call it)."""
         u = self._expit(x[:, :self.n_layers] * self.u_std + self.u_mean)
         fraction = self._expit(x[:, self.n_layers:] * self.v_std + self.v_mean)
         index = self._layer_index(x.device)
-        sums = torch.zeros_like(u).index_add_(1, index, fraction)[:, index]
-        layer = energies_from_ratios(u, torch.as_tensor(np.asarray(energy), dtype=torch.float64, device=x.device),
-                                     self.u0_scale)
+        sums = torch.zeros_like(u).index_add(1, index, fraction)[:, index]
+        layer = energies_from_ratios(u, incident, self.u0_scale)
         voxels = torch.where(sums > 0, fraction / sums.clamp(min=1e-30), torch.zeros_like(sums)) * layer[:, index]
-        voxels = torch.where(voxels < self.threshold, torch.zeros_like(voxels), voxels)
-        return voxels.float().cpu().numpy()
+        return torch.where(voxels < self.threshold, torch.zeros_like(voxels), voxels)
 
 
 @dataclass

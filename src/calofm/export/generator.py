@@ -1,4 +1,8 @@
-"""Export a one-step (consistency-distilled) model for Geant4: ONNX or TorchScript, sampler inside.
+"""Export a model for Geant4: ONNX or TorchScript, the whole sampler inside.
+
+Exportable are one-step consistency-distilled EDM runs (CaloDiT-2) and flow-matching runs with a
+fixed-step solver (CaloDREAM++), whose steps the graph unrolls: a flow-distilled student (``calofm
+train`` with process ``fd``, such as fm-1-fast) is one Euler step, the fastest graph.
 
 The graph's contract is the one of Geant4's Par04 example for CaloDiT-2:
 
@@ -9,10 +13,13 @@ The graph's contract is the one of Geant4's Par04 example for CaloDiT-2:
               r outer, phi, z inner (6480 = 9 x 16 x 45 for the default mesh)
 
 Inside: the condition vector (E / E_max, sin phi, cos phi, theta / pi, one-hot), Gaussian noise
-(RandomNormal in ONNX), one consistency step f(sigma_max * z, sigma_max), and the inverse voxel
-preprocessing (exp, cap at the largest training voxel, 15.15 keV threshold). The batch axis is
-dynamic. With ``noise_input`` the noise is a second input "noise" (B, R, A, Z) instead, so an
-exported graph can be compared with PyTorch on the same noise (the parity check).
+(RandomNormal in ONNX), the sampler (a consistency step f(sigma_max * z, sigma_max), or the flow's
+fixed solver steps, one Euler step for a distilled student), and the inverse preprocessing (voxels:
+exp, cap at the largest training voxel; layer ratios: layer energies from the ratios times each
+layer's voxel fractions; then the 15.15 keV threshold). The batch axis is dynamic. With
+``noise_input`` the noise is a second input "noise" of the model's state shape ((B, R, A, Z) for
+voxels, (B, L + V) for layer ratios) instead, so an exported graph can be compared with PyTorch on
+the same noise (the parity check).
 """
 
 from __future__ import annotations
@@ -25,36 +32,46 @@ from torch import nn
 
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
-from calofm.generative import Consistency
+from calofm.data.preprocess import LayerRatioTransform, VoxelTransform
+from calofm.generative import Consistency, FlowMatching
+from calofm.geometry import readout_from_dict
 from calofm.inference import TrainedModel
 
 FORMATS = ("onnx", "torchscript")
 N_INPUT_KINEMATICS = 3  # E (GeV), phi, theta
 
 
-class OneStepGenerator(nn.Module):
-    """``inputs (B, 3 + S) [, noise (B, R, A, Z)] -> energies (B, R * A * Z)`` (see module docstring)."""
+class ExportGraph(nn.Module):
+    """``inputs (B, 3 + S) [, noise] -> energies (B, R * A * Z)`` (see module docstring)."""
 
     def __init__(self, model: TrainedModel, noise_input: bool = False):
         super().__init__()
-        if not isinstance(model.process, Consistency):
-            raise InputError(model.path, f"holds an '{model.describe['process']}' model; export a one-step consistency-"
-                                         "distilled run (calofm train with process cd, or calofm adapt --cd)")
-        if model.representation_kind != "mesh":
+        if not exportable(model.process):
+            raise InputError(model.path, f"holds a '{model.describe['process']}' model ({_sampler(model)}); export a "
+                                         "one-step consistency model (calofm train with process cd, or calofm adapt "
+                                         "--distil) or a fixed-step flow-matching one")
+        if model.representation_kind not in (VoxelTransform.kind, LayerRatioTransform.kind):
             raise InputError(model.path, f"holds a {model.describe['backbone']} model on the "
                                          f"'{model.representation_kind}' representation; the export graph decodes "
-                                         "mesh (CaloDiT-2) models only")
+                                         "voxel (CaloDiT-2) and layer-ratio (CaloDREAM++) models only")
         self.process = model.process.eval()
         self.conditions, self.voxels = model.conditions, model.voxels
         self.shape, self.noise_input = tuple(model.shape), noise_input
         self.n_inputs = N_INPUT_KINEMATICS + self.conditions.n_slots
+        self.mesh = _regular_mesh(model) if self.voxels.kind == LayerRatioTransform.kind else None
 
     def forward(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         energy = inputs[:, 0:1] * 1000.0  # GeV -> MeV
         cond = self.conditions.vector(energy, inputs[:, 2:3], inputs[:, 1:2], inputs[:, N_INPUT_KINEMATICS:])
         if noise is None:
             noise = torch.randn((inputs.shape[0], *self.shape), dtype=inputs.dtype, device=inputs.device)
-        return self.voxels.inverse(self.process.one_step(noise, cond)).flatten(1)
+        y = (self.process.one_step(noise, cond) if isinstance(self.process, Consistency)
+             else self.process.sample(noise, cond))
+        if self.mesh is None:
+            return self.voxels.inverse(y).flatten(1)
+        n_z, n_a, n_r = self.mesh  # CaloChallenge order (z, phi, r inner) -> Par04's (r, phi, z inner)
+        rows = self.voxels.energies(y, energy[:, 0])
+        return rows.reshape(-1, n_z, n_a, n_r).permute(0, 3, 2, 1).flatten(1)
 
     def example(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         """Example inputs for tracing: valid energies, angles and one-hot vectors."""
@@ -68,11 +85,32 @@ class OneStepGenerator(nn.Module):
         return (inputs, noise) if self.noise_input else (inputs,)
 
 
+def exportable(process: torch.nn.Module) -> bool:
+    """Whether a graph can hold ``process``'s sampler: a consistency model (one step), or a flow with
+    a fixed-step solver (unrolled; not the adaptive one)."""
+    return isinstance(process, Consistency) or (isinstance(process, FlowMatching) and process.solver != "adaptive")
+
+
+def _sampler(model: TrainedModel) -> str:
+    solver = getattr(model.process, "solver", None)
+    return f"{model.default_steps} step(s)" + (f" of {solver}" if solver else "")
+
+
+def _regular_mesh(model: TrainedModel) -> tuple[int, int, int]:
+    """(Z, A, R) of the regular mesh a layer-ratio model's voxels lie on (Par04's output order needs one)."""
+    readout = readout_from_dict(next(iter(model.describe["readouts"].values())))
+    shape = tuple(getattr(readout, "shape", ()))
+    if len(shape) != 3 or math.prod(shape) != sum(model.voxels.layer_sizes):
+        raise InputError(model.path, f"its voxels are not on one regular mesh ({readout.describe()}); Par04's "
+                                     "(r, phi, z) output needs one")
+    return shape
+
+
 def export(model: TrainedModel, fmt: str, out: str | Path, noise_input: bool = False) -> Path:
     """Write ``model``'s one-step generator as ONNX or TorchScript to ``out`` (atomically)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
-    graph = OneStepGenerator(model, noise_input).eval()
+    graph = ExportGraph(model, noise_input).eval()
     example = graph.example()
     names = ["input", "noise"][:len(example)]
     out = Path(out)
@@ -80,7 +118,8 @@ def export(model: TrainedModel, fmt: str, out: str | Path, noise_input: bool = F
         if fmt == "onnx":
             batch = torch.export.Dim("batch")
             torch.onnx.export(graph, example, str(tmp), input_names=names, output_names=["energies"],
-                              dynamic_shapes=tuple({0: batch} for _ in example), dynamo=True, verbose=False)
+                              dynamic_shapes=tuple({0: batch} for _ in example), dynamo=True, verbose=False,
+                              external_data=False)  # one self-contained file, whatever its temporary name
         else:
             torch.jit.save(torch.jit.trace(graph, example, check_trace=False), str(tmp))
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from calofm.core.files import atomic_path
-from calofm.generative import Consistency
+from calofm.export import exportable
 from calofm.inference import TrainedModel
 from calofm.simulate.detectors import get_detector
 from calofm.simulate.gun import Gun, Spectrum
@@ -62,17 +62,17 @@ def largest_cuda_batch(process, shape, n_cond: int, dtype: str, start: int = 100
 
 
 def onnx_ms_per_shower(model: TrainedModel, repeats: int = 20) -> float:
-    """The exported one-step graph in ONNX Runtime, 1 thread, batch 1: how Geant4 would run it."""
+    """The exported graph in ONNX Runtime, 1 thread, batch 1: how Geant4 would run it."""
     import onnxruntime as ort
 
-    from calofm.export import OneStepGenerator, export
+    from calofm.export import ExportGraph, export
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export(model, "onnx", Path(tmp) / "model.onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {"input": OneStepGenerator(model).example(1)[0].numpy()}
+    feed = {"input": ExportGraph(model).example(1)[0].numpy()}
     session.run(None, feed)  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
@@ -89,8 +89,9 @@ def geant4_ms_per_shower(detector: str, energy: str, n: int, seed: int = 0) -> f
 
 
 def run_bench(model: TrainedModel, detector: str, energy: str = "loguniform:1:1000", n_geant4: int = 20,
-              out: str | Path | None = None, log=print) -> dict:
-    """Time ``model`` and Geant4; print a table and write ``out`` (JSON) when given."""
+              out: str | Path | None = None, log=print, load_seconds: float | None = None) -> dict:
+    """Time ``model`` and Geant4; print a table and write ``out`` (JSON) when given. ``load_seconds``,
+    the time the caller took to load the model, is reported with the rest."""
     process, shape, n_cond = model.process, model.shape, model.conditions.n_cond
     rows = []
 
@@ -98,12 +99,13 @@ def run_bench(model: TrainedModel, detector: str, energy: str = "loguniform:1:10
         rows.append({"case": case, "batch": batch, "ms_per_shower": ms, **extra})
         log(f"  {case:<32} batch {batch:>7}: {ms:10.4f} ms per shower")
 
-    log(f"timing {model.describe['process']} ({model.default_steps} step(s)) of {model.path}")
+    log(f"timing {model.describe['process']} ({model.default_steps} step(s)) of {model.path}"
+        + ("" if load_seconds is None else f", loaded in {load_seconds:.2f} s"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     record("CPU, 1 thread", 1, ms_per_shower(process, shape, n_cond, 1, "cpu", repeats=20))
     torch.set_num_threads(threads)
-    if isinstance(process, Consistency):
+    if exportable(process):
         record("CPU, 1 thread, ONNX Runtime", 1, onnx_ms_per_shower(model))
     record(f"CPU, {threads} threads", 100, ms_per_shower(process, shape, n_cond, 100, "cpu"))
     peak_cpu_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -127,7 +129,7 @@ def run_bench(model: TrainedModel, detector: str, energy: str = "loguniform:1:10
     result = {"model": str(model.path), "process": model.describe["process"], "steps": model.default_steps,
               "detector": detector, "energy_GeV": energy, "geant4_ms_per_shower": g4, "geant4_showers": n_geant4,
               "speedup_cpu_1_thread": g4 / single, "peak_cpu_rss_mb": peak_cpu_mb, "gpu": gpu, "cases": rows,
-              "cpu_threads": threads}
+              "cpu_threads": threads, "load_seconds": load_seconds}
     log(f"Geant4: {g4:.1f} ms per shower on one core; model at CPU 1 thread batch 1: {single:.2f} ms "
         f"-> {g4 / single:.0f}x faster; peak CPU memory {peak_cpu_mb:.0f} MB")
     if out:
