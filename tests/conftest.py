@@ -116,7 +116,8 @@ def toys(tmp_path_factory, ds2):
     return folder
 
 
-GEANT4_PRESETS = ("par04-siw", "par04-scipb")
+GEANT4_PRESETS = ("par04-siw", "par04-scipb")  # simulated with seeds 0 and 1
+GEANT4_ENERGY, GEANT4_SHOWERS, GEANT4_WORKERS = "loguniform:2:8", 400, 2  # fm-1's card check uses the same sample
 
 
 @pytest.fixture(scope="session")
@@ -128,27 +129,15 @@ def geant4_presets(tmp_path_factory):
     from calofm.simulate.runner import Run, simulate
 
     folder = tmp_path_factory.mktemp("geant4")
-    gun = Gun("e-", Spectrum.parse("loguniform:2:8"))
+    gun = Gun("e-", Spectrum.parse(GEANT4_ENERGY))
     for seed, name in enumerate(GEANT4_PRESETS):
-        simulate(Run(get_detector(name), gun, 400, seed=seed), folder / f"{name}.h5", workers=2, progress=False)
+        simulate(Run(get_detector(name), gun, GEANT4_SHOWERS, seed=seed), folder / f"{name}.h5",
+                 workers=GEANT4_WORKERS, progress=False)
     return folder
-
-
-def _held_out_distances(model, reference) -> dict:
-    """The CaloClouds II transfer study's distances of ``model``'s showers for a held-out detector part's
-    conditions from Geant4's."""
-    from calofm.evaluate.distances import observable_distances
-    from calofm.evaluate.samples import sample_from_arrays
-    from calofm.evaluate.suite import observables
-
-    s = reference.showers
-    rows = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, reference.name, seed=1)))
-    g4 = sample_from_arrays("g4", s.showers, s.energy, reference.readout)
-    generated = sample_from_arrays("model", rows, s.energy, reference.readout)
-    return observable_distances(observables(g4, reference.readout), observables(generated, reference.readout),
-                                n_bootstrap=3)
 
 
 @pytest.fixture(scope="session")
 def held_out_distances():
-    return _held_out_distances
+    from calofm.workflow.study import held_out_distances
+
+    return held_out_distances

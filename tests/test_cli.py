@@ -66,8 +66,8 @@ def test_every_subcommand_and_option_explains_itself(capsys):
         assert done.value.code == 0 and f"usage: calofm {name}" in capsys.readouterr().out
 
 
-def test_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, one_thread):
-    assert main(["demo", "--scale", "smoke", "--out", str(tmp_path), "--workers", "2", "--no-progress",
+def test_pretrain_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, one_thread):
+    assert main(["demo", "--pretrain", "--scale", "smoke", "--out", str(tmp_path), "--workers", "2", "--no-progress",
                  "--families", "dit,vit"]) == 0
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert list(summary["rows"]) == ["scratch", "full", "bitfit", "lora", "vit-scratch", "vit-full", "vit-reinit"]

@@ -53,26 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parsers(sub)
     bench.add_parsers(sub)
 
-    p = sub.add_parser("demo", help="the main job on built-in defaults: simulate, pre-train, adapt, evaluate",
+    p = sub.add_parser("demo", help="the main job on built-in defaults: simulate, adapt fm-1, evaluate",
                        description="Run the whole product on built-in defaults, needing no files: Geant4 electrons "
-                                   "in two pre-training presets (par04-siw, ild-w) and a new target (par04-scipb); "
-                                   "pre-train a small CaloDiT (EDM) on the two; adapt it to 100 target showers with "
-                                   "scratch, full fine-tuning, BitFit and LoRA over two seeds; evaluate each against "
-                                   "held-out Geant4 target showers. Writes OUT/report.md (table 2 of the "
-                                   "CaloClouds II transfer study "
-                                   "with uncertainties, gain over scratch, plots) and OUT/metrics.json. Rerunning "
-                                   "continues where a killed demo stopped. --families dit,vit adds CaloDREAM++ "
-                                   "(energy network + ViT, flow matching) on the same showers, adapted with scratch, "
-                                   "full fine-tuning and re-initialised input/output/positions, in the same report.")
+                                   "(1-100 GeV) in par04-scipb, a detector the shipped foundation model fm-1 has "
+                                   "never seen; adapt fm-1 to 100 of them with scratch (same architecture, fresh "
+                                   "weights, same budget), full fine-tuning, BitFit and LoRA over two seeds; evaluate "
+                                   "each against held-out Geant4 showers. Writes OUT/report.md (table 2 of the "
+                                   "CaloClouds II transfer study with uncertainties, the gain over scratch, metric "
+                                   "plots with the Geant4 floor, and Geant4 against the best adapted model and scratch "
+                                   "for the energy ratio, profiles and cell energies) and OUT/metrics.json. Rerunning "
+                                   "continues where a killed demo stopped. --pretrain runs the earlier job instead: "
+                                   "pre-train a toy CaloDiT (and with --families dit,vit CaloDREAM++) on Geant4 "
+                                   "showers of par04-siw and ild-w, then the same adaptation study.")
     p.add_argument("--out", type=Path, default=Path("demo-report"), help="output folder (default demo-report)")
     p.add_argument("--scale", default="cpu", choices=["cpu", "gpu", "smoke"],
-                   help="cpu: about 20 min on 2 cores (default); gpu: a study worth reporting (CaloDiT-2 size, 100 "
-                        "and 1000 target showers, 3 seeds); smoke: a one-minute wiring check")
+                   help="cpu: about 10 min on 2 cores (default; --pretrain: about 20); gpu: a study worth reporting "
+                        "(100 and 1000 target showers, 3 seeds); smoke: a one-minute wiring check")
+    p.add_argument("--model", default="fm-1", help="the pre-trained run to adapt: a shipped name or a run folder "
+                                                   "(default fm-1)")
+    p.add_argument("--pretrain", action="store_true",
+                   help="pre-train toy models on two Geant4 presets first instead of adapting --model")
     p.add_argument("--workers", type=int, default=2, help="Geant4 worker processes (default 2)")
     p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--families", default="dit", help="model families, comma-separated: dit (CaloDiT-2), vit "
-                                                     "(CaloDREAM++); default dit")
+    p.add_argument("--families", default="dit", help="with --pretrain: model families, comma-separated: dit "
+                                                     "(CaloDiT-2), vit (CaloDREAM++); default dit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=demo)
     return parser
@@ -85,14 +90,20 @@ def _binning_option(p: argparse.ArgumentParser) -> None:
 
 
 def demo(args) -> int:
-    from calofm.workflow.demo import FAMILIES, run_demo
+    from calofm.workflow.demo import FAMILIES, run_demo, run_pretrain_demo
 
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
         raise CalofmError(f"--families: unknown family {(unknown or [''])[0]!r}; known: {', '.join(FAMILIES)}")
-    run_demo(args.out, args.scale, args.workers, args.device, args.seed, progress=not args.no_progress,
-             families=families)
+    if args.pretrain:
+        run_pretrain_demo(args.out, args.scale, args.workers, args.device, args.seed, progress=not args.no_progress,
+                          families=families)
+    else:
+        if families != ("dit",):
+            raise CalofmError("--families: applies with --pretrain only (the main job adapts --model)")
+        run_demo(args.out, args.scale, args.workers, args.device, args.seed, progress=not args.no_progress,
+                 model=args.model)
     return 0
 
 

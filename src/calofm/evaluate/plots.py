@@ -21,26 +21,40 @@ _STYLE = {**hep.style.ROOT, "text.usetex": False, "font.size": 11, "axes.labelsi
 _GRID_STYLE = {**_STYLE, "xtick.minor.visible": False, "ytick.minor.visible": False}  # 45 panels draw 2x faster
 
 
-def _draw(ax, ax_ratio, reference, generated, bins, label, log):
-    h_ref, _ = np.histogram(reference, bins, density=True)
-    h_gen, _ = np.histogram(generated, bins, density=True)
-    ax.stairs(h_ref, bins, label=REFERENCE, color="0.4", fill=True, alpha=0.4)
-    ax.stairs(h_gen, bins, label=MODEL, color="C0", lw=1.5)
-    ratio = np.divide(h_gen, h_ref, out=np.full_like(h_gen, np.nan), where=h_ref > 0)
-    ax_ratio.stairs(ratio, bins, color="C0", lw=1.5)
+Generated = np.ndarray | dict[str, np.ndarray]  # one model's values, or several models' by label
+
+
+def _by_label(generated: Generated) -> dict[str, np.ndarray]:
+    return generated if isinstance(generated, dict) else {MODEL: generated}
+
+
+def _ratio_axis(ax_ratio, label: str) -> None:
     ax_ratio.axhline(1, color="0.4", lw=0.8)
     ax_ratio.set_ylim(0.5, 1.5)
     ax_ratio.set_xlabel(label)
     ax_ratio.set_ylabel("model / G4", fontsize=9)
+
+
+def _draw(ax, ax_ratio, reference, generated: Generated, bins, label, log) -> float:
+    """Geant4 filled, each model a line with its ratio; the first model's separation power."""
+    h_ref, _ = np.histogram(reference, bins, density=True)
+    ax.stairs(h_ref, bins, label=REFERENCE, color="0.4", fill=True, alpha=0.4)
+    for i, (name, values) in enumerate(_by_label(generated).items()):
+        h_gen, _ = np.histogram(values, bins, density=True)
+        ax.stairs(h_gen, bins, label=name, color=f"C{i}", lw=1.5)
+        ratio = np.divide(h_gen, h_ref, out=np.full_like(h_gen, np.nan), where=h_ref > 0)
+        ax_ratio.stairs(ratio, bins, color=f"C{i}", lw=1.5)
+    _ratio_axis(ax_ratio, label)
     if log:
         ax.set_xscale("log")
         ax_ratio.set_xscale("log")
-    return separation_power(reference, generated, bins)
+    return separation_power(reference, next(iter(_by_label(generated).values())), bins)
 
 
-def histogram(reference, generated, label: str, path: Path, log: bool = False, n_bins: int = 50) -> float:
-    """One observable: histogram + ratio panel saved to ``path``; returns its separation power."""
-    bins = histogram_edges(reference, generated, n_bins=n_bins, log=log)
+def histogram(reference, generated: Generated, label: str, path: Path, log: bool = False, n_bins: int = 50) -> float:
+    """One observable: histogram + ratio panel saved to ``path`` for one model or several (a dict by
+    label); returns the (first) model's separation power."""
+    bins = histogram_edges(reference, np.concatenate(list(_by_label(generated).values())), n_bins=n_bins, log=log)
     with plt.style.context(_STYLE):
         fig, (ax, ax_ratio) = plt.subplots(2, 1, figsize=(5, 5), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
         sep = _draw(ax, ax_ratio, reference, generated, bins, label, log)
@@ -78,20 +92,19 @@ def layer_grid(reference, generated, layers, label: str, path: Path, log: bool =
     return seps
 
 
-def profile(reference: np.ndarray, generated: np.ndarray, centres: np.ndarray, label: str, path: Path) -> None:
-    """Mean energy profile (e.g. per layer or per r bin) of both samples with their ratio."""
+def profile(reference: np.ndarray, generated: Generated, centres: np.ndarray, label: str, path: Path) -> None:
+    """Mean energy profile (e.g. per layer or per r bin) of Geant4 and of one model or several (a
+    dict by label), with their ratios."""
     with plt.style.context(_STYLE):
         fig, (ax, ax_ratio) = plt.subplots(2, 1, figsize=(5, 5), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
         ax.plot(centres, reference, "o", color="0.4", ms=3, label=REFERENCE)
-        ax.plot(centres, generated, "-", color="C0", lw=1.5, label=MODEL)
+        for i, (name, values) in enumerate(_by_label(generated).items()):
+            ax.plot(centres, values, "-", color=f"C{i}", lw=1.5, label=name)
+            ratio = np.divide(values, reference, out=np.full_like(values, np.nan, dtype=float), where=reference > 0)
+            ax_ratio.plot(centres, ratio, "-", color=f"C{i}")
         ax.set_yscale("log")
         ax.set_ylabel("mean energy [MeV]")
         ax.legend(fontsize=9)
-        ratio = np.divide(generated, reference, out=np.full_like(generated, np.nan, dtype=float), where=reference > 0)
-        ax_ratio.plot(centres, ratio, "-", color="C0")
-        ax_ratio.axhline(1, color="0.4", lw=0.8)
-        ax_ratio.set_ylim(0.5, 1.5)
-        ax_ratio.set_xlabel(label)
-        ax_ratio.set_ylabel("model / G4", fontsize=9)
+        _ratio_axis(ax_ratio, label)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)

@@ -153,7 +153,7 @@ def _euler(net: nn.Module, noise: torch.Tensor, cond: torch.Tensor) -> torch.Ten
 class FlowDistillation(Process):
     """One-step distillation of a trained flow-matching teacher: the student, a copy of the teacher's
     backbone, learns to map noise to the teacher's ODE solution in one Euler step (the distillation
-    of Liu, Gong and Liu 2023, "Flow Straight and Fast", section 2.3; Luhman and Luhman 2021).
+    of Liu, Gong and Liu 2023, "Flow Straight and Fast"; Luhman and Luhman 2021).
 
     ``forward`` draws noise z, solves the teacher's ODE from it with the teacher's own solver and
     steps without gradients, and returns the mean over elements of (student.one_step(z) - x_teacher)^2;

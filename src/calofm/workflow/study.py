@@ -35,8 +35,9 @@ from calofm.adapt import STRATEGIES
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data.datasets import read_detector
+from calofm.evaluate.distances import observable_distances
 from calofm.evaluate.samples import load_sample, sample_from_arrays
-from calofm.evaluate.suite import Settings, compare, split_reference
+from calofm.evaluate.suite import Settings, compare, observables, split_reference
 from calofm.evaluate.tables import markdown_table
 from calofm.inference import load_model
 from calofm.train.config import RunConfig, build_config, from_dict
@@ -205,6 +206,18 @@ def evaluate_model(model, study: StudyConfig, reference: Reference, folder: Path
     return comparison
 
 
+def held_out_distances(model, reference, seed: int = 1, n_bootstrap: int = 3) -> dict:
+    """The CaloClouds II transfer study's six-observable distances of ``model``'s showers, generated
+    for the conditions of ``reference`` (a :class:`~calofm.data.datasets.DetectorShowers` whose name
+    is the model's class), from its Geant4 showers: a quick held-out check (fm-1's card check, tests)."""
+    s = reference.showers
+    rows = np.concatenate(list(model.generate(s.energy, s.theta, s.phi, reference.name, seed=seed)))
+    g4 = sample_from_arrays("g4", s.showers, s.energy, reference.readout)
+    generated = sample_from_arrays("model", rows, s.energy, reference.readout)
+    return observable_distances(observables(g4, reference.readout), observables(generated, reference.readout),
+                                n_bootstrap=n_bootstrap)
+
+
 class Reference:
     """The target's test showers: conditions to generate, half A to compare with, half B for the floor."""
 
@@ -363,7 +376,9 @@ def markdown(summary: dict, plots: dict[str, str], preamble: str = "") -> str:
 
 
 def plot(summary: dict, out: Path) -> dict[str, str]:
-    """One PNG per metric: value against training size (log x), one line per strategy."""
+    """One PNG per metric: against training size (log x, one line per strategy), or against strategy
+    where the study has one size. Distances are drawn on a log axis, so the Geant4 floor, often ten
+    times below the models, stays visible."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -371,26 +386,38 @@ def plot(summary: dict, out: Path) -> dict[str, str]:
     import mplhep as hep
 
     paths = {}
+    one_size = len(summary["sizes"]) == 1
+    bases = list(dict.fromkeys(row.get("base") for row in summary["rows"].values()))
     with plt.style.context({**hep.style.ROOT, "text.usetex": False, "font.size": 11}):
         for key, (label, scale) in METRICS.items():
-            fig, ax = plt.subplots(figsize=(6, 4.5))
-            bases = list(dict.fromkeys(row.get("base") for row in summary["rows"].values()))
+            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(summary["rows"])) if one_size else 6, 4.5))
+            drawn = []
             for i, (name, row) in enumerate(summary["rows"].items()):
                 points = [(int(s), c[key]) for s, c in row["sizes"].items() if c[key]["value"] is not None]
-                if points:
-                    x = [p[0] for p in points]
-                    y = [p[1]["value"] * scale for p in points]
-                    err = [(p[1]["error"] or 0.0) * scale for p in points]
-                    family = bases.index(row.get("base"))  # one marker and line style per base run
-                    ax.errorbar(x, y, yerr=err, marker="os^D"[family % 4], ls=["-", "--", ":", "-."][family % 4],
-                                color=plt.cm.tab10(i % 10), capsize=3, label=name)
+                if not points:
+                    continue
+                y = [p[1]["value"] * scale for p in points]
+                err = [(p[1]["error"] or 0.0) * scale for p in points]
+                family = bases.index(row.get("base"))  # one marker and line style per base run
+                x = [i] if one_size else [p[0] for p in points]
+                ax.errorbar(x, y, yerr=err, marker="os^D"[family % 4], ls=["-", "--", ":", "-."][family % 4],
+                            color=plt.cm.tab10(i % 10), capsize=3, label=None if one_size else name)
+                drawn += y
             floor = summary.get("floor") or {}
             if floor.get(key) and floor[key][0] is not None:
                 ax.axhline(floor[key][0] * scale, color="black", ls="--", label="Geant4 vs Geant4")
-            ax.set_xscale("log")
-            ax.set_xlabel("target training showers")
+                drawn.append(floor[key][0] * scale)
+            if one_size:
+                ax.set_xticks(range(len(summary["rows"])), list(summary["rows"]), rotation=30, ha="right")
+                ax.set_xlabel(f"strategy ({summary['sizes'][0]} target showers)")
+            else:
+                ax.set_xscale("log")
+                ax.set_xlabel("target training showers")
+            if key != "auc" and drawn and min(drawn) > 0:
+                ax.set_yscale("log")
             ax.set_ylabel(label)
-            ax.legend(fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=9)
             fig.tight_layout()
             name = f"study_{key}.png"
             with atomic_path(out / name) as tmp:
