@@ -154,9 +154,9 @@ def adapt(args) -> int:
            "adapt": {"base": args.base, "strategy": args.strategy, "args": key_values(args.arg, "--arg"),
                      "model": {} if args.patch is None else {"patch": yaml.safe_load(args.patch)}},
            "model": {"counts": args.counts}, "train": train}
+    name = args.distil and ("cd" if read_model(args.distil)[0]["process"] == "consistency" else "fd")  # checked first
     fit(_config(raw), "adapt", progress=not args.no_progress)
     if args.distil:
-        name = "cd" if read_model(args.distil)[0]["process"] == "consistency" else "fd"
         fast = {"out": str(args.out / FAST),
                 "process": {"name": name, "teacher": str(args.out), "student": args.distil},
                 "train": {**train, "steps": args.distil_steps or args.steps, "lr": STRATEGIES["full"].lr}}

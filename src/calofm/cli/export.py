@@ -1,4 +1,4 @@
-"""`calofm export`: a one-step model as ONNX or TorchScript for Geant4."""
+"""`calofm export`: a model as ONNX or TorchScript for Geant4, sampler and decoding inside."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from calofm.inference import load_model
 def add_parsers(sub) -> None:
     import argparse
 
-    p = sub.add_parser("export", help="export a one-step (distilled) model as ONNX or TorchScript for Geant4",
-                       description="Export a distilled run's one-step generator (consistency-distilled EDM, or "
-                                   "flow-distilled flow matching such as fm-1-fast) with noise sampling and "
-                                   "post-processing inside the graph, for Geant4 (Par04's CaloDiT-2 contract).",
+    p = sub.add_parser("export", help="export a model as ONNX or TorchScript for Geant4",
+                       description="Export a run's generator with noise sampling, the sampler and the post-processing "
+                                   "inside the graph, for Geant4 (Par04's CaloDiT-2 contract): a one-step student "
+                                   "(consistency-distilled EDM, or flow-distilled flow matching such as fm-1-fast; "
+                                   "the fast choice), or a flow-matching run with its fixed solver steps unrolled "
+                                   "(such as fm-1: 8 RK4 steps, slower to export and to run).",
                        epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True,
-                   help="one-step run folder (or its model.safetensors), or a shipped model's name (fm-1-fast)")
+                   help="run folder (or its model.safetensors), or a shipped model's name (fm-1-fast, fm-1)")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or torchscript")
     p.add_argument("--out", type=Path, required=True, help="output file (appears only once complete)")
     p.add_argument("--noise-input", action="store_true",

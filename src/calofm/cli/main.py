@@ -69,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="cpu", choices=["cpu", "gpu", "smoke"],
                    help="cpu: about 10 min on 2 cores (default; --pretrain: about 20); gpu: a study worth reporting "
                         "(100 and 1000 target showers, 3 seeds); smoke: a one-minute wiring check")
-    p.add_argument("--model", default="fm-1", help="the pre-trained run to adapt: a shipped name or a run folder "
-                                                   "(default fm-1)")
+    p.add_argument("--model", help="the pre-trained run to adapt: a shipped name or a run folder (default fm-1)")
     p.add_argument("--pretrain", action="store_true",
                    help="pre-train toy models on two Geant4 presets first instead of adapting --model")
     p.add_argument("--workers", type=int, default=2, help="Geant4 worker processes (default 2)")
@@ -97,6 +96,8 @@ def demo(args) -> int:
     if unknown or not families:
         raise CalofmError(f"--families: unknown family {(unknown or [''])[0]!r}; known: {', '.join(FAMILIES)}")
     if args.pretrain:
+        if args.model:
+            raise CalofmError("--model: the --pretrain job pre-trains its own models; leave --model out")
         run_pretrain_demo(args.out, args.scale, args.workers, args.device, args.seed, progress=not args.no_progress,
                           families=families)
     else:

@@ -59,7 +59,9 @@ def histogram(reference, generated: Generated, label: str, path: Path, log: bool
         fig, (ax, ax_ratio) = plt.subplots(2, 1, figsize=(5, 5), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
         sep = _draw(ax, ax_ratio, reference, generated, bins, label, log)
         ax.set_ylabel("normalised")
-        ax.legend(title=f"separation power {sep:.2g}", fontsize=9, title_fontsize=9)
+        several = isinstance(generated, dict) and len(generated) > 1
+        title = f"separation power {f'({next(iter(generated))}) ' if several else ''}{sep:.2g}"
+        ax.legend(title=title, fontsize=9, title_fontsize=9)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return sep

@@ -1,5 +1,5 @@
-"""Deployment: the one-step generator as ONNX or TorchScript, with the sampler inside the graph."""
+"""Deployment: a generator as ONNX or TorchScript, with the sampler and decoding inside the graph."""
 
-from calofm.export.generator import FORMATS, ExportGraph, export, exportable
+from calofm.export.generator import FORMATS, ExportGraph, export, export_problem
 
-__all__ = ["FORMATS", "ExportGraph", "export", "exportable"]
+__all__ = ["FORMATS", "ExportGraph", "export", "export_problem"]

@@ -34,7 +34,7 @@ from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data.preprocess import LayerRatioTransform, VoxelTransform
 from calofm.generative import Consistency, FlowMatching
-from calofm.geometry import readout_from_dict
+from calofm.geometry import CylindricalBinning, readout_from_dict
 from calofm.inference import TrainedModel
 
 FORMATS = ("onnx", "torchscript")
@@ -46,14 +46,9 @@ class ExportGraph(nn.Module):
 
     def __init__(self, model: TrainedModel, noise_input: bool = False):
         super().__init__()
-        if not exportable(model.process):
-            raise InputError(model.path, f"holds a '{model.describe['process']}' model ({_sampler(model)}); export a "
-                                         "one-step consistency model (calofm train with process cd, or calofm adapt "
-                                         "--distil) or a fixed-step flow-matching one")
-        if model.representation_kind not in (VoxelTransform.kind, LayerRatioTransform.kind):
-            raise InputError(model.path, f"holds a {model.describe['backbone']} model on the "
-                                         f"'{model.representation_kind}' representation; the export graph decodes "
-                                         "voxel (CaloDiT-2) and layer-ratio (CaloDREAM++) models only")
+        problem = export_problem(model)
+        if problem:
+            raise InputError(model.path, problem)
         self.process = model.process.eval()
         self.conditions, self.voxels = model.conditions, model.voxels
         self.shape, self.noise_input = tuple(model.shape), noise_input
@@ -85,29 +80,34 @@ class ExportGraph(nn.Module):
         return (inputs, noise) if self.noise_input else (inputs,)
 
 
-def exportable(process: torch.nn.Module) -> bool:
-    """Whether a graph can hold ``process``'s sampler: a consistency model (one step), or a flow with
-    a fixed-step solver (unrolled; not the adaptive one)."""
-    return isinstance(process, Consistency) or (isinstance(process, FlowMatching) and process.solver != "adaptive")
+def export_problem(model: TrainedModel) -> str | None:
+    """Why ``model`` cannot go into a graph, or None: the graph holds a consistency model's one step
+    or a flow's fixed solver steps (unrolled; not the adaptive solver), decodes voxels or layer
+    ratios, and writes Par04's (r, phi, z) order, which needs one regular cylindrical mesh."""
+    process, name = model.process, model.describe["process"]
+    if not (isinstance(process, Consistency) or (isinstance(process, FlowMatching) and process.solver != "adaptive")):
+        how = f"{process.solver} solver" if isinstance(process, FlowMatching) else f"{model.default_steps}-step sampler"
+        return (f"its {name} model's {how} cannot go into a graph; export a one-step consistency model (calofm train "
+                "with process cd, or calofm adapt --distil) or a flow-matching one with a fixed-step solver")
+    if model.representation_kind not in (VoxelTransform.kind, LayerRatioTransform.kind):
+        return (f"it holds a {model.describe['backbone']} model on the '{model.representation_kind}' representation; "
+                "the export graph decodes voxel (CaloDiT-2) and layer-ratio (CaloDREAM++) models only")
+    if model.representation_kind == LayerRatioTransform.kind and _regular_mesh(model) is None:
+        return "its detectors are not all read out on one regular cylindrical mesh; Par04's (r, phi, z) order needs one"
+    return None
 
 
-def _sampler(model: TrainedModel) -> str:
-    solver = getattr(model.process, "solver", None)
-    return f"{model.default_steps} step(s)" + (f" of {solver}" if solver else "")
-
-
-def _regular_mesh(model: TrainedModel) -> tuple[int, int, int]:
-    """(Z, A, R) of the regular mesh a layer-ratio model's voxels lie on (Par04's output order needs one)."""
-    readout = readout_from_dict(next(iter(model.describe["readouts"].values())))
-    shape = tuple(getattr(readout, "shape", ()))
-    if len(shape) != 3 or math.prod(shape) != sum(model.voxels.layer_sizes):
-        raise InputError(model.path, f"its voxels are not on one regular mesh ({readout.describe()}); Par04's "
-                                     "(r, phi, z) output needs one")
-    return shape
+def _regular_mesh(model: TrainedModel) -> tuple[int, int, int] | None:
+    """(Z, A, R) of the one regular cylindrical mesh every detector of a layer-ratio model is read out
+    on, or None."""
+    readouts = [readout_from_dict(d) for d in model.describe["readouts"].values()]
+    shapes = {tuple(r.shape) if isinstance(r, CylindricalBinning) and r.is_regular else None for r in readouts}
+    shape = shapes.pop() if len(shapes) == 1 else None
+    return shape if shape and math.prod(shape) == sum(model.voxels.layer_sizes) else None
 
 
 def export(model: TrainedModel, fmt: str, out: str | Path, noise_input: bool = False) -> Path:
-    """Write ``model``'s one-step generator as ONNX or TorchScript to ``out`` (atomically)."""
+    """Write ``model``'s generator as ONNX or TorchScript to ``out`` (atomically)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     graph = ExportGraph(model, noise_input).eval()

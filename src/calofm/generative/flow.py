@@ -107,8 +107,8 @@ class FlowMatching(Process):
 
     def one_step(self, noise: torch.Tensor, cond: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
         """One Euler step from t = 0 to 1, noise + net(noise, 0, cond): the whole sampler of a
-        distilled student, with gradients and free of data-dependent control flow (exported graphs
-        call it). ``given`` is for :class:`FactorisedFlowMatching` and ignored here."""
+        distilled student, with gradients (the distillation loss calls it). ``given`` is for
+        :class:`FactorisedFlowMatching` and ignored here."""
         return _euler(self.net, noise, cond)
 
 
@@ -156,9 +156,10 @@ class FlowDistillation(Process):
     of Liu, Gong and Liu 2023, "Flow Straight and Fast"; Luhman and Luhman 2021).
 
     ``forward`` draws noise z, solves the teacher's ODE from it with the teacher's own solver and
-    steps without gradients, and returns the mean over elements of (student.one_step(z) - x_teacher)^2;
-    a factorised student's second stage is conditioned on the teacher's first-stage output, so each
-    stage learns the teacher's map for its own input. ``sampler()`` is the student, a plain flow of
+    steps without gradients, and returns the mean over elements of (student.one_step(z) - x_teacher)^2,
+    for a factorised flow the sum of the two stages' means (as its CFM loss weighs them). A factorised
+    student's second stage is conditioned on the teacher's first-stage output, so each stage learns
+    the teacher's map for its own input. ``sampler()`` is the student, a plain flow of
     one Euler step that loads and exports like any other.
     """
 
@@ -169,8 +170,8 @@ class FlowDistillation(Process):
         if not isinstance(teacher, FlowMatching):
             raise TypeError(f"the teacher must be a flow-matching process, got {type(teacher).__name__}")
         self.teacher = teacher.eval().requires_grad_(False)
-        self.student = type(teacher)(copy.deepcopy(teacher.net).requires_grad_(True), solver="euler", steps=1,
-                                     rtol=teacher.rtol, atol=teacher.atol)
+        self.student = type(teacher)(copy.deepcopy(teacher.net).requires_grad_(True).train(), solver="euler",
+                                     steps=1, rtol=teacher.rtol, atol=teacher.atol)
 
     def train(self, mode: bool = True) -> FlowDistillation:
         super().train(mode)
@@ -182,8 +183,11 @@ class FlowDistillation(Process):
         noise = randn_like(x0, generator)
         with torch.no_grad():
             aim = self.teacher.sample(noise, cond)
-        err = self.student.one_step(noise, cond, given=aim) - aim
-        return (err * err).mean()
+        err = (self.student.one_step(noise, cond, given=aim) - aim).square()
+        if isinstance(self.student, FactorisedFlowMatching):
+            first, second = self.student._parts(err)
+            return first.mean() + second.mean()
+        return err.mean()
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:

@@ -101,7 +101,7 @@ class RunConfig:
             (self.process.name in PROCESS_NAMES, "process.name",
              f"must be {', '.join(PROCESS_NAMES[:-1])} or {PROCESS_NAMES[-1]}"),
             (self.process.name not in DISTILLATIONS or self.process.teacher, "process.teacher",
-             f"{self.process.name} needs the run to distil"),
+             f"{self.process.name} needs the {'EDM' if self.process.name == 'cd' else 'flow-matching'} run to distil"),
             (self.process.name in DISTILLATIONS or self.data.detectors, "data.detectors", "name at least one detector"),
             (not (self.adapt.base and self.process.name in DISTILLATIONS), "adapt.base",
              "adapt the teacher run; then re-distil with process {name: cd or fd, teacher: ADAPTED, "

@@ -1,6 +1,6 @@
 """`calofm bench`: generation time per shower beside Geant4's on the same machine, in one run.
 
-Cases: CPU with 1 thread at batch 1 (the Geant4 fast-simulation use; for one-step models also
+Cases: CPU with 1 thread at batch 1 (the Geant4 fast-simulation use; for exportable models also
 the exported ONNX graph in ONNX Runtime, as Geant4 runs it), CPU with every thread at batch 100, and
 where a GPU is present batch 100 and the largest batch that fits (doubling from
 1000 until memory runs out), in fp32 and bf16 autocast. The first call of each case is a warm-up
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from calofm.core.files import atomic_path
-from calofm.export import exportable
+from calofm.export import export_problem
 from calofm.inference import TrainedModel
 from calofm.simulate.detectors import get_detector
 from calofm.simulate.gun import Gun, Spectrum
@@ -105,7 +105,7 @@ def run_bench(model: TrainedModel, detector: str, energy: str = "loguniform:1:10
     torch.set_num_threads(1)
     record("CPU, 1 thread", 1, ms_per_shower(process, shape, n_cond, 1, "cpu", repeats=20))
     torch.set_num_threads(threads)
-    if exportable(process):
+    if export_problem(model) is None:
         record("CPU, 1 thread, ONNX Runtime", 1, onnx_ms_per_shower(model))
     record(f"CPU, {threads} threads", 100, ms_per_shower(process, shape, n_cond, 100, "cpu"))
     peak_cpu_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

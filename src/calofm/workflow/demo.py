@@ -111,10 +111,10 @@ FAMILIES = {"dit": "CaloDiT-2 (EDM)", "vit": "CaloDREAM++ (ViT, flow matching)"}
 
 
 def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str = "auto", seed: int = 0,
-             progress: bool = True, log=print, model: str = FOUNDATION) -> dict:
+             progress: bool = True, log=print, model: str | None = None) -> dict:
     """Simulate the target, adapt ``model`` (default: the shipped fm-1) with each strategy, evaluate,
     draw the physics plots; returns the study summary."""
-    s, out = ADAPT_SCALES[scale], Path(out)
+    s, out, model = ADAPT_SCALES[scale], Path(out), model or FOUNDATION
     t0 = time.perf_counter()
     data = out / "data"
     gun = Gun("e-", Spectrum.parse(s.energy))
@@ -148,8 +148,9 @@ def physics_section(summary: dict, out: Path, test: Path) -> str:
     """Draw Geant4 against the adapted strategy with the lowest GM and against scratch (first seed,
     largest size) for the observables a physicist looks at first; the report's markdown for them."""
     rows, size, seed = summary["rows"], max(summary["sizes"]), summary["config"]["seeds"][0]
-    ranked = sorted((row["mean"]["gm"]["value"], label) for label, row in rows.items()
-                    if row["strategy"] != "scratch" and row["mean"]["gm"]["value"] is not None)
+    gm = {label: row["sizes"].get(str(size), {}).get("gm", {}).get("value") for label, row in rows.items()}
+    ranked = sorted((gm[label], label) for label, row in rows.items()
+                    if row["strategy"] != "scratch" and gm[label] is not None)
     picks = [label for _, label in ranked[:1]] + [label for label, row in rows.items() if row["strategy"] == "scratch"]
     reference, binning = load_sample(test)
     samples = {label: load_sample(out / "cells" / f"{label}-n{size}-s{seed}" / "generated.h5", binning)[0]
