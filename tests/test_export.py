@@ -92,7 +92,7 @@ def test_torchscript_matches_pytorch(cd, toys, tmp_path):
 
 def test_edm_models_do_not_export(toys, tmp_path, capsys):
     assert main(["export", "--model", str(toys / "base"), "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "its edm model's 32-step sampler cannot go into a graph; export a one-step" in capsys.readouterr().err
+    assert "its edm model samples in 32 steps; export its one-step student" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -1,4 +1,4 @@
-"""`calofm export`: a model as ONNX or TorchScript for Geant4, sampler and decoding inside."""
+"""`calofm export`: a one-step model as ONNX or TorchScript for Geant4, sampler and decoding inside."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from calofm.inference import load_model
 def add_parsers(sub) -> None:
     import argparse
 
-    p = sub.add_parser("export", help="export a model as ONNX or TorchScript for Geant4",
-                       description="Export a run's generator with noise sampling, the sampler and the post-processing "
-                                   "inside the graph, for Geant4 (Par04's CaloDiT-2 contract): a one-step student "
-                                   "(consistency-distilled EDM, or flow-distilled flow matching such as fm-1-fast; "
-                                   "the fast choice), or a flow-matching run with its fixed solver steps unrolled "
-                                   "(such as fm-1: 8 RK4 steps, slower to export and to run).",
+    p = sub.add_parser("export", help="export a one-step model as ONNX or TorchScript for Geant4",
+                       description="Export a one-step student's generator with noise sampling, the step and the "
+                                   "post-processing inside the graph, for Geant4 (Par04's CaloDiT-2 contract): a "
+                                   "consistency-distilled EDM run, or a flow-distilled flow-matching run such as "
+                                   "fm-1-fast (fm-1's student) or an adapted run's OUT/fast.",
                        epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True,
-                   help="run folder (or its model.safetensors), or a shipped model's name (fm-1-fast, fm-1)")
+                   help="one-step run folder (or its model.safetensors), or a shipped model's name (fm-1-fast)")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or torchscript")
     p.add_argument("--out", type=Path, required=True, help="output file (appears only once complete)")
     p.add_argument("--noise-input", action="store_true",

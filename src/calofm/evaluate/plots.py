@@ -53,11 +53,14 @@ def _draw(ax, ax_ratio, reference, generated: Generated, bins, label, log) -> fl
 
 def histogram(reference, generated: Generated, label: str, path: Path, log: bool = False, n_bins: int = 50) -> float:
     """One observable: histogram + ratio panel saved to ``path`` for one model or several (a dict by
-    label); returns the (first) model's separation power."""
+    label); returns the (first) model's separation power. ``log``: log-spaced bins on log axes (a
+    spectrum over decades, such as cell energies, whose tails a linear y axis would hide)."""
     bins = histogram_edges(reference, np.concatenate(list(_by_label(generated).values())), n_bins=n_bins, log=log)
     with plt.style.context(_STYLE):
         fig, (ax, ax_ratio) = plt.subplots(2, 1, figsize=(5, 5), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
         sep = _draw(ax, ax_ratio, reference, generated, bins, label, log)
+        if log:
+            ax.set_yscale("log")
         ax.set_ylabel("normalised")
         several = isinstance(generated, dict) and len(generated) > 1
         title = f"separation power {f'({next(iter(generated))}) ' if several else ''}{sep:.2g}"

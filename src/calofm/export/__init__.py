@@ -1,4 +1,4 @@
-"""Deployment: a generator as ONNX or TorchScript, with the sampler and decoding inside the graph."""
+"""Deployment: a one-step generator as ONNX or TorchScript, with the sampler and decoding inside the graph."""
 
 from calofm.export.generator import FORMATS, ExportGraph, export, export_problem
 

@@ -1,8 +1,9 @@
-"""Export a model for Geant4: ONNX or TorchScript, the whole sampler inside.
+"""Export a one-step model for Geant4: ONNX or TorchScript, the whole sampler inside.
 
-Exportable are one-step consistency-distilled EDM runs (CaloDiT-2) and flow-matching runs with a
-fixed-step solver (CaloDREAM++), whose steps the graph unrolls: a flow-distilled student (``calofm
-train`` with process ``fd``, such as fm-1-fast) is one Euler step, the fastest graph.
+Exportable are one-step students: consistency-distilled EDM runs (CaloDiT-2) and flow-distilled
+flow-matching runs (CaloDREAM++; ``calofm train`` with process ``fd``, such as fm-1-fast), whose
+sampler is one Euler step. A multi-step flow is not: unrolled into a graph, fm-1's 8 RK4 steps took
+over 6 minutes to export on a CPU and would run 64 network calls per shower in Geant4.
 
 The graph's contract is the one of Geant4's Par04 example for CaloDiT-2:
 
@@ -13,8 +14,8 @@ The graph's contract is the one of Geant4's Par04 example for CaloDiT-2:
               r outer, phi, z inner (6480 = 9 x 16 x 45 for the default mesh)
 
 Inside: the condition vector (E / E_max, sin phi, cos phi, theta / pi, one-hot), Gaussian noise
-(RandomNormal in ONNX), the sampler (a consistency step f(sigma_max * z, sigma_max), or the flow's
-fixed solver steps, one Euler step for a distilled student), and the inverse preprocessing (voxels:
+(RandomNormal in ONNX), the sampler (a consistency step f(sigma_max * z, sigma_max), or one Euler
+step of each flow), and the inverse preprocessing (voxels:
 exp, cap at the largest training voxel; layer ratios: layer energies from the ratios times each
 layer's voxel fractions; then the 15.15 keV threshold). The batch axis is dynamic. With
 ``noise_input`` the noise is a second input "noise" of the model's state shape ((B, R, A, Z) for
@@ -60,8 +61,7 @@ class ExportGraph(nn.Module):
         cond = self.conditions.vector(energy, inputs[:, 2:3], inputs[:, 1:2], inputs[:, N_INPUT_KINEMATICS:])
         if noise is None:
             noise = torch.randn((inputs.shape[0], *self.shape), dtype=inputs.dtype, device=inputs.device)
-        y = (self.process.one_step(noise, cond) if isinstance(self.process, Consistency)
-             else self.process.sample(noise, cond))
+        y = self.process.one_step(noise, cond)
         if self.mesh is None:
             return self.voxels.inverse(y).flatten(1)
         n_z, n_a, n_r = self.mesh  # CaloChallenge order (z, phi, r inner) -> Par04's (r, phi, z inner)
@@ -81,14 +81,15 @@ class ExportGraph(nn.Module):
 
 
 def export_problem(model: TrainedModel) -> str | None:
-    """Why ``model`` cannot go into a graph, or None: the graph holds a consistency model's one step
-    or a flow's fixed solver steps (unrolled; not the adaptive solver), decodes voxels or layer
-    ratios, and writes Par04's (r, phi, z) order, which needs one regular cylindrical mesh."""
+    """Why ``model`` cannot go into a graph, or None: the graph holds one step (a consistency model's,
+    or one Euler step of a distilled flow), decodes voxels or layer ratios, and writes Par04's (r,
+    phi, z) order, which needs one regular cylindrical mesh."""
     process, name = model.process, model.describe["process"]
-    if not (isinstance(process, Consistency) or (isinstance(process, FlowMatching) and process.solver != "adaptive")):
-        how = f"{process.solver} solver" if isinstance(process, FlowMatching) else f"{model.default_steps}-step sampler"
-        return (f"its {name} model's {how} cannot go into a graph; export a one-step consistency model (calofm train "
-                "with process cd, or calofm adapt --distil) or a flow-matching one with a fixed-step solver")
+    if not (isinstance(process, Consistency) or (
+            isinstance(process, FlowMatching) and (process.solver, process.steps) == ("euler", 1))):
+        how = f" of {process.solver}" if isinstance(process, FlowMatching) else ""
+        return (f"its {name} model samples in {model.default_steps} steps{how}; export its one-step student "
+                "(shipped: fm-1-fast for fm-1; calofm train with process cd or fd, or calofm adapt --distil)")
     if model.representation_kind not in (VoxelTransform.kind, LayerRatioTransform.kind):
         return (f"it holds a {model.describe['backbone']} model on the '{model.representation_kind}' representation; "
                 "the export graph decodes voxel (CaloDiT-2) and layer-ratio (CaloDREAM++) models only")

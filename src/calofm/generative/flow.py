@@ -107,8 +107,9 @@ class FlowMatching(Process):
 
     def one_step(self, noise: torch.Tensor, cond: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
         """One Euler step from t = 0 to 1, noise + net(noise, 0, cond): the whole sampler of a
-        distilled student, with gradients (the distillation loss calls it). ``given`` is for
-        :class:`FactorisedFlowMatching` and ignored here."""
+        distilled student, with gradients and free of data-dependent control flow (the distillation
+        loss and exported graphs call it). ``given`` is for :class:`FactorisedFlowMatching` and
+        ignored here."""
         return _euler(self.net, noise, cond)
 
 

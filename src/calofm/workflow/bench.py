@@ -1,6 +1,6 @@
 """`calofm bench`: generation time per shower beside Geant4's on the same machine, in one run.
 
-Cases: CPU with 1 thread at batch 1 (the Geant4 fast-simulation use; for exportable models also
+Cases: CPU with 1 thread at batch 1 (the Geant4 fast-simulation use; for one-step models also
 the exported ONNX graph in ONNX Runtime, as Geant4 runs it), CPU with every thread at batch 100, and
 where a GPU is present batch 100 and the largest batch that fits (doubling from
 1000 until memory runs out), in fp32 and bf16 autocast. The first call of each case is a warm-up

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from calofm.core.files import atomic_path
+from calofm.data.preprocess import VOXEL_THRESHOLD
 from calofm.evaluate import plots
 from calofm.evaluate.samples import load_sample
 from calofm.simulate.detectors import get_detector
@@ -54,7 +55,7 @@ class AdaptScale:
 ADAPT_SCALES = {
     "cpu": AdaptScale(energy="loguniform:1:100", n_target=100, n_test=400, sizes=[100], seeds=[0, 1],
                       adapt={"steps": 200, "batch_size": 64, "checkpoint_every": 200},
-                      evaluate={"classifier_epochs": 20, "steps": 4}),
+                      evaluate={"classifier_epochs": 20}),
     "gpu": AdaptScale(energy="loguniform:1:100", n_target=1000, n_test=5000, sizes=[100, 1000], seeds=[0, 1, 2],
                       adapt={"steps": 5000, "batch_size": 256, "precision": "bf16"},
                       evaluate={"classifier_epochs": 50}),
@@ -167,8 +168,10 @@ def physics_section(summary: dict, out: Path, test: Path) -> str:
     edges = binning.radial_edges()
     plots.profile(reference.features.e_radial.mean(0), {k: g.features.e_radial.mean(0) for k, g in samples.items()},
                   (edges[:-1] + edges[1:]) / 2, "r [mm]", out / "physics_radial.png")
-    plots.histogram(reference.voxel_energies, {k: g.voxel_energies for k, g in samples.items()}, "cell energy [MeV]",
-                    out / "physics_cell_energy.png", log=True)
+    cells = reference.voxel_energies[reference.voxel_energies >= VOXEL_THRESHOLD]  # the models' own cut
+    plots.histogram(cells, {k: g.voxel_energies for k, g in samples.items()},
+                    f"cell energy [MeV], above {VOXEL_THRESHOLD * 1e3:.2f} keV", out / "physics_cell_energy.png",
+                    log=True)
     lines = ["", "## Geant4 against the best adapted model and scratch", "",
              f"{' and '.join(samples)} (seed {seed}, {size} target showers) against all {len(reference)} held-out "
              "Geant4 showers; the lower panels are model / Geant4.", ""]
