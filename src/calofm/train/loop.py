@@ -205,10 +205,11 @@ class Trainer:
         model = self.process
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
+            # an expert whose class a rank's batch lacks gets no gradient there (distillations hold no net)
+            routed = getattr(getattr(self.process, "net", None), "ROUTED", False)
             model = DistributedDataParallel(model,
                                             device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                            find_unused_parameters=getattr(self.process.net, "ROUTED", False))  # an
-            # expert whose class a rank's batch lacks gets no gradient there
+                                            find_unused_parameters=routed)
         forward = torch.compile(model) if s.compile else model
         end = min(s.steps, stop_at) if stop_at is not None else s.steps
         if start >= s.steps:
