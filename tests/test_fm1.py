@@ -96,11 +96,12 @@ def test_fm1_fast_exports_by_name_and_draws_its_own_noise(tmp_path, capsys, one_
     assert main(["export", "--model", "fm-1-fast", "--out", str(tmp_path / "fast.onnx")]) == 0
     assert "output (B, 6480) MeV" in capsys.readouterr().out
     session = ort.InferenceSession(str(tmp_path / "fast.onnx"), providers=["CPUExecutionProvider"])
-    inputs = np.zeros((2, 15), np.float32)
-    inputs[:, 0], inputs[:, 2], inputs[:, 3] = [10.0, 50.0], np.pi / 2, 1.0
+    inputs = np.zeros((64, 15), np.float32)  # the graph draws its own noise: judge the distribution
+    inputs[:, 0], inputs[:, 2], inputs[:, 3] = np.repeat([10.0, 50.0], 32), np.pi / 2, 1.0
     energies = session.run(None, {"input": inputs})[0]
-    assert energies.shape == (2, 6480) and np.all(energies >= 0)
-    assert np.all((energies.sum(1) / 1000 / inputs[:, 0] > 0.5) & (energies.sum(1) / 1000 / inputs[:, 0] < 1.2))
+    assert energies.shape == (64, 6480) and np.all(energies >= 0)
+    ratio = energies.sum(1) / 1000 / inputs[:, 0]  # calibrated deposit / incident energy, about 1 in Geant4
+    assert 0.85 < np.median(ratio) < 1.25 and np.all((ratio > 0.3) & (ratio < 2.0)), np.percentile(ratio, [0, 50, 100])
 
 
 def test_bench_fm1_fast_times_onnx_beside_geant4_in_its_preset(tmp_path, one_thread):
