@@ -125,13 +125,8 @@ def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str 
                  progress=progress)
     t_sim = time.perf_counter() - t0
     log(f"2. adapting {model} to {TARGET} with {', '.join(ADAPT_STRATEGIES)} on {s.sizes} showers, seeds {s.seeds}")
-    study = {"out": str(out), "base": model,
-             "target": {"name": TARGET, "train": str(data / f"{TARGET}_train.h5"),
-                        "test": str(data / f"{TARGET}_test.h5")},
-             "strategies": ADAPT_STRATEGIES, "sizes": s.sizes, "seeds": [seed + k for k in s.seeds],
-             "train": {"device": device, **s.adapt}, "evaluate": s.evaluate}
-    path = out / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    path = write_study(out, data, ADAPT_STRATEGIES, s.sizes, [seed + k for k in s.seeds],
+                       {"device": device, **s.adapt}, s.evaluate, base=model)
     preamble = (f"calofm demo, scale `{scale}`: {model} adapted to {TARGET}, a detector it has never seen, from "
                 f"{' and '.join(map(str, s.sizes))} Geant4 electrons ({s.energy} GeV), each strategy trained "
                 f"{s.adapt['steps']} steps; scratch is the same architecture from fresh weights with the same "
@@ -143,6 +138,18 @@ def run_demo(out: str | Path, scale: str = "cpu", workers: int = 2, device: str 
         tmp.write_text((out / "report.md").read_text() + section)
     log(f"4. report: {out / 'report.md'} ({(time.perf_counter() - t0) / 60:.1f} min in all)")
     return summary
+
+
+def write_study(out: Path, data: Path, strategies: dict, sizes: list[int], seeds: list[int], train: dict,
+                evaluate: dict, base: str | None = None) -> Path:
+    """``out/study.yaml``: the adaptation study of the target's Geant4 files in ``data``."""
+    study = {"out": str(out), **({"base": base} if base else {}),
+             "target": {"name": TARGET, "train": str(data / f"{TARGET}_train.h5"),
+                        "test": str(data / f"{TARGET}_test.h5")},
+             "strategies": strategies, "sizes": sizes, "seeds": seeds, "train": train, "evaluate": evaluate}
+    path = out / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
 
 
 def physics_section(summary: dict, out: Path, test: Path) -> str:
@@ -213,13 +220,8 @@ def run_pretrain_demo(out: str | Path, scale: str = "cpu", workers: int = 2, dev
     t_pre = time.perf_counter() - t0 - t_sim
 
     log(f"3. adapting to {TARGET} with {', '.join(strategies)} on {s.sizes} showers, seeds {s.seeds}")
-    study = {"out": str(out),
-             "target": {"name": TARGET, "train": str(data / f"{TARGET}_train.h5"),
-                        "test": str(data / f"{TARGET}_test.h5")},
-             "strategies": strategies, "sizes": s.sizes, "seeds": [seed + k for k in s.seeds],
-             "train": {"device": device, **s.adapt}, "evaluate": s.evaluate}
-    path = out / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    path = write_study(out, data, strategies, s.sizes, [seed + k for k in s.seeds], {"device": device, **s.adapt},
+                       s.evaluate)
     preamble = (f"calofm demo, scale `{scale}` ({s.energy} GeV electrons), "
                 f"{' and '.join(FAMILIES[f] for f in families)}: pre-trained on "
                 f"{' + '.join(PRETRAIN)} ({s.n_pretrain} Geant4 showers each), adapted to {TARGET} "
