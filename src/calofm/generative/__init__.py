@@ -9,7 +9,7 @@ cond, steps)`` generates from caller-given standard normal noise and ``sampler()
 * :class:`EDM`: Karras et al. 2022 diffusion, Heun sampling (32 steps by default).
 * :class:`Consistency`: a consistency model (Song et al. 2023), one-step sampling by default.
 * :class:`ConsistencyDistillation`: distils a trained EDM into a Consistency; its ``sampler()``
-  is the target model.
+  is the target model. It and :class:`FlowDistillation` share :class:`Distillation` (frozen teacher).
 * :class:`FlowMatching`: conditional flow matching on straight paths, Euler / midpoint / RK4 /
   adaptive ODE sampling; :class:`FactorisedFlowMatching` chains two of them (CaloDREAM's energy
   and shape networks). For these the backbone's second argument is the time t in [0, 1].
@@ -28,11 +28,11 @@ from calofm.generative.consistency import Consistency, ConsistencyDistillation
 from calofm.generative.edm import EDM
 from calofm.generative.flow import SOLVERS, FactorisedFlowMatching, FlowDistillation, FlowMatching, flow_matching
 from calofm.generative.likelihood import Likelihood
-from calofm.generative.process import Process, karras_sigmas
+from calofm.generative.process import Distillation, Process, karras_sigmas
 
 PROCESSES = {"edm": EDM, "consistency": Consistency, "cfm": FlowMatching, "cfm_factorised": FactorisedFlowMatching,
              "likelihood": Likelihood, "autoregressive": AutoRegressive}
 
 __all__ = ["EDM", "PROCESSES", "AutoRegressive", "SOLVERS", "Consistency", "ConsistencyDistillation",
-           "FactorisedFlowMatching", "FlowDistillation", "FlowMatching", "Likelihood", "Process", "flow_matching",
-           "karras_sigmas"]
+           "Distillation", "FactorisedFlowMatching", "FlowDistillation", "FlowMatching", "Likelihood", "Process",
+           "flow_matching", "karras_sigmas"]

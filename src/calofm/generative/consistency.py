@@ -18,6 +18,7 @@ from torch import nn
 
 from calofm.generative.edm import EDM
 from calofm.generative.process import (
+    Distillation,
     Process,
     check_noise_range,
     karras_sigmas,
@@ -98,7 +99,7 @@ class Consistency(Process):
         return x
 
 
-class ConsistencyDistillation(Process):
+class ConsistencyDistillation(Distillation):
     """Consistency distillation of a trained :class:`EDM` teacher (Song et al. 2023, algorithm 2).
 
     The student and the target are :class:`Consistency` models around deep copies of the teacher's
@@ -133,10 +134,9 @@ class ConsistencyDistillation(Process):
         self.register_buffer("discretisation", karras_sigmas(
             self.n_steps, teacher.sigma_min, teacher.sigma_max, teacher.rho).flip(0), persistent=False)
 
-    def train(self, mode: bool = True) -> ConsistencyDistillation:
-        super().train(mode)
-        self.teacher.eval()  # the teacher is a fixed ODE solver: no dropout
-        return self
+    def students(self) -> list[Consistency]:
+        """Student and target both start from a pre-trained consistency model."""
+        return [self.student, self.target]
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from calofm.generative.process import Process, per_sample, randn_like
+from calofm.generative.process import Distillation, Process, per_sample, randn_like
 
 SOLVERS = ("euler", "midpoint", "rk4", "adaptive")
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, t of shape (B,)) -> dx/dt
@@ -151,7 +151,7 @@ def _euler(net: nn.Module, noise: torch.Tensor, cond: torch.Tensor) -> torch.Ten
     return noise + net(noise, torch.zeros(noise.shape[0], device=noise.device, dtype=noise.dtype), cond)
 
 
-class FlowDistillation(Process):
+class FlowDistillation(Distillation):
     """One-step distillation of a trained flow-matching teacher: the student, a copy of the teacher's
     backbone, learns to map noise to the teacher's ODE solution in one Euler step (the distillation
     of Liu, Gong and Liu 2023, "Flow Straight and Fast"; Luhman and Luhman 2021).
@@ -173,11 +173,6 @@ class FlowDistillation(Process):
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = type(teacher)(copy.deepcopy(teacher.net).requires_grad_(True).train(), solver="euler",
                                      steps=1, rtol=teacher.rtol, atol=teacher.atol)
-
-    def train(self, mode: bool = True) -> FlowDistillation:
-        super().train(mode)
-        self.teacher.eval()  # the teacher is a fixed ODE solver: no dropout
-        return self
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:

@@ -90,6 +90,24 @@ class Process(nn.Module):
         return self
 
 
+class Distillation(Process):
+    """What the distillations share: a frozen ``teacher`` process that stays in eval mode (a fixed
+    ODE solver: no dropout), and the ``students()`` that a pre-trained distilled run initialises
+    when the student is re-distilled from an adapted teacher."""
+
+    teacher: Process
+    student: Process
+
+    def train(self, mode: bool = True) -> Distillation:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def students(self) -> list[Process]:
+        """The processes a pre-trained student's weights go into."""
+        return [self.student]
+
+
 def _is_finite_positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
 

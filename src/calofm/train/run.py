@@ -26,6 +26,7 @@ from calofm.generative import (
     EDM,
     AutoRegressive,
     ConsistencyDistillation,
+    Distillation,
     FlowDistillation,
     FlowMatching,
     Likelihood,
@@ -230,9 +231,9 @@ def _load_teacher(name: str, path: str) -> SavedModel:
     return model
 
 
-def _init_student(process: ConsistencyDistillation | FlowDistillation, teacher: SavedModel, path: str) -> None:
-    """The student (and a consistency target) start from a pre-trained distilled run (CaloDiT-2's
-    re-distillation after adapting the teacher)."""
+def _init_student(process: Distillation, teacher: SavedModel, path: str) -> None:
+    """The students start from a pre-trained distilled run (CaloDiT-2's re-distillation after
+    adapting the teacher)."""
     student = load_saved(path)
     if student.describe["process"] != process.sampler().name or student.process.hparams.get("steps") != 1:
         raise InputError(path, f"is a {student.describe['process']} run, not a one-step "
@@ -240,8 +241,7 @@ def _init_student(process: ConsistencyDistillation | FlowDistillation, teacher: 
     if (student.describe["backbone"], student.describe["backbone_args"]) != (
             teacher.describe["backbone"], teacher.describe["backbone_args"]):
         raise InputError(path, "its backbone differs from the teacher's; the student cannot start from it")
-    students = [process.student, process.target] if isinstance(process, ConsistencyDistillation) else [process.student]
-    for model in students:
+    for model in process.students():
         model.net.load_state_dict(student.process.net.state_dict())
 
 
