@@ -83,7 +83,7 @@ class Uncached(torch.nn.Module):
         self.process = process
 
     def sample(self, noise, cond):
-        return self.process.sample(noise, cond, kv_cache=False)
+        return self.process.sample(noise, cond, decode="uncached")
 
 
 def time_nexttoken(tokens: int, cpu_batch: int) -> None:

@@ -77,7 +77,7 @@ def test_sampling_is_deterministic_given_the_noise_and_stops_at_the_end_token():
     out = process.sample(noise, cond)
     assert out.shape == (4, 15, 2) and torch.equal(out, process.sample(noise, cond))
     assert torch.all(out[:, 0] == 40)  # the start pair
-    assert torch.equal(out, process.sample(noise, cond, kv_cache=False))  # the cache changes nothing drawn
+    assert torch.equal(out, process.sample(noise, cond, decode="uncached"))  # the cache changes nothing drawn
     for row in out:
         ends = (row[:, 0] == 41).nonzero()
         assert len(ends) <= 1
@@ -162,3 +162,24 @@ def test_additive_adaptation_leaves_every_earlier_class_bit_identical():
         apply("expert", tiny(n_experts=2), 2 + 4, names, init="w")
     with pytest.raises(ValueError, match="already class 1"):
         apply("expert", tiny(n_experts=2), 2 + 1, names, init="w")
+
+
+@torch.no_grad()
+def test_fixed_shape_decoding_step_draws_the_tokens_of_the_cached_one():
+    """The step a CUDA graph captures (whole cache, masked; no device sync) against the KV cache,
+    for a batch of one class and one of mixed classes and particles (class 3 has its own heads)."""
+    net = tiny(3)
+    net.add_class(1, new_particle=True)
+    process = AutoRegressive(net)
+    noise = torch.randn(5, 12, 2, generator=torch.Generator().manual_seed(7))
+    kinematics = torch.rand(5, 2, generator=torch.Generator().manual_seed(8))
+    for classes in ([2] * 5, [0, 2, 1, 3, 3]):
+        cond = torch.cat([kinematics, torch.nn.functional.one_hot(torch.tensor(classes), SLOTS).float()], 1)
+        assert net.routes(cond) == (sorted(set(classes)), [0, 1] if 3 in classes else [0])
+        cached = process.sample(noise, cond)
+        assert (cached[:, 1:, 0] < 40).sum() > 10  # voxels were drawn, not only end and padding
+        assert torch.equal(process.sample(noise, cond, decode="static"), cached)
+    with pytest.raises(ValueError, match="CUDA graph"):
+        process.sample(noise, cond, decode="graph")
+    with pytest.raises(ValueError, match="decode 'fast'"):
+        process.sample(noise, cond, decode="fast")

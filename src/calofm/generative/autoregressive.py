@@ -72,33 +72,95 @@ class AutoRegressive(Process):
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None,
-               kv_cache: bool = True) -> torch.Tensor:
+               decode: str = "cached") -> torch.Tensor:
         """Token pairs (B, T, 2) for standard normal ``noise`` (B, T, 2): T - 1 draws after the start
-        pair (``steps`` is not used). ``kv_cache=False`` recomputes the whole prefix at every step
-        (for benchmarks; the same tokens up to floating-point summation order)."""
+        pair (``steps`` is not used). ``decode`` (the same tokens up to floating-point summation order):
+        ``cached`` reads the earlier positions from the KV cache; ``uncached`` recomputes the whole
+        prefix at every step (for benchmarks); ``static`` runs every step after the first with fixed
+        shapes over the whole preallocated cache, without a device sync; ``graph`` captures that
+        step once as a CUDA graph and replays it for every token (CUDA only)."""
+        if decode not in DECODES:
+            raise ValueError(f"decode {decode!r}: one of {', '.join(DECODES)}")
+        if decode == "graph" and noise.device.type != "cuda":
+            raise ValueError(f"decode 'graph' captures a CUDA graph: the noise is on {noise.device}")
         b, length = noise.shape[:2]
-        start, end, pad = (self.special[t] for t in (START, END, PAD))
+        end, pad = self.special[END], self.special[PAD]
         uniforms = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
         out = torch.full((b, length, 2), pad, device=noise.device)
-        out[:, 0] = start
-        cache = self.net.cache(b, length, noise.device) if kv_cache else None
+        out[:, 0] = self.special[START]
+        cache = self.net.cache(b, length, noise.device) if decode != "uncached" else None
+        banned = self._banned(noise.device)
+        step = None
         done = torch.zeros(b, dtype=torch.bool, device=noise.device)
         for t in range(length - 1):
-            first = t if kv_cache else 0  # the cache holds the earlier positions; else recompute them
-            tokens = out[:, first:t + 1]
-            newest = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=noise.device)
-            newest[:, -1] = True  # the heads run after the newest token only
-            logits = self.net(tokens[..., 0], tokens[..., 1], cond, keep=newest,
-                              **({"cache": cache, "start": t} if kv_cache else {}))
-            pair = []
-            for i, lg in enumerate(logits):  # the spatial stream decides the end; the energy one never draws it
-                lg = lg.clone()
-                lg[:, [start, pad] if i == 0 else [start, end, pad]] = -math.inf
-                pair.append(draw(filtered(lg, **self.hparams), uniforms[:, t + 1, i]))
-            ended = done | (pair[0] == end)
-            token = torch.where((ended & ~done)[:, None], end, torch.stack(pair, -1))
+            if t == 0 or decode in ("cached", "uncached"):
+                first = 0 if decode == "uncached" else t  # the cache holds the earlier positions
+                tokens = out[:, first:t + 1]
+                newest = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=noise.device)
+                newest[:, -1] = True  # the heads run after the newest token only
+                logits = self.net(tokens[..., 0], tokens[..., 1], cond, keep=newest,
+                                  **({} if cache is None else {"cache": cache, "start": t}))
+                pair = self._draw(logits, uniforms[:, t + 1], banned)
+            else:
+                if step is None:
+                    step = self._static_step(cond, cache, banned, graph=decode == "graph",
+                                             example=(out[:, 1:2], uniforms[:, 2]))
+                pair = step(out[:, t:t + 1], t, uniforms[:, t + 1])
+            ended = done | (pair[:, 0] == end)
+            token = torch.where((ended & ~done)[:, None], end, pair)
             out[:, t + 1] = torch.where(done[:, None], pad, token)
             done = ended
             if bool(done.all()):
                 break
         return out
+
+    def _banned(self, device) -> torch.Tensor:
+        """(2, V) the tokens each stream never draws: the spatial stream decides the end, the energy one never."""
+        start, end, pad = (self.special[t] for t in (START, END, PAD))
+        banned = torch.zeros((2, self.net.vocab), dtype=torch.bool, device=device)
+        banned[0, [start, pad]] = True
+        banned[1, [start, end, pad]] = True
+        return banned
+
+    def _draw(self, logits, u: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
+        """(B, 2) the next pair from the (spatial, energy) logits (B, V) and uniforms ``u`` (B, 2)."""
+        return torch.stack([draw(filtered(lg.masked_fill(banned[i], -math.inf), **self.hparams), u[:, i])
+                            for i, lg in enumerate(logits)], -1)
+
+    def _static_step(self, cond, cache, banned, graph: bool, example):
+        """``step(tokens (B, 1, 2), t, u (B, 2)) -> pair (B, 2)``: a decoding step of fixed shapes
+        (``NextToken.forward`` with a tensor start and the routes of ``cond``), as a CUDA graph when
+        ``graph``: captured after a warm-up on ``example`` (the inputs of step t = 1, which the
+        warm-up computes exactly as the first replay will, so its cache writes change nothing)."""
+        routes = self.net.routes(cond)
+        tokens = example[0].clone()
+        position = torch.ones((), dtype=torch.long, device=cond.device)
+        u = example[1].clone()
+
+        def run() -> torch.Tensor:
+            logits = self.net(tokens[..., 0], tokens[..., 1], cond, cache=cache, start=position, routes=routes)
+            return self._draw([lg[:, 0] for lg in logits], u, banned)
+
+        if graph:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                run()
+            torch.cuda.current_stream().wait_stream(side)
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                pair = run()
+
+        def step(new_tokens: torch.Tensor, t: int, new_u: torch.Tensor) -> torch.Tensor:
+            tokens.copy_(new_tokens)
+            position.fill_(t)
+            u.copy_(new_u)
+            if not graph:
+                return run()
+            cuda_graph.replay()
+            return pair.clone()
+
+        return step
+
+
+DECODES = ("cached", "uncached", "static", "graph")

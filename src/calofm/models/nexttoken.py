@@ -16,7 +16,8 @@ The model grows additively (``add_class``: a new class's expert copied from an e
 optionally a new particle's heads); the adaptation strategies of :mod:`calofm.adapt` decide what
 trains. Generation appends one pair at a time: ``forward(..., cache=KVCache, start=t)`` computes
 only the new positions and reads the earlier keys and values from a cache preallocated to the
-whole sequence (no reallocation while sampling).
+whole sequence (no reallocation while sampling); with a tensor ``start`` the step has fixed shapes
+and no device sync, so a CUDA graph can capture it once and replay it for every token.
 """
 
 from __future__ import annotations
@@ -75,25 +76,39 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.heads, -1).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, start: int,
+    def forward(self, x: torch.Tensor, context: torch.Tensor, start: int | torch.Tensor,
                 cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``x`` and ``context`` (B, T, D) at stream positions ``start``.. (a Python int: no device sync)."""
-        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        """``x`` and ``context`` (B, T, D) at stream positions ``start``.. . A Python int ``start``
+        attends over the cache up to the new positions (no device sync); a 0-dim tensor writes the
+        cache at ``start`` and attends over all of it, masked: fixed shapes, as a CUDA graph needs."""
+        positions = start + torch.arange(x.shape[1], device=x.device)
         q = rotary(self._split(self.q(x)), positions)
         k, v = rotary(self._split(self.k(context)), positions), self._split(self.v(context))
-        if cache is not None:  # write the new positions, attend over everything up to them
-            cache[0][:, :, start:start + k.shape[2]] = k
-            cache[1][:, :, start:start + v.shape[2]] = v
-            k, v = cache[0][:, :, :start + k.shape[2]], cache[1][:, :, :start + v.shape[2]]
-        t, s = q.shape[2], k.shape[2]
-        mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
+        if isinstance(start, torch.Tensor):
+            cache[0].index_copy_(2, positions, k)
+            cache[1].index_copy_(2, positions, v)
+            k, v = cache
+            mask = torch.arange(k.shape[2], device=x.device) <= positions[:, None]
+        else:
+            if cache is not None:  # write the new positions, attend over everything up to them
+                cache[0][:, :, start:start + k.shape[2]] = k
+                cache[1][:, :, start:start + v.shape[2]] = v
+                k, v = cache[0][:, :, :start + k.shape[2]], cache[1][:, :, :start + v.shape[2]]
+            t, s = q.shape[2], k.shape[2]
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(x.shape))
 
 
-def routed(modules: nn.ModuleList, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def routed(modules: nn.ModuleList, x: torch.Tensor, index: torch.Tensor, used: list[int] | None = None) -> torch.Tensor:
     """Each row of ``x`` (B, ..., D) through its own module ``modules[index[b]]`` (fixed routing;
-    one batch call per module used)."""
+    one batch call per module used). ``used``: the indices present, when the caller knows them: no
+    device sync, and each used module runs on every row, selected after (fixed shapes)."""
+    if used is not None:
+        out = modules[used[0]](x)
+        for i in used[1:]:
+            out = torch.where((index == i).view(-1, *[1] * (x.dim() - 1)), modules[i](x), out)
+        return out
     used = torch.unique(index).tolist()
     if len(used) == 1:
         return modules[used[0]](x)
@@ -112,8 +127,8 @@ class Experts(nn.Module):
         self.experts = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
                                      for _ in range(n_experts))
 
-    def forward(self, x: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        return routed(self.experts, x, expert)
+    def forward(self, x: torch.Tensor, expert: torch.Tensor, used: list[int] | None = None) -> torch.Tensor:
+        return routed(self.experts, x, expert, used)
 
 
 class Block(nn.Module):
@@ -126,10 +141,10 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads)
         self.mlp = Experts(dim, hidden, n_experts)
 
-    def forward(self, x, expert, start: int, context=None, cache=None):
+    def forward(self, x, expert, start, context=None, cache=None, used=None):
         h = self.norm1(x)
         x = x + self.attn(h, h if context is None else self.norm_context(context), start, cache)
-        return x + self.mlp(self.norm2(x), expert)
+        return x + self.mlp(self.norm2(x), expert, used)
 
 
 def depths_of(layer_sizes) -> torch.Tensor:
@@ -219,6 +234,11 @@ class NextToken(nn.Module):
         """(B,) the class of each condition row."""
         return cond[:, self.expert_column:].argmax(1)
 
+    def routes(self, cond: torch.Tensor) -> tuple[list[int], list[int]]:
+        """The classes present in ``cond`` and their particles, as host lists (one device sync)."""
+        classes = torch.unique(self.classes(cond)).tolist()
+        return classes, sorted(set(self.head_of_class[classes].tolist()))
+
     def particles(self, cond: torch.Tensor) -> torch.Tensor:
         """(B,) the particle (head index) of each condition row."""
         return self.head_of_class[self.classes(cond)]
@@ -243,29 +263,36 @@ class NextToken(nn.Module):
         return KVCache.empty(1 + len(self.blocks), batch, self.heads, length + 1, head_dim, device)
 
     def forward(self, spatial: torch.Tensor, energy: torch.Tensor, cond: torch.Tensor,
-                cache: KVCache | None = None, start: int = 0, keep: torch.Tensor | None = None):
+                cache: KVCache | None = None, start: int | torch.Tensor = 0, keep: torch.Tensor | None = None,
+                routes: tuple[list[int], list[int]] | None = None):
         """Logits after every given position; with ``cache``, the tokens are positions ``start``..
         of sequences whose earlier positions (and the condition, when ``start`` > 0) are cached.
         ``keep`` (B, T) bool: only the logits after those positions, (N, V) each (training skips
-        the heads, which dominate the cost, at padding)."""
+        the heads, which dominate the cost, at padding). A 0-dim tensor ``start`` (> 0) with
+        ``routes`` (:meth:`routes` of ``cond``) runs a decoding step of fixed shapes without a
+        device sync, which a CUDA graph can capture (see ``Attention.forward``)."""
         expert = self.classes(cond)
-        if start == 0 and int(expert.max()) >= self.n_experts:
+        static = isinstance(start, torch.Tensor)
+        prefix = not static and start == 0
+        if prefix and int(expert.max()) >= self.n_experts:
             raise ValueError(f"a condition of class {int(expert.max())}: the model has experts for "
                              f"{self.n_experts} classes")
         bias = self.depth_bias(self.depths[spatial][..., None])
         s, e = self.spatial_embed(spatial) + bias, self.energy_embed(energy) + bias
-        if start == 0:  # the condition token leads both streams
+        if prefix:  # the condition token leads both streams
             c = self.cond_embed(cond)[:, None]
             s, e = torch.cat([c, s], dim=1), torch.cat([c, e], dim=1)
-        first = start + (start > 0)  # stream position of the first new token (the condition is position 0)
+        first = start + 1 if static else start + (start > 0)  # stream position of the first new token
         layer = (lambda i: (cache.keys[i], cache.values[i])) if cache is not None else (lambda i: None)
-        x = self.cross(e, expert, first, context=s, cache=layer(0))
+        classes, particles = routes if routes is not None else (None, None)
+        x = self.cross(e, expert, first, context=s, cache=layer(0), used=classes)
         for i, block in enumerate(self.blocks, 1):
-            x = block(x, expert, first, cache=layer(i))
+            x = block(x, expert, first, cache=layer(i), used=classes)
         x = self.norm(x)
-        if start == 0:
+        if prefix:
             x = x[:, 1:]  # logits after each token, not after the condition alone
         particle = self.head_of_class[expert]
         if keep is not None:
             x, particle = x[keep], particle[:, None].expand(keep.shape)[keep]
-        return routed(self.spatial_heads, x, particle), routed(self.energy_heads, x, particle)
+        return (routed(self.spatial_heads, x, particle, particles),
+                routed(self.energy_heads, x, particle, particles))
