@@ -26,6 +26,7 @@ without it (the whole prefix recomputed at every step): CPU 1 thread batch 1, CP
 from __future__ import annotations
 
 import argparse
+from typing import NamedTuple
 
 import torch
 
@@ -34,16 +35,17 @@ from calofm.data.tokens import END, special_token
 from calofm.generative import EDM, AutoRegressive, Consistency, FactorisedFlowMatching
 from calofm.geometry import calochallenge_binning
 from calofm.inference import TrainedModel
-from calofm.models import CaloDREAM, DiT, NextToken
-from calofm.workflow.bench import ms_per_shower, run_bench
+from calofm.models import CaloDREAM, DiT, NextToken, PointWise
+from calofm.workflow.bench import Decoding, ms_per_shower, run_bench
 
 DETECTORS = ["par04-siw", "par04-scipb", "ild-w", "ild-pb"]
 
 
-def default_cd() -> TrainedModel:
-    """A default-size CaloDiT-2 consistency model with fresh weights, as `load_model` would return it."""
+def default_cd(**net_args) -> TrainedModel:
+    """A default-size CaloDiT-2 consistency model with fresh weights (``net_args``: other DiT
+    arguments), as `load_model` would return it."""
     conditions = ConditionTransform(e_max=1e6, detectors=DETECTORS, n_slots=len(DETECTORS) + 1)
-    net = DiT(n_cond=conditions.n_cond)
+    net = DiT(n_cond=conditions.n_cond, **net_args)
     describe = {"backbone": "dit", "backbone_args": {"shape": list(net.shape)}, "process": "consistency",
                 "voxels": VoxelTransform(mean=-13.0, std=3.5, log_max=6.5).to_dict(),
                 "conditions": conditions.to_dict(),
@@ -51,17 +53,48 @@ def default_cd() -> TrainedModel:
     return TrainedModel(describe, Consistency(net))
 
 
-def time_vit(steps: int, cpu_batch: int) -> None:
-    """ms per shower of a default-size CaloDREAM++ (fresh weights) with RK4, full and one step."""
+class Sampler(NamedTuple):
+    """What ``ms_per_shower`` times: a process, the shape of one shower's noise, the condition width."""
+
+    process: torch.nn.Module
+    shape: tuple
+    n_cond: int
+
+
+def default_vit(steps: int) -> Sampler:
+    """A default-size CaloDREAM++ (fresh weights) sampled with ``steps`` RK4 steps."""
     mesh = calochallenge_binning("dataset_2")
     n_cond = ConditionTransform(e_max=1e6, detectors=DETECTORS, n_slots=len(DETECTORS) + 1).n_cond
     net = CaloDREAM(n_cond, **CaloDREAM.geometry_args(mesh, {}))
-    shape = (net.split + mesh.n_voxels,)
-    print(f"CaloDREAM++: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, "
-          f"{net.shape.patching.n_tokens} patches")
+    return Sampler(FactorisedFlowMatching(net, solver="rk4", steps=steps).eval(), (net.split + mesh.n_voxels,), n_cond)
+
+
+def default_nexttoken(tokens: int) -> Sampler:
+    """A default-size next-token model (fresh weights, two experts) whose showers all have ``tokens``
+    token pairs (the end token is masked)."""
+    n_cond = 4 + 2
+    net = NextToken(n_cond, **NextToken.geometry_args(calochallenge_binning("dataset_2"), {"n_experts": 2}))
+    with torch.no_grad():
+        for head in net.spatial_heads:
+            head.bias[special_token(net.vocab, END)] = -1e9
+    return Sampler(AutoRegressive(net).eval(), (tokens + 1, 2), n_cond)
+
+
+def default_pointwise(points: int) -> Sampler:
+    """CaloClouds II's one-step PointWise consistency model (fresh weights) on ``points`` points per
+    shower; the ShowerFlow that gives the points per layer is not timed (it is a small flow)."""
+    n_cond = 4 + 2
+    return Sampler(Consistency(PointWise(n_cond)).eval(), (points, 4), n_cond)
+
+
+def time_vit(steps: int, cpu_batch: int) -> None:
+    """ms per shower of a default-size CaloDREAM++ (fresh weights) with RK4, full and one step."""
     threads = torch.get_num_threads()
     for label, n in ((f"RK4 {steps} steps", steps), ("1 RK4 step", 1)):
-        process = FactorisedFlowMatching(net, solver="rk4", steps=n).eval()
+        process, shape, n_cond = default_vit(n)
+        if n == steps:
+            print(f"CaloDREAM++: {sum(p.numel() for p in process.parameters()) / 1e6:.1f} M parameters, "
+                  f"{process.net.shape.patching.n_tokens} patches")
         torch.set_num_threads(1)
         print(f"  {label}, CPU 1 thread batch 1: {ms_per_shower(process, shape, n_cond, 1, 'cpu', repeats=2):.1f} ms")
         torch.set_num_threads(threads)
@@ -75,26 +108,10 @@ def time_vit(steps: int, cpu_batch: int) -> None:
             process.cpu()
 
 
-class Uncached(torch.nn.Module):
-    """A next-token sampler that recomputes the whole prefix at every step (no KV cache)."""
-
-    def __init__(self, process: AutoRegressive):
-        super().__init__()
-        self.process = process
-
-    def sample(self, noise, cond):
-        return self.process.sample(noise, cond, decode="uncached")
-
-
 def time_nexttoken(tokens: int, cpu_batch: int) -> None:
     """ms per shower of a default-size next-token model (fresh weights), with and without KV cache."""
-    n_cond = 4 + 2
-    net = NextToken(n_cond, **NextToken.geometry_args(calochallenge_binning("dataset_2"), {"n_experts": 2}))
-    with torch.no_grad():
-        for head in net.spatial_heads:
-            head.bias[special_token(net.vocab, END)] = -1e9  # no early end: every shower has ``tokens`` pairs
-    cached = AutoRegressive(net).eval()
-    shape = (tokens + 1, 2)
+    cached, shape, n_cond = default_nexttoken(tokens)
+    net = cached.net
     print(f"next-token: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters "
           f"({net.active_parameters() / 1e6:.1f} M active), {tokens} token pairs per shower")
     threads = torch.get_num_threads()
@@ -104,8 +121,8 @@ def time_nexttoken(tokens: int, cpu_batch: int) -> None:
         cases += [(f"{torch.cuda.get_device_name()} fp32 batch {b}", b, "cuda", threads) for b in (100, 1000)]
     for label, batch, device, n_threads in cases:
         torch.set_num_threads(n_threads)
-        for name, process in (("KV cache", cached), ("no cache", Uncached(cached))):
-            ms = ms_per_shower(process, shape, n_cond, batch, device, repeats=1)
+        for name, decode in (("KV cache", "cached"), ("no cache", "uncached")):
+            ms = ms_per_shower(Decoding(cached, decode), shape, n_cond, batch, device, repeats=1)
             print(f"  {label}, {name}: {ms:.1f} ms per shower")
     torch.set_num_threads(threads)
 

@@ -27,16 +27,30 @@ from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.runner import Run, simulate
 
 
+class Decoding(torch.nn.Module):
+    """A next-token process whose ``sample`` decodes one way (``cached``, ``uncached``, ``static``,
+    ``graph``: see :meth:`calofm.generative.AutoRegressive.sample`), for timing each."""
+
+    def __init__(self, process: torch.nn.Module, decode: str):
+        super().__init__()
+        self.process, self.decode = process, decode
+
+    def sample(self, noise: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.process.sample(noise, cond, decode=self.decode)
+
+
 @torch.no_grad()
 def ms_per_shower(process, shape, n_cond: int, batch: int, device: str, dtype: str = "fp32",
-                  repeats: int = 3) -> float:
-    """Wall time per shower of ``process.sample`` on random conditions (the cost does not depend on them)."""
+                  repeats: int = 3, warmup: int = 1) -> float:
+    """Wall time per shower of ``process.sample`` on random conditions (the cost does not depend on
+    them), after ``warmup`` untimed calls (compiled models record their CUDA graphs in the first few)."""
     process = process.to(device).eval()
     cond = torch.rand((batch, n_cond), device=device)
     noise = torch.randn((batch, *shape), device=device)
     cuda = device.startswith("cuda")
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-        process.sample(noise, cond)  # warm-up
+        for _ in range(warmup):
+            process.sample(noise, cond)
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -47,10 +61,13 @@ def ms_per_shower(process, shape, n_cond: int, batch: int, device: str, dtype: s
     return (time.perf_counter() - start) / repeats / batch * 1e3
 
 
-def largest_cuda_batch(process, shape, n_cond: int, dtype: str, start: int = 1000, limit: int = 2**17) -> int:
-    """The largest batch (start x 2^k, at most ``limit``) whose generation fits in GPU memory."""
+def largest_cuda_batch(process, shape, n_cond: int, dtype: str, start: int = 1000, limit: int = 2**17,
+                       max_seconds: float = float("inf")) -> int:
+    """The largest batch (start x 2^k, at most ``limit``) whose generation fits in GPU memory; the
+    doubling also stops once one batch takes ``max_seconds`` (a slow sampler needs no larger one)."""
     best, batch = 0, start
     while batch <= limit:
+        begin = time.perf_counter()
         try:
             ms_per_shower(process, shape, n_cond, batch, "cuda", dtype, repeats=1)
         except torch.cuda.OutOfMemoryError:
@@ -58,6 +75,8 @@ def largest_cuda_batch(process, shape, n_cond: int, dtype: str, start: int = 100
         finally:
             torch.cuda.empty_cache()
         best, batch = batch, batch * 2
+        if time.perf_counter() - begin > max_seconds:
+            break
     return best
 
 
