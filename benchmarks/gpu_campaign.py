@@ -687,6 +687,10 @@ def main(argv=None) -> int:
         return 0
     if not (args.minutes > 0 and math.isfinite(args.minutes)):
         parser.error(f"--minutes must be a positive number, got {args.minutes}")
+    import torch
+
+    if args.scale != "smoke" and not torch.cuda.is_available():
+        parser.error(f"--scale {args.scale} needs a GPU and torch sees none; --scale smoke checks the wiring on a CPU")
     args.work = args.work or args.out / "work"
     run_campaign(args)
     return 0
