@@ -46,11 +46,8 @@ SCHEMA = "calofm-gpu-campaign/1"
 STAGES = ("bench", "simulate", "pretrain", "adapt")
 TARGET = "par04-scipb"
 GRACE = 10.0  # seconds a stage may overrun its deadline (its own checks) before it is killed
-REFERENCES = {  # published numbers the report places ours beside
-    "CaloDiT-2 CD, batch 1, RTX 6000 Ada (CaloDiT-2)": 2.9,
-    "CaloDREAM++ full generation, batch 100, A100 (CaloDREAM++, table 2)": 34.0,
-    "gain over scratch at 100 showers (CaloClouds II transfer study)": 44.0,
-}
+RESERVE = 20.0  # seconds of the budget kept after the last stage's deadline: its grace and the outputs
+STARTED = time.time()  # the budget counts from the start of the process, imports included
 TARGETS = {"cd1_large_batch_ms": 0.2, "fm_batch100_ms": 34.0, "minutes": 9.0}
 FM1_SIZE = {"patch": [5, 16, 3], "dim": 96, "depth": 3, "heads": 4, "mlp_dim": 192,
             "energy": {"dim": 128, "heads": 4, "encoder_layers": 2, "decoder_layers": 2, "ff_dim": 256}}
@@ -171,26 +168,31 @@ def bench_families(scale: Scale) -> dict:
             f"next-token MoE ({scale.tokens} pairs)": lambda: tuple(default_nexttoken(scale.tokens))}
 
 
+def family_cases(family: str, one: str, small: str, largest: str) -> list[tuple[int, str, str, str]]:
+    """(tier, size, dtype, mode) of one family's cases. Tier 0: the one-step and CaloDREAM++
+    headline cases; 1: batch 1 and the rest of eager, and the next-token decoding with its KV cache
+    against its CUDA-graph step; 2: compiled (largest batch first), and the rest."""
+    if family.startswith("next-token"):
+        return [(1, small, "fp32", "cached"), (1, small, "fp32", "cuda-graph"), (1, one, "fp32", "cached"),
+                (1, one, "fp32", "cuda-graph"), (2, largest, "fp32", "cached"), (2, largest, "fp32", "cuda-graph"),
+                (2, small, "bf16", "cached"), (2, small, "bf16", "cuda-graph")]
+    first = 0 if "CD-1" in family or "1 step" in family or "CaloDREAM++" in family else 1
+    return [(first, small, "fp32", "eager"), (first, small, "bf16", "eager"), (first, largest, "bf16", "eager"),
+            (1, one, "fp32", "eager"), (1, largest, "fp32", "eager"),
+            (2, largest, "bf16", "compiled"), (2, small, "bf16", "compiled"), (2, one, "fp32", "compiled")]
+
+
 def bench_cases(families: list[str], batch_sizes: tuple[str, ...], cuda: bool) -> list[dict]:
-    """Every (family, size, dtype, mode) case, most important first: the one-step and flow-matching
-    cases at batch 100 and the largest batch, then batch 1 and the rest, then the compiled and
-    CUDA-graph ones. Cases that need CUDA (bf16, the largest batch, compiled) come last on a CPU,
-    marked as such."""
+    """Every case of every family, by tier, then by place in the family's list, then by family (the
+    most valuable first across families). Cases that need CUDA (bf16, the largest batch, compiled
+    and CUDA graphs) come last on a CPU, marked as such."""
     one, small, largest = batch_sizes
-    cases = []
-    for family in families:
-        token = family.startswith("next-token")
-        eager = "cached" if token else "eager"
-        graphed = "cuda-graph" if token else "compiled"
-        headline = "CD-1" in family or "1 step" in family or "CaloDREAM++" in family
-        tiers = [(0 if headline else 1, [(small, "fp32", eager), (small, "bf16", eager), (largest, "bf16", eager)]),
-                 (1, [(one, "fp32", eager), (largest, "fp32", eager)]),
-                 (2, [(one, "fp32", graphed), (small, "bf16", graphed), (largest, "bf16", graphed)])]
-        cases += [{"family": family, "size": size, "dtype": dtype, "mode": mode, "tier": tier,
-                   "needs_cuda": size == largest or mode != eager or dtype == "bf16"}
-                  for tier, items in tiers for size, dtype, mode in items]
-    order = {f: i for i, f in enumerate(families)}
-    cases.sort(key=lambda c: (c["tier"], order[c["family"]]))
+    cases = [{"family": family, "size": size, "dtype": dtype, "mode": mode, "tier": tier,
+              "needs_cuda": size == largest or mode in ("compiled", "cuda-graph") or dtype == "bf16",
+              "order": (tier, place, rank)}
+             for rank, family in enumerate(families)
+             for place, (tier, size, dtype, mode) in enumerate(family_cases(family, one, small, largest))]
+    cases.sort(key=lambda c: c.pop("order"))
     return [c for c in cases if cuda or not c["needs_cuda"]] + [
         {**c, "status": "needs CUDA"} for c in cases if not cuda and c["needs_cuda"]]
 
@@ -198,13 +200,14 @@ def bench_cases(families: list[str], batch_sizes: tuple[str, ...], cuda: bool) -
 def stage_bench(scale: Scale, work: Path, until: float, rec: Record, workers: int) -> None:
     import torch
 
-    from calofm.workflow.bench import Decoding, largest_cuda_batch, ms_per_shower
+    from calofm.workflow.bench import Decoding, Largest, largest_cuda_batch, ms_per_shower
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     builders = bench_families(scale)
     built: dict = {}
-    largest: dict = {}  # (family, dtype) -> the eager case's largest batch, which the compiled case reuses
+    largest: dict = {}  # (family, dtype) -> the eager search's Largest, whose batch the compiled case reuses
+    rec["device"] = torch.cuda.get_device_name() if cuda else None
     rec["cases"] = []
     for case in bench_cases(list(builders), scale.batch_sizes, cuda):
         if case.get("status"):
@@ -220,39 +223,44 @@ def stage_bench(scale: Scale, work: Path, until: float, rec: Record, workers: in
             if family not in built:
                 built[family] = builders[family]()
             process, shape, n_cond = built[family]
+            extra = {}
             if case["mode"] == "compiled":
-                process = compiled(process)
+                process, extra["compile_mode"] = compiled(process)
             elif case["mode"] in ("cached", "cuda-graph"):
                 process = Decoding(process, "graph" if case["mode"] == "cuda-graph" else "cached")
-            batch = int(case["size"]) if case["size"] != "largest" else largest.get((family, case["dtype"]))
-            if batch is None:
-                batch = largest[family, case["dtype"]] = largest_cuda_batch(
+            if case["size"] == "largest" and case["mode"] in ("eager", "cached"):  # search, and time on the way
+                found = largest[family, case["dtype"]] = largest_cuda_batch(
                     process, shape, n_cond, case["dtype"], limit=scale.largest_limit, max_seconds=min(5.0, left / 8))
+                batch, ms, peak = found
+            else:
+                batch = int(case["size"]) if case["size"] != "largest" else largest.get(
+                    (family, case["dtype"]), Largest(0, 0.0, 0.0)).batch
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                slow = "RK4" in family or "next-token" in family
+                repeats = 1 if batch > 100 else 3 if batch > 1 or slow else 20
+                ms = ms_per_shower(process, shape, n_cond, batch, device, case["dtype"], repeats=repeats,
+                                   warmup=3 if case["mode"] == "compiled" else 1) if batch else math.nan
+                peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
             if not batch:
-                raise RuntimeError("not even a batch of 1000 fits in GPU memory")
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            slow = "RK4" in family or "next-token" in family
-            repeats = 1 if batch > 100 else 3 if batch > 1 or slow else 20
-            ms = ms_per_shower(process, shape, n_cond, batch, device, case["dtype"], repeats=repeats,
-                               warmup=3 if case["mode"] == "compiled" else 1)
-            result = {**case, "status": "done", "batch": batch, "ms_per_shower": ms,
-                      "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
+                raise RuntimeError("no batch of 1000 fit in GPU memory in the eager search")
+            result = {**case, **extra, "status": "done", "batch": batch, "ms_per_shower": ms, "peak_gpu_mib": peak}
         except Exception as exc:  # a case that fails (out of memory, a compiler error) is recorded, not fatal
-            result = {**case, "status": f"failed: {exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:200]}"}
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            result = {**case, "status": f"failed: {exc.__class__.__name__}: {first_line}"}
             if cuda:
                 torch.cuda.empty_cache()
         result["seconds"] = time.perf_counter() - begin
         rec.append("cases", result)
         log(f"bench {family} batch {result.get('batch', case['size'])} {case['dtype']} {case['mode']}: "
             + (f"{result['ms_per_shower']:.4f} ms per shower" if "ms_per_shower" in result else result["status"]))
-    rec["device"] = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
 
 
-def compiled(process):
-    """``process`` with the networks it calls compiled (in place: the family's eager cases ran
-    before). One-step samplers compile with CUDA graphs (``reduce-overhead``); multi-step ones
-    without them, since an ODE step keeps the previous call's output, which a graph replay overwrites."""
+def compiled(process) -> tuple:
+    """``process`` with the networks it calls compiled for fixed shapes (in place: the family's eager
+    cases ran before), and the mode: one-step samplers with CUDA graphs (``reduce-overhead``),
+    multi-step ones without (``default``: an ODE step keeps the previous call's output, which a graph
+    replay would overwrite)."""
     import torch
 
     factorised = getattr(process.net, "FACTORISED", False)  # its stages are the backbone's children
@@ -262,8 +270,8 @@ def compiled(process):
     for name in names:
         module = getattr(holder, name)
         if not isinstance(module, torch._dynamo.eval_frame.OptimizedModule):
-            setattr(holder, name, torch.compile(module, mode=mode))
-    return process
+            setattr(holder, name, torch.compile(module, mode=mode, dynamic=False))
+    return process, mode
 
 
 # --- 2. simulate ------------------------------------------------------------------------------
@@ -438,18 +446,26 @@ def finish_stage(handle, args) -> dict:
         code = proc.wait(timeout=max(1.0, until + GRACE - time.time()))
         status = "done" if code == 0 else "failed"
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
         status = "killed at the deadline"
+    kill_group(proc)  # also what a finished stage left behind
     logfile.close()
     record = read_record(args.work, name)
     record.update(status=status, seconds=round(time.time() - began, 1))
     if status == "failed":
-        lines = (args.work / "logs" / f"{name}.log").read_text().strip().splitlines()
+        lines = (args.work / "logs" / f"{name}.log").read_text(errors="replace").strip().splitlines()
         record["error"] = lines[-1] if lines else "no output"
     log(f"stage {name}: {status} after {record['seconds']:.0f} s" + (f" ({record['error']})" if "error" in record
                                                                       else ""))
     return record
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill a stage's process group (the stage and its workers) and reap the stage."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
 
 
 def finished_cells(study: Path) -> dict:
@@ -464,7 +480,7 @@ def finished_cells(study: Path) -> dict:
 def environment() -> dict:
     import torch
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available()  # no CUDA context here: the stages hold the GPU, not this process
     packages = {}
     for name in ("geant4-pybind", "numpy", "h5py", "matplotlib", "mplhep", "zuko", "scikit-learn", "onnxruntime"):
         try:
@@ -472,37 +488,46 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             packages[name] = "missing"
     return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name() if cuda else None, "cpu_count": os.cpu_count(),
-            "host": platform.node(), "packages": packages}
+            "gpu_available": cuda, "cpu_count": os.cpu_count(), "host": platform.node(), "packages": packages}
 
 
 def run_campaign(args) -> dict:
-    t0 = time.time()
-    total = args.minutes * 60
+    """Every stage in turn; results.json, report.md and the plots are rewritten after each, so a
+    campaign stopped from outside still returns what it measured."""
+    budget = args.minutes * 60 - RESERVE
     scale = SCALES[args.scale]
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"schema": SCHEMA, "scale": args.scale, "minutes": args.minutes, "workers": args.workers,
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment(),
-               "scale_settings": asdict(scale), "stages": {}}
-    log(f"GPU campaign, scale {args.scale}, {args.minutes} min, {args.workers} workers: "
-        f"{results['environment']['gpu'] or 'no GPU'}")
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(STARTED)),
+               "environment": environment(), "scale_settings": asdict(scale), "stages": {}}
+    log(f"GPU campaign, scale {args.scale}, {args.minutes} min, {args.workers} workers, "
+        f"{'a' if results['environment']['gpu_available'] else 'no'} GPU")
+    running = []
+
+    def stop(signum, frame):
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
     share = 0.0
-    geant4 = None
-    for name in STAGES:
-        share += scale.shares[name]
-        until = t0 + total * share
-        if name == "pretrain":  # Geant4 on one core while the GPU trains
-            geant4 = start_stage("geant4", args, until)
-        results["stages"][name] = finish_stage(start_stage(name, args, until), args)
-        if name == "adapt":  # the cells it finished, also when it was killed or failed at the end
-            results["stages"][name]["cells"] = finished_cells(args.work / "adapt")
-        if geant4 is not None:
-            results["stages"]["geant4"] = finish_stage(geant4, args)
-            geant4 = None
-    results["seconds"] = round(time.time() - t0, 1)
-    results["headline"] = headline(results)
-    write_outputs(results, args)
+    try:
+        for name in STAGES:
+            share += scale.shares[name]
+            until = STARTED + budget * share
+            if name == "pretrain":  # Geant4 on one core while the GPU trains
+                running.append(start_stage("geant4", args, until))
+            running.append(start_stage(name, args, until))
+            for handle in running:
+                results["stages"][handle[0]] = finish_stage(handle, args)
+            running = []
+            if name == "bench":
+                results["environment"]["gpu"] = results["stages"]["bench"].get("device")
+            if name == "adapt":  # the cells it finished, also when it was killed or failed at the end
+                results["stages"][name]["cells"] = finished_cells(args.work / "adapt")
+            write_outputs(results, args)
+    finally:
+        for handle in running:
+            kill_group(handle[1])
     log(f"campaign done in {results['seconds'] / 60:.1f} min: {args.out / 'report.md'}")
     return results
 
@@ -522,7 +547,7 @@ def headline(results: dict) -> dict:
         for size in ("1", "100", "largest"):
             case = best(cases, part, size)
             if case:
-                out[f"{key}_batch_{size}"] = {k: case[k] for k in ("batch", "dtype", "mode", "ms_per_shower")}
+                out[f"{key}_batch_{size}"] = {k: case[k] for k in ("family", "batch", "dtype", "mode", "ms_per_shower")}
                 if g4:
                     out[f"{key}_batch_{size}"]["speedup_vs_geant4"] = g4 / case["ms_per_shower"]
     out["gain_over_scratch"] = results["stages"].get("adapt", {}).get("result", {}).get("gain_over_scratch") or {}
@@ -538,24 +563,30 @@ def _fmt(value, digits=3) -> str:
 
 
 def write_outputs(results: dict, args) -> None:
-    """results.json, report.md, bench.png, adapt.png in ``args.out`` (each written to a temporary name first)."""
+    """results.json, report.md, bench.png, adapt.png and logs.txt (every stage's log) in
+    ``args.out``, each written to a temporary name first; the time and headline so far."""
+    results["seconds"] = round(time.time() - STARTED, 1)
+    results["headline"] = headline(results)
+
     def write(name: str, text: str) -> None:
         tmp = args.out / f".{name}.partial"
         tmp.write_text(text)
         tmp.replace(args.out / name)
 
     write("results.json", json.dumps(results, indent=1, default=float))
+    write("logs.txt", "".join(f"==> {path.name}\n{path.read_text(errors='replace')}\n"
+                              for path in sorted((args.work / "logs").glob("*.log"))))
     plot_bench(results, args.out / "bench.png")
     study_plot = args.work / "adapt" / "study_gm.png"
     if study_plot.exists():
         shutil.copyfile(study_plot, args.out / "adapt.png")
-    write("report.md", report(results))
+    write("report.md", report(results, adapt_plot=study_plot.exists()))
 
 
-def report(results: dict) -> str:
+def report(results: dict, adapt_plot: bool) -> str:
     env, stages, head = results["environment"], results["stages"], results["headline"]
     lines = [f"# calofm GPU campaign ({results['started']})", "",
-             f"{env['gpu'] or 'CPU only'}, {env['cpu_count']} cores, torch {env['torch']} (CUDA {env['cuda']}); "
+             f"{env.get('gpu') or 'CPU only'}, {env['cpu_count']} cores, torch {env['torch']} (CUDA {env['cuda']}); "
              f"scale `{results['scale']}`, budget {results['minutes']} min, took {results['seconds'] / 60:.1f} min "
              f"(target: at most {TARGETS['minutes']:g}). Reproduce: `make gpu-campaign` (`python "
              f"benchmarks/gpu_campaign.py --out DIR --minutes {results['minutes']:g} --scale {results['scale']}`).",
@@ -563,17 +594,18 @@ def report(results: dict) -> str:
     lines += [f"| {name} | {s['status']}{': ' + s['error'] if 'error' in s else ''} | {s['seconds']:.0f} |"
               for name, s in stages.items()]
     g4 = head.get("geant4_ms_per_shower")
-    lines += ["", "## Headline", "", "| model | batch | ms per shower | setting | x Geant4 (one core) | beside |",
+    lines += ["", "## Headline", "", "| model | batch | ms per shower | setting | x Geant4 | beside |",
               "| --- | --- | --- | --- | --- | --- |"]
     beside = {"cd1_batch_1": "CaloDiT-2: 2.9 ms (batch 1, RTX 6000 Ada)",
               "cd1_batch_largest": f"target: at most {TARGETS['cd1_large_batch_ms']} ms (H100)",
               "calodream_batch_100": f"CaloDREAM++: {TARGETS['fm_batch100_ms']:g} ms (batch 100, A100)"}
     for key, value in head.items():
         if isinstance(value, dict) and "ms_per_shower" in value:
-            lines.append(f"| {key.rsplit('_batch_', 1)[0]} | {value['batch']} | {value['ms_per_shower']:.4g} | "
+            lines.append(f"| {value['family']} | {value['batch']} | {value['ms_per_shower']:.4g} | "
                          f"{value['dtype']} {value['mode']} | {_fmt(value.get('speedup_vs_geant4'), 4)} | "
                          f"{beside.get(key, '')} |")
-    lines += ["", f"Geant4: {_fmt(g4, 4)} ms per shower on one core (par04-siw, 1-1000 GeV electrons)."]
+    lines += ["", f"x Geant4: Geant4's {_fmt(g4, 4)} ms per shower on one core of this machine (par04-siw, "
+              "1-1000 GeV electrons, as `calofm bench`) over the model's time per shower."]
     gain = head.get("gain_over_scratch") or {}
     if gain:
         lines += ["", "Gain of full fine-tuning over scratch (GM), in %: "
@@ -581,14 +613,15 @@ def report(results: dict) -> str:
                               for n, v in _gains(gain).items())
                   + " (the CaloClouds II transfer study: 44 % at 100 showers)."]
     lines += ["", "## Generation, every case", "",
-              "| family | batch | dtype | mode | ms per shower | peak GPU MB | status |",
+              "| family | batch | dtype | mode | ms per shower | peak GPU MiB | status |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     cases = stages["bench"].get("cases", [])
     for c in cases:
         if c.get("status") == "needs CUDA":
             continue
-        lines.append(f"| {c['family']} | {c.get('batch', c['size'])} | {c['dtype']} | {c['mode']} | "
-                     f"{_fmt(c.get('ms_per_shower'), 4)} | {_fmt(c.get('peak_gpu_mb'), 4)} | {c.get('status', '-')} |")
+        mode = c["mode"] + (f" ({c['compile_mode']})" if "compile_mode" in c else "")
+        lines.append(f"| {c['family']} | {c.get('batch', c['size'])} | {c['dtype']} | {mode} | "
+                     f"{_fmt(c.get('ms_per_shower'), 4)} | {_fmt(c.get('peak_gpu_mib'), 4)} | {c.get('status', '-')} |")
     cuda_only = sum(c.get("status") == "needs CUDA" for c in cases)
     if cuda_only:
         lines += ["", f"{cuda_only} more cases (bf16, the largest batch, compiled and CUDA graphs) need CUDA."]
@@ -615,7 +648,7 @@ def report(results: dict) -> str:
         if floor:
             lines.append(f"| Geant4 vs Geant4 (floor) | {_metric(floor.get('gm'), 100)} | "
                          f"{_metric(floor.get('auc'), 1)} | {_metric(floor.get('fpd'), 1000)} | |")
-        lines += ["", "![GM against training size](adapt.png)"]
+        lines += ["", "![GM against training size](adapt.png)"] if adapt_plot else []
     return "\n".join(lines) + "\n"
 
 
@@ -634,24 +667,32 @@ def _metric(pair, factor: float) -> str:
 
 
 def plot_bench(results: dict, path: Path) -> None:
-    """ms per shower against batch size, one line per family, dtype and mode (log-log)."""
+    """ms per shower against batch size (log-log): colour by family, solid eager (or the KV cache)
+    and dashed compiled (or the CUDA graph), circles fp32 and squares bf16."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     lines: dict = {}
     for c in results["stages"]["bench"].get("cases", []):
         if c.get("status") == "done":
             lines.setdefault((c["family"], c["dtype"], c["mode"]), []).append((c["batch"], c["ms_per_shower"]))
+    families = sorted({family for family, _, _ in lines})
+    colour = {family: f"C{i}" for i, family in enumerate(families)}
     fig, ax = plt.subplots(figsize=(8, 5))
-    for (family, dtype, mode), points in sorted(lines.items()):
+    for (family, dtype, mode), points in lines.items():
         points.sort()
-        ax.plot(*zip(*points), marker="o", linestyle="-" if mode in ("eager", "cached") else "--",
-                label=f"{family} {dtype} {mode}")
+        ax.plot(*zip(*points), color=colour[family], marker="o" if dtype == "fp32" else "s",
+                linestyle="-" if mode in ("eager", "cached") else "--")
+    handles = [Line2D([], [], color=colour[f], label=f) for f in families] + [
+        Line2D([], [], color="k", linestyle="-", label="eager / KV cache"),
+        Line2D([], [], color="k", linestyle="--", label="compiled / CUDA graph"),
+        Line2D([], [], color="k", marker="o", linestyle="", label="fp32"),
+        Line2D([], [], color="k", marker="s", linestyle="", label="bf16")]
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per shower",
-           title=results["environment"]["gpu"] or "CPU")
-    if lines:
-        ax.legend(fontsize=6, ncol=2)
+           title=results["environment"].get("gpu") or "CPU")
+    ax.legend(handles=handles, fontsize=7, ncol=2)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.partial.png")
     fig.savefig(tmp, dpi=120)

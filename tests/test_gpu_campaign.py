@@ -44,7 +44,8 @@ def smoke(tmp_path_factory):
 
 def test_smoke_campaign_runs_every_stage_and_writes_the_files_the_device_returns(smoke, campaign):
     out, work, results = smoke
-    assert sorted(p.name for p in out.iterdir()) == ["adapt.png", "bench.png", "report.md", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["adapt.png", "bench.png", "logs.txt", "report.md", "results.json"]
+    assert "==> simulate.log" in (out / "logs.txt").read_text()
     assert results["schema"] == "calofm-gpu-campaign/1" and results["scale"] == "smoke"
     assert {name: s["status"] for name, s in results["stages"].items()} == dict.fromkeys(
         ["bench", "simulate", "geant4", "pretrain", "adapt"], "done")
@@ -81,7 +82,8 @@ def test_smoke_report_holds_the_headline_every_case_and_the_adaptation(smoke):
     out, _, results = smoke
     report = (out / "report.md").read_text()
     for part in ("## Stages", "## Headline", "## Generation, every case", "## Pre-training",
-                 "## Adaptation to par04-scipb", "| cd1 | 1 |", "| scratch-n10-s0 |", "need CUDA", "![", "Geant4:"):
+                 "## Adaptation to par04-scipb", "| CaloDiT-2 CD-1 | 1 |", "| scratch-n10-s0 |", "need CUDA",
+                 "![generation time per shower](bench.png)", "x Geant4: Geant4's"):
         assert part in report, part
     assert report.count("| done |") >= 12
 
@@ -93,10 +95,13 @@ def test_bench_cases_put_the_headline_first_and_mark_what_needs_cuda(campaign):
     assert len(cpu) == len(gpu) == 3 * 8 and not any("status" in c for c in gpu)
     assert [(c["family"], c["size"], c["dtype"], c["mode"]) for c in gpu[:3]] == [
         ("CaloDiT-2 CD-1", "100", "fp32", "eager"), ("CaloDiT-2 CD-1", "100", "bf16", "eager"),
-        ("CaloDiT-2 CD-1", "largest", "bf16", "eager")]
+        ("CaloDiT-2 CD-1", "largest", "bf16", "eager")]  # fm-1 is no headline family: tier 1
     assert [c["tier"] for c in gpu] == sorted(c["tier"] for c in gpu)
-    token = {c["mode"] for c in gpu if c["family"].startswith("next-token")}
-    assert token == {"cached", "cuda-graph"}
+    compiled = [c for c in gpu if c["mode"] == "compiled"]
+    assert [(c["family"], c["size"]) for c in compiled[:2]] == [("CaloDiT-2 CD-1", "largest"),
+                                                                 ("fm-1 (RK4 8)", "largest")]
+    token = [(c["size"], c["mode"]) for c in gpu if c["family"].startswith("next-token") and c["tier"] == 1]
+    assert token == [("100", "cached"), ("100", "cuda-graph"), ("1", "cached"), ("1", "cuda-graph")]
     runnable = [c for c in cpu if "status" not in c]
     assert {(c["size"], c["dtype"]) for c in runnable} == {("1", "fp32"), ("100", "fp32")}
     assert all(c["status"] == "needs CUDA" for c in cpu[len(runnable):])
@@ -107,12 +112,15 @@ def test_compiled_wraps_the_networks_each_sampler_calls(campaign):
     optimized = torch._dynamo.eval_frame.OptimizedModule
     cd, _, _ = builders["CaloDiT-2 CD-1"]()
     before = sum(p.numel() for p in cd.parameters())
-    assert isinstance(campaign.compiled(cd).net, optimized)
-    assert campaign.compiled(cd).net is cd.net  # a second call does not wrap again
-    fast, _, _ = builders["fm-1-fast (1 step)"]()
-    campaign.compiled(fast)
-    assert isinstance(fast.net.first, optimized) and isinstance(fast.net.second, optimized)
+    assert campaign.compiled(cd)[1] == "reduce-overhead" and isinstance(cd.net, optimized)
+    net = cd.net
+    assert campaign.compiled(cd)[0].net is net  # a second call does not wrap again
     assert sum(p.numel() for p in cd.parameters()) == before
+    fast, _, _ = builders["fm-1-fast (1 step)"]()
+    assert campaign.compiled(fast)[1] == "reduce-overhead"
+    assert isinstance(fast.net.first, optimized) and isinstance(fast.net.second, optimized)
+    rk4, _, _ = builders["fm-1 (RK4 8)"]()
+    assert campaign.compiled(rk4)[1] == "default"  # no CUDA graphs: an ODE step keeps the last output
 
 
 def test_a_stage_past_its_deadline_is_killed_with_its_workers(campaign, tmp_path, monkeypatch):
@@ -145,3 +153,21 @@ def test_bad_arguments_end_in_one_line(args, message, tmp_path):
     done = run_script(*args, "--out", str(tmp_path), timeout=120)
     assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
     assert not any(tmp_path.iterdir())
+
+
+def test_out_of_memory_is_recognised_however_the_gpu_reports_it():
+    from calofm.workflow.bench import out_of_memory
+
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert out_of_memory(RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)"))
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not out_of_memory(ValueError("out of memory"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["CaloDiT-2 CD-1", "fm-1-fast (1 step)"])
+def test_compiled_samplers_give_the_eager_showers(campaign, family):
+    process, shape, n_cond = campaign.bench_families(campaign.SCALES["smoke"])[family]()
+    noise, cond = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0)), torch.rand(3, n_cond)
+    eager = process.sample(noise, cond)
+    torch.testing.assert_close(campaign.compiled(process)[0].sample(noise, cond), eager, rtol=1e-4, atol=1e-4)

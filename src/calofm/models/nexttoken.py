@@ -85,8 +85,8 @@ class Attention(nn.Module):
         q = rotary(self._split(self.q(x)), positions)
         k, v = rotary(self._split(self.k(context)), positions), self._split(self.v(context))
         if isinstance(start, torch.Tensor):
-            cache[0].index_copy_(2, positions, k)
-            cache[1].index_copy_(2, positions, v)
+            cache[0].index_copy_(2, positions, k.to(cache[0].dtype))
+            cache[1].index_copy_(2, positions, v.to(cache[1].dtype))
             k, v = cache
             mask = torch.arange(k.shape[2], device=x.device) <= positions[:, None]
         else:
@@ -113,7 +113,8 @@ def routed(modules: nn.ModuleList, x: torch.Tensor, index: torch.Tensor, used: l
     if len(used) == 1:
         return modules[used[0]](x)
     parts = {i: modules[i](x[index == i]) for i in used}
-    out = x.new_empty((*x.shape[:-1], next(iter(parts.values())).shape[-1]))
+    first = next(iter(parts.values()))  # under autocast the modules' dtype, not x's
+    out = first.new_empty((*x.shape[:-1], first.shape[-1]))
     for i, part in parts.items():
         out[index == i] = part
     return out

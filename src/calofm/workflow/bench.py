@@ -12,10 +12,12 @@ speed-up is a ratio of two numbers from this machine.
 from __future__ import annotations
 
 import json
+import math
 import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -61,20 +63,36 @@ def ms_per_shower(process, shape, n_cond: int, batch: int, device: str, dtype: s
     return (time.perf_counter() - start) / repeats / batch * 1e3
 
 
+class Largest(NamedTuple):
+    batch: int                # 0: not even the first batch fits
+    ms_per_shower: float
+    peak_gpu_mib: float
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the GPU running out of memory (also as cuBLAS or graph-capture errors)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(m in str(exc) for m in ("out of memory", "ALLOC_FAILED")))
+
+
 def largest_cuda_batch(process, shape, n_cond: int, dtype: str, start: int = 1000, limit: int = 2**17,
-                       max_seconds: float = float("inf")) -> int:
-    """The largest batch (start x 2^k, at most ``limit``) whose generation fits in GPU memory; the
+                       max_seconds: float = float("inf")) -> Largest:
+    """The largest batch (start x 2^k, at most ``limit``) whose generation fits in GPU memory, with
+    the time per shower and peak memory of that batch's run (a warm-up and one timed call); the
     doubling also stops once one batch takes ``max_seconds`` (a slow sampler needs no larger one)."""
-    best, batch = 0, start
+    best, batch = Largest(0, math.nan, math.nan), start
     while batch <= limit:
         begin = time.perf_counter()
+        torch.cuda.reset_peak_memory_stats()
         try:
-            ms_per_shower(process, shape, n_cond, batch, "cuda", dtype, repeats=1)
-        except torch.cuda.OutOfMemoryError:
+            ms = ms_per_shower(process, shape, n_cond, batch, "cuda", dtype, repeats=1)
+        except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
+            if not out_of_memory(exc):
+                raise
             break
         finally:
             torch.cuda.empty_cache()
-        best, batch = batch, batch * 2
+        best, batch = Largest(batch, ms, torch.cuda.max_memory_allocated() / 2**20), batch * 2
         if time.perf_counter() - begin > max_seconds:
             break
     return best
@@ -135,9 +153,7 @@ def run_bench(model: TrainedModel, detector: str, energy: str = "loguniform:1:10
             torch.cuda.reset_peak_memory_stats()
             record(f"{gpu} {dtype}", 100, ms_per_shower(process, shape, n_cond, 100, "cuda", dtype, repeats=10))
             big = largest_cuda_batch(process, shape, n_cond, dtype)
-            torch.cuda.reset_peak_memory_stats()
-            record(f"{gpu} {dtype}", big, ms_per_shower(process, shape, n_cond, big, "cuda", dtype),
-                   peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20)
+            record(f"{gpu} {dtype}", big.batch, big.ms_per_shower, peak_gpu_mib=big.peak_gpu_mib)
         process.cpu()
     log(f"timing Geant4: {n_geant4} electrons ({energy} GeV) in {detector}, one core")
     g4 = geant4_ms_per_shower(detector, energy, n_geant4)
