@@ -61,30 +61,30 @@ class Sampler(NamedTuple):
     n_cond: int
 
 
-def default_vit(steps: int) -> Sampler:
-    """A default-size CaloDREAM++ (fresh weights) sampled with ``steps`` RK4 steps."""
+def default_vit(steps: int, **net_args) -> Sampler:
+    """A default-size CaloDREAM++ (fresh weights; ``net_args``: other sizes) sampled with ``steps`` RK4 steps."""
     mesh = calochallenge_binning("dataset_2")
     n_cond = ConditionTransform(e_max=1e6, detectors=DETECTORS, n_slots=len(DETECTORS) + 1).n_cond
-    net = CaloDREAM(n_cond, **CaloDREAM.geometry_args(mesh, {}))
+    net = CaloDREAM(n_cond, **CaloDREAM.geometry_args(mesh, net_args))
     return Sampler(FactorisedFlowMatching(net, solver="rk4", steps=steps).eval(), (net.split + mesh.n_voxels,), n_cond)
 
 
-def default_nexttoken(tokens: int) -> Sampler:
-    """A default-size next-token model (fresh weights, two experts) whose showers all have ``tokens``
-    token pairs (the end token is masked)."""
+def default_nexttoken(tokens: int, **net_args) -> Sampler:
+    """A default-size next-token model (fresh weights, two experts; ``net_args``: other sizes) whose
+    showers all have ``tokens`` token pairs (the end token is masked)."""
     n_cond = 4 + 2
-    net = NextToken(n_cond, **NextToken.geometry_args(calochallenge_binning("dataset_2"), {"n_experts": 2}))
+    net = NextToken(n_cond, **NextToken.geometry_args(calochallenge_binning("dataset_2"), {"n_experts": 2, **net_args}))
     with torch.no_grad():
         for head in net.spatial_heads:
             head.bias[special_token(net.vocab, END)] = -1e9
     return Sampler(AutoRegressive(net).eval(), (tokens + 1, 2), n_cond)
 
 
-def default_pointwise(points: int) -> Sampler:
+def default_pointwise(points: int, **net_args) -> Sampler:
     """CaloClouds II's one-step PointWise consistency model (fresh weights) on ``points`` points per
     shower; the ShowerFlow that gives the points per layer is not timed (it is a small flow)."""
     n_cond = 4 + 2
-    return Sampler(Consistency(PointWise(n_cond)).eval(), (points, 4), n_cond)
+    return Sampler(Consistency(PointWise(n_cond, **net_args)).eval(), (points, 4), n_cond)
 
 
 def time_vit(steps: int, cpu_batch: int) -> None:

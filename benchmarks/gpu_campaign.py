@@ -3,15 +3,17 @@ fits the device's limits (one H100 or H200 and 16 cores for at most 10 minutes a
 
     python benchmarks/gpu_campaign.py --out DIR [--work DIR] [--minutes 9] [--scale h100|smoke] [--workers 16]
 
-Stages, one after another, each in its own process group with a deadline (the campaign's start plus
-its cumulative share of ``--minutes``, so a stage that ends early leaves its time to the next):
+Stages, one after another, each in its own process group with a deadline (the process's start plus
+its cumulative share of ``--minutes`` less a reserve for the outputs, so a stage that ends early
+leaves its time to the next):
 
 1. ``bench``: ms per shower of every model family (CaloDiT-2 CD-1, the flow-distilled fm-1-fast,
    a default-size CaloDREAM++ and the shipped fm-1 with RK4, CaloClouds II's PointWise consistency
    model, the next-token MoE with its KV cache) at batch 1, 100 and the largest batch that fits,
-   fp32 and bf16, eager and compiled (``torch.compile(mode="reduce-overhead")``: fused kernels in
-   CUDA graphs; for the next-token model its own decoding step captured as a CUDA graph), with the
-   peak GPU memory of each. Cases run most important first; those the deadline leaves are listed.
+   fp32 and bf16, eager and compiled (``torch.compile`` for fixed shapes, with CUDA graphs for the
+   one-step samplers; for the next-token model its own decoding step captured as a CUDA graph),
+   with the peak GPU memory of each. Cases run most important first; those the deadline leaves
+   are listed.
 2. ``simulate``: Geant4 electrons on every core: the held-out detector (par04-scipb) test and
    training files, then the pre-training presets, each sized from the throughput measured so far.
 3. ``pretrain``: CaloDREAM++ (the family the CPU scaling sweep chose) at the largest of its
@@ -20,8 +22,9 @@ its cumulative share of ``--minutes``, so a stage that ends early leaves its tim
 4. ``adapt``: the pre-trained model adapted to par04-scipb with 100 and 1000 showers, scratch and
    full fine-tuning (calofm study: evaluated against the held-out Geant4 file with the Geant4 floor).
 
-Then ``results.json`` (schema ``calofm-gpu-campaign/1``), ``report.md``, ``bench.png`` and
-``adapt.png`` in ``--out`` (the device returns at most 8 files; everything else stays in ``--work``).
+After every stage ``results.json`` (schema ``calofm-gpu-campaign/1``), ``report.md``, ``bench.png``,
+``adapt.png`` and ``logs.txt`` are rewritten in ``--out`` (the device returns at most 8 files;
+everything else stays in ``--work``).
 A stage killed at its deadline keeps what it recorded (each stage rewrites its JSON after every
 item). ``--scale smoke`` runs the same stages at tiny sizes on a CPU in about a minute (the tests).
 """
@@ -144,7 +147,8 @@ def log(message: str) -> None:
 
 def bench_families(scale: Scale) -> dict:
     """Family label -> builder of (process, noise shape, n_cond): fresh weights at the published
-    default sizes (tiny ones at smoke scale), and the shipped fm-1 and fm-1-fast."""
+    default sizes (tiny ones at smoke scale, where one RK4 step stands for 20), and the shipped fm-1
+    and fm-1-fast."""
     from bench_generate import default_cd, default_nexttoken, default_pointwise, default_vit
     from calofm.inference import load_model
 
@@ -154,18 +158,26 @@ def bench_families(scale: Scale) -> dict:
             return model.process, model.shape, model.conditions.n_cond
         return build
 
+    tiny = not scale.bench_default_size
+    sizes = {"dit": {"patch": [3, 4, 5], "dim": 24, "depth": 1, "heads": 2, "mlp_dim": 48},
+             "vit": {"patch": [5, 16, 3], "dim": 24, "depth": 1, "heads": 2, "mlp_dim": 48,
+                     "energy": {"dim": 64, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ff_dim": 32}},
+             "nexttoken": {"dim": 32, "depth": 2, "heads": 2, "mlp_dim": 64}, "pointwise": {"widths": [4, 32, 4]}}
+    size = {k: v if tiny else {} for k, v in sizes.items()}
+
     def cd():
-        tiny = {"patch": [3, 4, 5], "dim": 24, "depth": 1, "heads": 2, "mlp_dim": 48}
-        model = default_cd(**({} if scale.bench_default_size else tiny))
+        model = default_cd(**size["dit"])
         return model.process, model.shape, model.conditions.n_cond
 
-    steps = 20 if scale.bench_default_size else 1
+    steps = 1 if tiny else 20
     return {"CaloDiT-2 CD-1": cd,
             "fm-1-fast (1 step)": shipped("fm-1-fast"),
-            f"CaloDREAM++ (RK4 {steps})": lambda: tuple(default_vit(steps)),
+            f"CaloDREAM++ (RK4 {steps})": lambda: tuple(default_vit(steps, **size["vit"])),
             "fm-1 (RK4 8)": shipped("fm-1"),
-            f"CaloClouds II PointWise CM ({scale.points} points)": lambda: tuple(default_pointwise(scale.points)),
-            f"next-token MoE ({scale.tokens} pairs)": lambda: tuple(default_nexttoken(scale.tokens))}
+            f"CaloClouds II PointWise CM ({scale.points} points)":
+                lambda: tuple(default_pointwise(scale.points, **size["pointwise"])),
+            f"next-token MoE ({scale.tokens} pairs)":
+                lambda: tuple(default_nexttoken(scale.tokens, **size["nexttoken"]))}
 
 
 def family_cases(family: str, one: str, small: str, largest: str) -> list[tuple[int, str, str, str]]:
@@ -349,11 +361,17 @@ def stage_pretrain(scale: Scale, work: Path, until: float, rec: Record, workers:
     for name in scale.candidates:  # small to large
         probe = work / "probe" / name
         shutil.rmtree(probe, ignore_errors=True)
-        fit(build_config(pretrain_config(scale, files, name, scale.probe_steps, probe, device, n_probe)), **quiet)
+        try:
+            fit(build_config(pretrain_config(scale, files, name, scale.probe_steps, probe, device, n_probe)), **quiet)
+        except RuntimeError as exc:  # out of memory, say: recorded, and the larger sizes are not tried
+            rec.append("probes", {"size": name, "failed": f"{exc.__class__.__name__}: {str(exc)[:200]}"})
+            break
         rates[name] = steps_per_second(probe)
         params = sum(p.numel() for p in _load(probe).parameters())
         rec.append("probes", {"size": name, "steps_per_second": rates[name], "parameters": params})
         log(f"pretrain probe {name}: {params / 1e6:.2f} M parameters, {rates[name]:.1f} steps/s")
+    if not rates:
+        raise RuntimeError("no candidate size could train: " + rec.data["probes"][0]["failed"])
     budget = until - time.time() - 20  # validation at the end and saving
     fitting = [name for name, rate in rates.items() if rate * budget >= scale.min_steps]
     chosen = fitting[-1] if fitting else next(iter(rates))
@@ -407,7 +425,8 @@ def stage_adapt(scale: Scale, work: Path, until: float, rec: Record, workers: in
     cells = 2 * len(sizes)
     per_cell = (until - time.time()) / cells - scale.cell_overhead
     low, high = scale.adapt_steps
-    steps = int(min(high, max(low, 0.8 * pretrain["steps_per_second"] * per_cell * scale.batch / scale.adapt_batch)))
+    # at the pre-training rate: a smaller batch is not assumed faster (small models are launch-bound on a GPU)
+    steps = int(min(high, max(low, 0.8 * pretrain["steps_per_second"] * per_cell)))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     train = {"device": device, "steps": steps, "batch_size": scale.adapt_batch, "checkpoint_every": steps,
              "precision": "bf16" if device == "cuda" else "fp32"}
@@ -629,7 +648,8 @@ def report(results: dict, adapt_plot: bool) -> str:
     pre = stages.get("pretrain", {})
     if pre.get("plan"):
         lines += ["", "## Pre-training", "", f"Probes (steps/s at batch {pre['plan']['batch']}): "
-                  + ", ".join(f"{p['size']} {p['parameters'] / 1e6:.2f} M parameters {p['steps_per_second']:.1f}"
+                  + ", ".join(f"{p['size']} failed ({p['failed']})" if "failed" in p else
+                              f"{p['size']} {p['parameters'] / 1e6:.2f} M parameters {p['steps_per_second']:.1f}"
                               for p in pre.get("probes", []))
                   + f". Trained: {pre['plan']['size']}, {pre.get('result', {}).get('steps', '-')} steps on "
                   + ", ".join(pre.get("detectors", [])) + "."]

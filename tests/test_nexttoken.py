@@ -179,10 +179,10 @@ def test_fixed_shape_decoding_step_draws_the_tokens_of_the_cached_one():
         cached = process.sample(noise, cond)
         assert (cached[:, 1:, 0] < 40).sum() > 10  # voxels were drawn, not only end and padding
         assert torch.equal(process.sample(noise, cond, decode="static"), cached)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 experts write into the fp32 cache and output
-            for decode in ("cached", "static"):
-                tokens = process.sample(noise, cond, decode=decode)
-                assert tokens.shape == cached.shape and torch.all((tokens >= 0) & (tokens <= 42))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 experts write into the fp32 cache and output
+        for decode in ("cached", "static"):  # (the last cond: mixed classes and particles)
+            tokens = process.sample(noise, cond, decode=decode)
+            assert tokens.shape == cached.shape and torch.all((tokens >= 0) & (tokens <= 42))
     with pytest.raises(ValueError, match="CUDA graph"):
         process.sample(noise, cond, decode="graph")
     with pytest.raises(ValueError, match="decode 'fast'"):
