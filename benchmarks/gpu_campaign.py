@@ -270,15 +270,16 @@ def stage_bench(scale: Scale, work: Path, until: float, rec: Record, workers: in
 
 def compiled(process) -> tuple:
     """``process`` with the networks it calls compiled for fixed shapes (in place: the family's eager
-    cases ran before), and the mode: one-step samplers with CUDA graphs (``reduce-overhead``),
-    multi-step ones without (``default``: an ODE step keeps the previous call's output, which a graph
-    replay would overwrite)."""
+    cases ran before), and the mode: samplers that call each network once with CUDA graphs
+    (``reduce-overhead``), ODE solvers without (``default``: a step keeps the previous call's output,
+    which a graph replay would overwrite; one RK4 step calls the network four times)."""
     import torch
 
     factorised = getattr(process.net, "FACTORISED", False)  # its stages are the backbone's children
     holder = process.net if factorised else process
     names = [name for name, _ in holder.named_children()] if factorised else ["net"]
-    mode = "reduce-overhead" if getattr(process, "steps", 1) == 1 else "default"
+    one_call = getattr(process, "steps", 1) == 1 and getattr(process, "solver", "euler") == "euler"
+    mode = "reduce-overhead" if one_call else "default"
     for name in names:
         module = getattr(holder, name)
         if not isinstance(module, torch._dynamo.eval_frame.OptimizedModule):

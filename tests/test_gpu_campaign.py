@@ -122,6 +122,8 @@ def test_compiled_wraps_the_networks_each_sampler_calls(campaign):
     assert isinstance(fast.net.first, optimized) and isinstance(fast.net.second, optimized)
     rk4, _, _ = builders["fm-1 (RK4 8)"]()
     assert campaign.compiled(rk4)[1] == "default"  # no CUDA graphs: an ODE step keeps the last output
+    one_rk4, _, _ = builders["CaloDREAM++ (RK4 1)"]()  # one RK4 step is still four calls
+    assert one_rk4.steps == 1 and campaign.compiled(one_rk4)[1] == "default"
 
 
 def test_a_stage_past_its_deadline_is_killed_with_its_workers(campaign, tmp_path, monkeypatch):
