@@ -24,6 +24,29 @@ class MLP(nn.Module):
         return self.layers(h).reshape(x.shape)
 
 
+# The toy file pairs the CaloChallenge reference evaluation ran on for tests/data/calochallenge/expected.json
+# (tests/data/calochallenge/make_expected.py): dataset -> (binning, generated showers, reference showers).
+CALOCHALLENGE_PAIRS = {"1-photons": ("dataset_1_photons", 1000, 1500), "2": ("dataset_2", 1000, 1500)}
+
+
+def calochallenge_pair(dataset: str, folder) -> tuple:
+    """(generated, reference) CaloChallenge files in ``folder``: toy showers (1-100 GeV) as the
+    reference, and another toy sample with every voxel energy scaled by 1.05 as the model."""
+    from pathlib import Path
+
+    name, n_gen, n_ref = CALOCHALLENGE_PAIRS[dataset]
+    binning = calochallenge_binning(name)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = toy_showers(binning, n_ref, seed=21, e_min=1e3, e_max=1e5)
+    generated = toy_showers(binning, n_gen, seed=22, e_min=1e3, e_max=1e5)
+    generated = generated.with_fields(showers=(generated.showers * 1.05).astype(np.float32))
+    paths = folder / "generated.h5", folder / "reference.h5"
+    for path, showers in zip(paths, (generated, reference)):
+        write_showers(path, showers, "calochallenge", binning)
+    return paths
+
+
 def read_physics_vector(path):
     """(edge_min, edge_max, energies, values) of a G4PhysicsVector ascii file, as Retrieve reads it."""
     tokens = path.read_text().split()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from calofm.core.errors import InputError
 
 
@@ -16,7 +18,10 @@ def add_parser(sub) -> None:
                                    "classifier AUC/JSD; FPD/KPD (JetNet); "
                                    "precision/recall/density/coverage; all again in slices of incident energy "
                                    "(and theta). The reference is split in halves to report the Geant4-vs-Geant4 "
-                                   "floor beside the model. Writes DIR/metrics.json, DIR/report.md, DIR/plots/.")
+                                   "floor beside the model. Writes DIR/metrics.json, DIR/report.md, DIR/plots/. "
+                                   "--protocol calochallenge instead computes the CaloChallenge 2022 reference "
+                                   "evaluation's own numbers (its histogram bins and separation powers, FPD/KPD, "
+                                   "PRDC) against the whole reference file, written as its text files.")
     p.add_argument("--generated", required=True, help="generated showers (any calofm-readable format)")
     p.add_argument("--reference", required=True, help="Geant4 reference showers on the same binning")
     p.add_argument("--out", required=True, help="output folder")
@@ -38,6 +43,16 @@ def add_parser(sub) -> None:
                    help="showers per sample kept whole for low-level classifiers and PRDC "
                         "(default 20000, fewer for large meshes: 7400 for dataset 3)")
     p.add_argument("--binning", help="binning of both files when they do not carry one (dataset name or XML)")
+    p.add_argument("--protocol", choices=("calofm", "calochallenge"), default="calofm",
+                   help="calofm (default): the floor beside the model, bootstrap errors, slices; calochallenge: the "
+                        "CaloChallenge reference evaluation's numbers, as its leaderboard reports them "
+                        "(docs/evaluation-calochallenge.md)")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="calochallenge protocol: print the published CaloChallenge 2022 table of the dataset with "
+                        "this model placed by FPD, and write it to OUT/leaderboard_<dataset>.md")
+    p.add_argument("--parts", default="hist,fpd,prdc",
+                   help="calochallenge protocol: comma list among hist, fpd, prdc (default all; the classifiers "
+                        "are the default protocol's)")
     p.set_defaults(run=run)
 
 
@@ -60,6 +75,9 @@ def _choices(spec: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...
 
 def run(args) -> int:
     from calofm.cli.commands import resolve_readout
+
+    if args.protocol == "calochallenge":
+        return run_calochallenge(args, resolve_readout(args.binning))
     from calofm.evaluate.report import evaluate
     from calofm.evaluate.suite import CLASSIFIERS, METRICS, Settings
 
@@ -84,4 +102,27 @@ def run(args) -> int:
             g = floor.get("classifier", {}).get(name, {}).get("auc", {}).get("value")
             print(f"  AUC {name:16s} model {result['auc']['value']:.3f}"
                   + (f"   Geant4 floor {g:.3f}" if g is not None else ""))
+    return 0
+
+
+def run_calochallenge(args, binning) -> int:
+    from calofm.core.files import atomic_path
+    from calofm.evaluate.calochallenge import PARTS, evaluate_challenge, leaderboard
+
+    metrics = evaluate_challenge(args.generated, args.reference, args.out, _choices(args.parts, PARTS, "--parts"),
+                                 binning=binning)
+    print(f"wrote {args.out}/metrics.json and the reference's text files (CaloChallenge protocol, dataset "
+          f"{metrics['dataset']}, {metrics['n_generated']} generated against all {metrics['n_reference']} reference "
+          "showers)")
+    for key in ("fpd", "kpd"):
+        if key in metrics:
+            print(f"  {key.upper()} x1e3 {metrics[key][0] * 1e3:.4f} +- {metrics[key][1] * 1e3:.4f}")
+    if args.leaderboard:
+        try:
+            table = leaderboard(metrics, name=Path(args.generated).name)
+        except ValueError as exc:
+            raise InputError(args.generated, str(exc)) from None
+        with atomic_path(Path(args.out) / f"leaderboard_{metrics['dataset']}.md") as tmp:
+            tmp.write_text(table)
+        print(table)
     return 0
