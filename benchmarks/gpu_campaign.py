@@ -82,6 +82,7 @@ class Scale:
     largest_limit: int
     case_reserve: tuple[float, float]  # seconds a bench case needs left to start: (eager, compiled)
     geant4_showers: int
+    threads: int | None = None        # torch/BLAS threads per stage (None: every core)
     shares: dict[str, float] = field(default_factory=lambda: {
         "bench": 0.25, "simulate": 0.2, "pretrain": 0.3, "adapt": 0.25})
 
@@ -102,10 +103,10 @@ SCALES = {
                    candidates={"S": {"args": {**FM1_SIZE, "dim": 24, "depth": 1, "heads": 2, "mlp_dim": 48,
                                               "energy": {"dim": 64, "heads": 2, "encoder_layers": 1,
                                                          "decoder_layers": 1, "ff_dim": 32}}, "lr": 2e-3}},
-                   batch=16, min_steps=10, max_steps=20, probe_steps=10, adapt_sizes=[10, 30], adapt_steps=(2, 3),
+                   batch=16, min_steps=10, max_steps=20, probe_steps=10, adapt_sizes=[30], adapt_steps=(2, 3),
                    adapt_batch=8, cell_overhead=1.0, classifier_epochs=2, bench_default_size=False, tokens=4,
                    points=20, batch_sizes=("1", "4", "largest"), largest_limit=0, case_reserve=(0.0, 0.0),
-                   geant4_showers=2),
+                   geant4_showers=2, threads=1),  # one thread per stage: a cheap check on a busy CI machine
 }
 
 
@@ -453,7 +454,8 @@ def start_stage(name: str, args, until: float) -> tuple:
     logfile = (args.work / "logs" / f"{name}.log").open("w")
     cmd = [sys.executable, str(Path(__file__).resolve()), "stage", name, "--work", str(args.work),
            "--until", repr(until), "--scale", args.scale, "--workers", str(args.workers)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    threads = SCALES[args.scale].threads
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     return name, proc, until, time.time(), logfile
 

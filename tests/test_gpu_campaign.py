@@ -58,9 +58,9 @@ def test_smoke_campaign_runs_every_stage_and_writes_the_files_the_device_returns
     assert pretrain["plan"]["size"] == "S" and pretrain["result"]["steps"] == pretrain["plan"]["steps"] >= 10
     assert (work / "pretrain" / "model.safetensors").exists()
     cells = results["stages"]["adapt"]["cells"]
-    assert sorted(cells) == ["full-n10-s0", "full-n30-s0", "scratch-n10-s0", "scratch-n30-s0"]
+    assert sorted(cells) == ["full-n30-s0", "scratch-n30-s0"]
     assert all(math.isfinite(c["gm"][0]) and c["gm"][0] > 0 for c in cells.values())
-    assert set(results["stages"]["adapt"]["result"]["gain_over_scratch"]["full"]) == {"10", "30"}
+    assert set(results["stages"]["adapt"]["result"]["gain_over_scratch"]["full"]) == {"30"}
 
 
 def test_smoke_bench_times_every_family_on_the_cpu_and_lists_what_needs_cuda(smoke):
@@ -83,7 +83,7 @@ def test_smoke_report_holds_the_headline_every_case_and_the_adaptation(smoke):
     out, _, results = smoke
     report = (out / "report.md").read_text()
     for part in ("## Stages", "## Headline", "## Generation, every case", "## Pre-training",
-                 "## Adaptation to par04-scipb", "| CaloDiT-2 CD-1 | 1 |", "| scratch-n10-s0 |", "need CUDA",
+                 "## Adaptation to par04-scipb", "| CaloDiT-2 CD-1 | 1 |", "| scratch-n30-s0 |", "need CUDA",
                  "![generation time per shower](bench.png)", "x Geant4: Geant4's"):
         assert part in report, part
     assert report.count("| done |") >= 12
