@@ -147,7 +147,7 @@ def test_evaluate_command_writes_metrics_report_and_plots(tmp_path):
                  "--metrics", "distances,prdc,classifier", "--classifiers", "high", "--epochs", "2",
                  "--bootstrap", "3"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["schema"] == "calofm-metrics/1"
+    assert metrics["schema"] == "calofm-metrics/1" and metrics["protocol"] == "calofm"
     model, floor = metrics["comparisons"]["model"], metrics["comparisons"]["geant4"]
     assert model["n_reference"] == 250 and floor["n_generated"] == 250  # reference split in halves
     assert set(model["observables"]) == {"voxel_energy", "energy_ratio", "visible_energy", "occupancy",
@@ -164,6 +164,7 @@ def test_evaluate_command_writes_metrics_report_and_plots(tmp_path):
     assert any("auc" in h for h in highs)
     report = (out / "report.md").read_text()
     assert "Geant4 vs Geant4" in report and "![energy_ratio](plots/energy_ratio.png)" in report
+    assert "- protocol: calofm (the model against half A" in report
     assert metrics["particles"] == {"reference": {"e-": 500}, "generated": {}}
     assert "- particles: reference: e- (500); generated: not recorded" in report
     for name in ("energy_ratio", "e_layer", "ec_eta", "longitudinal_profile", "radial_profile"):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calofm.evaluate.distances import separation_power
+from calofm.evaluate.distances import separation_power_histograms
 from calofm.geometry import CylindricalBinning, calochallenge_binning
 
 
@@ -191,8 +191,10 @@ def separation_powers(dataset: Dataset, reference: ChallengeFeatures, reference_
 
 
 def _separation_or_nan(reference, generated, edges) -> float:
-    inside = [np.histogram(x, edges)[0].sum() for x in (reference, generated)]
-    return separation_power(reference, generated, edges) if min(inside) > 0 else math.nan
+    """Separation power of the two samples' histograms, each normalised over its in-range entries
+    (the files were validated when read, so the arrays go to np.histogram as they are)."""
+    counts = [np.histogram(x, edges)[0] for x in (reference, generated)]
+    return separation_power_histograms(*counts) if min(c.sum() for c in counts) > 0 else math.nan
 
 
 def write_separation_powers(path: Path, powers: dict[str, float]) -> None:

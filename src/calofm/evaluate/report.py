@@ -2,7 +2,8 @@
 
 metrics.json (schema ``calofm-metrics/1``)::
 
-    {"schema": "calofm-metrics/1", "generated": path, "reference": path, "binning": str, "settings": {...},
+    {"schema": "calofm-metrics/1", "protocol": "calofm", "generated": path, "reference": path, "binning": str,
+     "settings": {...},
      "comparisons": {"model": COMPARISON, "geant4": COMPARISON | null},
      "slices": [{"variable": "energy_MeV" | "theta", "range": [lo, hi], "comparisons": {...}}, ...]}
 
@@ -110,7 +111,7 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
     if ref_b is not None:
         floor = compare(ref_a, ref_b, ref_binning, settings)
         floor["histograms"] = histograms(ref_a, ref_b, ref_binning, None)
-    metrics = {"schema": SCHEMA, "generated": str(generated), "reference": str(reference),
+    metrics = {"schema": SCHEMA, "protocol": "calofm", "generated": str(generated), "reference": str(reference),
                "particles": {"generated": gen.particles, "reference": ref_a.particles},
                "binning": ref_binning.describe(), "threshold_MeV": threshold,
                "settings": asdict(settings), "comparisons": {"model": model, "geant4": floor},
@@ -208,7 +209,10 @@ def markdown(metrics: dict) -> str:
     lines = ["# calofm evaluation", "", f"- generated: `{metrics['generated']}` ({model['n_generated']} showers)",
              f"- reference: `{metrics['reference']}` ({model['n_reference']} showers in half A" + halves,
              f"- particles: {_particles(metrics.get('particles', {}))}",
-             f"- binning: {metrics['binning']}", "", "## Summary", ""]
+             f"- binning: {metrics['binning']}",
+             "- protocol: calofm (the model against half A of the reference, the Geant4 floor beside it, bootstrap "
+             "errors; `calofm evaluate --protocol calochallenge` gives the CaloChallenge's own numbers)",
+             "", "## Summary", ""]
     lines += markdown_table(("metric", "model", "Geant4 vs Geant4"), _summary_rows(model, floor))
     if "observables" in model:
         lines += ["", "## Observables", ""]
