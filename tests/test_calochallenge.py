@@ -127,3 +127,13 @@ def test_leaderboard_places_the_model_by_fpd_among_the_published_submissions(tmp
     assert names.index("**mine**") == sum(f < 50 for f in fpds)  # right after every smaller FPD
     with pytest.raises(ValueError, match="no table for dataset 1-pions"):
         leaderboard({**metrics, "dataset": "1-pions"})
+
+
+def test_files_of_two_binnings_end_in_one_line(tmp_path):
+    from calofm.core.errors import InputError
+
+    photons, _ = calochallenge_pair("1-photons", tmp_path / "ds1")
+    _, dataset_2 = calochallenge_pair("2", tmp_path / "ds2")
+    with pytest.raises(InputError, match="368 voxels per shower, the reference .* has 6480"):
+        evaluate_challenge(photons, dataset_2, tmp_path / "out", parts=("hist",), log=lambda m: None)
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -230,17 +230,20 @@ def evaluate_challenge(generated: str | Path, reference: str | Path, out: str | 
     """The reference evaluation's numbers for ``generated`` against the whole ``reference`` file:
     its text files in ``out`` (``histogram_chi2_<ds>.txt``, ``fpd_kpd_<ds>.txt``, ``prdc_<ds>.txt``)
     and ``metrics.json`` (``protocol: calochallenge``); returns the metrics."""
+    from calofm.core.errors import InputError
     from calofm.core.files import atomic_path
     from calofm.data.files import open_showers
     from calofm.evaluate.fpd import fpd, kpd
     from calofm.evaluate.prdc import prdc, prdc_inputs
 
-    samples = {}
+    samples, readouts = {}, {}
     for role, path in (("generated", generated), ("reference", reference)):
         with open_showers(path, binning) as f:
-            showers = f.read()
-            readout = f.readout
-        samples[role] = showers
+            samples[role], readouts[role] = f.read(), f.readout
+    readout = readouts["reference"]
+    if readouts["generated"].n_voxels != readout.n_voxels:
+        raise InputError(generated, f"{readouts['generated'].n_voxels} voxels per shower, the reference "
+                                    f"{reference} has {readout.n_voxels}: the files must share one binning")
     dataset = dataset_of(readout)
     geometry = Geometry(readout)
     voxels = {role: threshold(s.showers, dataset) for role, s in samples.items()}
