@@ -26,25 +26,43 @@ class MLP(nn.Module):
 
 # The toy file pairs the CaloChallenge reference evaluation ran on for tests/data/calochallenge/expected.json
 # (tests/data/calochallenge/make_expected.py): dataset -> (binning, generated showers, reference showers).
-CALOCHALLENGE_PAIRS = {"1-photons": ("dataset_1_photons", 1000, 1500), "2": ("dataset_2", 1000, 1500)}
+CALOCHALLENGE_PAIRS = {"1-photons": ("dataset_1_photons", 1000, 1500), "1-pions": ("dataset_1_pions", 1000, 1500),
+                       "2": ("dataset_2", 1000, 1500), "3": ("dataset_3", 400, 600)}
+# The classifier pair: dataset 1-photons, 102 000 showers each (the reference's splits need more than
+# 100 000 per class), 1-10 GeV, the generated voxels scaled by 1.3, trained with the reference's
+# flags --cls_n_hidden 64 --cls_n_epochs 5 (AUC about 0.65, where training still shapes the result).
+CALOCHALLENGE_CLASSIFIER_PAIR = {"showers": 102_000, "scale": 1.3, "hidden": 64, "epochs": 5}
+
+
+def calochallenge_classifier_pair(folder) -> tuple:
+    """(generated, reference) dataset-1-photons files for the classifier parity test."""
+    binning, n = calochallenge_binning("dataset_1_photons"), CALOCHALLENGE_CLASSIFIER_PAIR["showers"]
+    reference = toy_showers(binning, n, seed=31, e_min=1e3, e_max=1e4, points_per_gev=10)
+    generated = toy_showers(binning, n, seed=32, e_min=1e3, e_max=1e4, points_per_gev=10)
+    return write_challenge_pair(folder, binning, generated, reference, CALOCHALLENGE_CLASSIFIER_PAIR["scale"])
+
+
+def write_challenge_pair(folder, binning, generated, reference, scale: float) -> tuple:
+    """``folder``/generated.h5 (voxels of ``generated`` x ``scale``) and ``folder``/reference.h5."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    generated = generated.with_fields(showers=(generated.showers * scale).astype(np.float32))
+    paths = folder / "generated.h5", folder / "reference.h5"
+    for path, showers in zip(paths, (generated, reference)):
+        write_showers(path, showers, "calochallenge", binning)
+    return paths
 
 
 def calochallenge_pair(dataset: str, folder) -> tuple:
     """(generated, reference) CaloChallenge files in ``folder``: toy showers (1-100 GeV) as the
     reference, and another toy sample with every voxel energy scaled by 1.05 as the model."""
-    from pathlib import Path
-
     name, n_gen, n_ref = CALOCHALLENGE_PAIRS[dataset]
     binning = calochallenge_binning(name)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     reference = toy_showers(binning, n_ref, seed=21, e_min=1e3, e_max=1e5)
     generated = toy_showers(binning, n_gen, seed=22, e_min=1e3, e_max=1e5)
-    generated = generated.with_fields(showers=(generated.showers * 1.05).astype(np.float32))
-    paths = folder / "generated.h5", folder / "reference.h5"
-    for path, showers in zip(paths, (generated, reference)):
-        write_showers(path, showers, "calochallenge", binning)
-    return paths
+    return write_challenge_pair(folder, binning, generated, reference, 1.05)
 
 
 def read_physics_vector(path):

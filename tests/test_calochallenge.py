@@ -13,23 +13,38 @@ import numpy as np
 import pytest
 
 from calofm.cli.main import main
-from calofm.evaluate.calochallenge import DATASETS, dataset_of, evaluate_challenge
+from calofm.evaluate.calochallenge import (
+    DATASETS,
+    ClassifierSettings,
+    classifier_splits,
+    dataset_of,
+    evaluate_challenge,
+)
+from calofm.evaluate.classifier import ClassifierInputError, classifier_test
 from calofm.geometry import CylindricalBinning, calochallenge_binning
-from conftest import calochallenge_pair
+from conftest import CALOCHALLENGE_PAIRS, calochallenge_classifier_pair, calochallenge_pair
 
-EXPECTED = json.loads((Path(__file__).parent / "data" / "calochallenge" / "expected.json").read_text())["datasets"]
+_EXPECTED = json.loads((Path(__file__).parent / "data" / "calochallenge" / "expected.json").read_text())
+EXPECTED, EXPECTED_CLASSIFIER = _EXPECTED["datasets"], _EXPECTED["classifier"]
+
+
+def file_digest(path) -> str:
+    with h5py.File(path, "r") as f:
+        return hashlib.sha256(b"".join(f[k][:].tobytes() for k in ("incident_energies", "showers"))).hexdigest()
+
+
+def check_digests(paths, expected: dict) -> None:
+    for role, path in zip(("generated", "reference"), paths):
+        assert file_digest(path) == expected[role], (
+            f"the regenerated {role} file differs from the one the expected values were computed on; "
+            "rerun tests/data/calochallenge/make_expected.py")
 
 
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
 def pair(request, tmp_path_factory):
     dataset = request.param
     generated, reference = calochallenge_pair(dataset, tmp_path_factory.mktemp(f"cc{dataset}"))
-    for role, path in (("generated", generated), ("reference", reference)):
-        with h5py.File(path, "r") as f:
-            digest = hashlib.sha256(b"".join(f[k][:].tobytes() for k in ("incident_energies", "showers")))
-        assert digest.hexdigest() == EXPECTED[dataset]["sha256"][role], (
-            f"the regenerated {role} file differs from the one the expected values were computed on; "
-            "rerun tests/data/calochallenge/make_expected.py")
+    check_digests((generated, reference), EXPECTED[dataset]["sha256"])
     return dataset, generated, reference
 
 
@@ -54,20 +69,21 @@ def test_separation_powers_and_prdc_match_the_reference(pair, tmp_path):
     assert (tmp_path / f"prdc_{dataset}.txt").read_text().splitlines()[0].startswith("precision: ")
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["protocol"] == "calochallenge" and saved["dataset"] == dataset
-    assert saved["n_generated"] == 1000 and saved["n_reference"] == 1500
+    assert (dataset, saved["n_generated"], saved["n_reference"]) == (dataset, *CALOCHALLENGE_PAIRS[dataset][1:])
 
 
 def test_fpd_and_kpd_match_jetnet_on_the_reference_features(pair, tmp_path):
     dataset, generated, reference = pair
-    if dataset == "2":
-        pytest.skip("dataset 2's 362-feature FPD takes minutes: covered by the slow test below")
+    if dataset in ("2", "3"):
+        pytest.skip("datasets 2 and 3's 362-feature FPD takes minutes: covered by the slow test below")
     check_fpd_kpd(dataset, generated, reference, tmp_path)
 
 
 @pytest.mark.slow
-def test_fpd_and_kpd_match_jetnet_on_dataset_2(tmp_path):
-    generated, reference = calochallenge_pair("2", tmp_path / "files")
-    check_fpd_kpd("2", generated, reference, tmp_path)
+@pytest.mark.parametrize("dataset", ["2", "3"])
+def test_fpd_and_kpd_match_jetnet_on_datasets_2_and_3(dataset, tmp_path):
+    generated, reference = calochallenge_pair(dataset, tmp_path / "files")
+    check_fpd_kpd(dataset, generated, reference, tmp_path)
 
 
 def check_fpd_kpd(dataset, generated, reference, out):
@@ -115,8 +131,10 @@ def test_leaderboard_places_the_model_by_fpd_among_the_published_submissions(tmp
     from calofm.evaluate.calochallenge import leaderboard
 
     metrics = {"dataset": "2", "fpd": [0.050, 0.001], "kpd": [0.0001, 0.00001],
-               "separation_powers": {"Etot / Einc": 0.01, "E layer 0": 0.02, "E layer 1": 0.04}}
+               "separation_powers": {"Etot / Einc": 0.01, "E layer 0": 0.02, "E layer 1": 0.04},
+               "classifiers": {"cls-low": {"auc": 0.61}, "cls-high": {"auc": 0.57}}}
     table = leaderboard(metrics, name="mine")
+    header = next(line for line in table.splitlines() if line.startswith("| submission")).split(" | ")
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| ---",
                                                                                                    "| submission"))]
     names = [row.split(" | ")[0][2:] for row in rows]
@@ -124,6 +142,7 @@ def test_leaderboard_places_the_model_by_fpd_among_the_published_submissions(tmp
     assert names[0] == "GEANT4" and "**mine**" in names and fpds == sorted(fpds)
     mine = rows[names.index("**mine**")].split(" | ")
     assert mine[1:5] == ["50", "0.1", "0.01", "0.03"]  # FPD and KPD x 1e3, E total, mean of the E layers
+    assert [mine[header.index(column)] for column in ("AUC low", "AUC high")] == ["0.61", "0.57"]
     assert names.index("**mine**") == sum(f < 50 for f in fpds)  # right after every smaller FPD
     with pytest.raises(ValueError, match="no table for dataset 1-pions"):
         leaderboard({**metrics, "dataset": "1-pions"})
@@ -137,3 +156,43 @@ def test_files_of_two_binnings_end_in_one_line(tmp_path):
     with pytest.raises(InputError, match="368 voxels per shower, the reference .* has 6480"):
         evaluate_challenge(photons, dataset_2, tmp_path / "out", parts=("hist",), log=lambda m: None)
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.fixture(scope="module")
+def classifier_pair(tmp_path_factory):
+    paths = calochallenge_classifier_pair(tmp_path_factory.mktemp("cc-classifier"))
+    check_digests(paths, EXPECTED_CLASSIFIER["sha256"])
+    return paths
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_classifiers_match_the_reference_within_the_spread_of_trainings(classifier_pair, precision, tmp_path,
+                                                                        one_thread):
+    """The reference's cls-low and cls-high (its own flags for a 3 x 64 network, 5 epochs), trained
+    six times against calofm's three trainings: the means agree within three standard errors."""
+    expected, repeats = EXPECTED_CLASSIFIER, 3
+    settings = ClassifierSettings(hidden=expected["hidden"], epochs=expected["epochs"], repeats=repeats,
+                                  precision=precision)
+    metrics = evaluate_challenge(*classifier_pair, tmp_path, parts=("cls-low", "cls-high"), classifier=settings,
+                                 log=lambda m: None)
+    for mode in ("cls-low", "cls-high"):
+        ours = metrics["classifiers"][mode]
+        assert ours["n_per_class"] == {"train": 80_000, "test": 20_000, "val": 2_000}  # the reference's split
+        for key in ("auc", "jsd"):
+            theirs = np.array(expected[mode][key])
+            error = math.sqrt(theirs.var(ddof=1) / len(theirs) + ours[f"{key}_std"] ** 2 / repeats)
+            assert abs(ours[key] - theirs.mean()) < 3 * error, (mode, key, ours[key], theirs.mean(), error)
+        assert 0.6 < ours["auc"] < 0.75  # the regime where training shapes the result: neither 0.5 nor 1
+        assert (tmp_path / f"classifier_{mode}_1-photons.txt").read_text() == (
+            f"Final result of classifier test (AUC / JSD):\n{ours['auc']:.4f} / {ours['jsd']:.4f}\n\n")
+
+
+def test_classifier_splits_are_the_reference_s_and_shrink_in_proportion_where_it_crashes():
+    assert classifier_splits(DATASETS["1-photons"], 121_000) == (80_000, 20_000, 21_000)
+    assert classifier_splits(DATASETS["2"], 100_000) == (60_000, 20_000, 20_000)
+    assert classifier_splits(DATASETS["2"], 85_000) == (60_000, 20_000, 5_000)  # the rest, as ttv_split
+    assert classifier_splits(DATASETS["2"], 10_000) == (6_000, 2_000, 2_000)
+    assert classifier_splits(DATASETS["1-pions"], 1_000) == (662, 165, 173)
+    rows = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    with pytest.raises(ClassifierInputError, match=r"splits of \(40, 10, 5\) events per class .* has 50"):
+        classifier_test(rows, rows, sizes=(40, 10, 5), epochs=1)

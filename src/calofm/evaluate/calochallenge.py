@@ -19,6 +19,11 @@ defined as it defines them, on the same files.
   [log10 E_inc, log10(E_layer + 1e-8), EC_eta/100, EC_phi/100, W_eta/100, W_phi/100,
   log10(E_tot + 1e-8), sparsity, EC_r/100, W_r/100], written to ``fpd_kpd_<dataset>.txt``.
 - PRDC (k = 5) on log10 voxel energies with empty voxels at 0.1 MeV, ``prdc_<dataset>.txt``.
+- Classifiers (``cls-low``: [log10 E_inc, voxels / E_inc]; ``cls-high``: the FPD vector;
+  ``cls-low-normed``: [log10 E_inc, voxels / E_layer, log10 E_layer]): the reference's DNN (3 hidden
+  layers of 2048, LeakyReLU), Adam 2e-4, batches of 1000, 50 epochs, the epoch of best test accuracy,
+  isotonic calibration on the test split, AUC and JSD on the validation split. Splits per class as
+  the reference's (:func:`classifier_splits`); ``classifier_<mode>_<dataset>.txt``.
 
 Where calofm departs from the reference code it says so in ``docs/evaluation-calochallenge.md``.
 """
@@ -45,14 +50,15 @@ class Dataset:
     min_energy: float           # MeV: voxels below are set to 0
     ec_range: float             # centre of energy histograms: [-x, x]; widths [0, x] (ds1: see ``wide``)
     width_range: float
+    splits: tuple[int, int, int]  # the reference's classifier events per class: train, test, validation
     wide: tuple[int, ...] = ()  # dataset-1 layers with the wide ranges (pions' hadronic layers 12, 13)
 
 
 DATASETS = {d.name: d for d in (
-    Dataset("1-photons", "dataset_1_photons", 1.0, 100.0, 100.0),
-    Dataset("1-pions", "dataset_1_pions", 1.0, 100.0, 100.0, wide=(12, 13)),
-    Dataset("2", "dataset_2", 0.5e-3 / 0.033, 30.0, 30.0),
-    Dataset("3", "dataset_3", 0.5e-3 / 0.033, 30.0, 30.0),
+    Dataset("1-photons", "dataset_1_photons", 1.0, 100.0, 100.0, (80_000, 20_000, 21_000)),
+    Dataset("1-pions", "dataset_1_pions", 1.0, 100.0, 100.0, (80_000, 20_000, 20_800), wide=(12, 13)),
+    Dataset("2", "dataset_2", 0.5e-3 / 0.033, 30.0, 30.0, (60_000, 20_000, 20_000)),
+    Dataset("3", "dataset_3", 0.5e-3 / 0.033, 30.0, 30.0, (60_000, 20_000, 20_000)),
 )}
 WIDE_RANGES = (500.0, 400.0)  # dataset 1, layers in ``wide``: centre [-500, 500], width [0, 400]
 DS1_ENERGIES = 2.0 ** np.linspace(8, 23, 16)  # MeV: dataset 1's incident energies, 256 MeV ... 8.4 TeV
@@ -221,15 +227,76 @@ def write_prdc(path: Path, values: dict[str, float]) -> None:
                                                                          "coverage")))
 
 
-PARTS = ("hist", "fpd", "prdc")  # the reference's modes calofm reproduces (its classifiers: the default protocol)
+def classifier_splits(dataset: Dataset, n_per_class: int) -> tuple[int, int, int]:
+    """Classifier events per class in (train, test, validation). As the reference's ``ttv_split``: its
+    train and test counts, the rest of the sample for validation. Where the sample has no more than
+    those (the reference crashes), the same proportions of what there is."""
+    train, test, val = dataset.splits
+    if n_per_class > train + test:
+        return train, test, n_per_class - train - test
+    train, test = (n_per_class * np.array([train, test])) // (train + test + val)
+    return int(train), int(test), int(n_per_class - train - test)
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """The reference's classifier options (its ``--cls_*`` flags) and calofm's run options."""
+
+    hidden: int = 2048       # --cls_n_hidden
+    epochs: int = 50         # --cls_n_epochs
+    batch_size: int = 1000   # --cls_batch_size
+    lr: float = 2e-4         # --cls_lr
+    repeats: int = 1         # trainings with seeds seed ... seed + repeats - 1: mean and spread
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "float32"  # or "bfloat16" (autocast; about 6x faster on CPUs with AMX and on GPUs)
+    progress: bool = False
+
+
+def classifier_inputs(mode: str, voxels: np.ndarray, features: ChallengeFeatures, geometry: Geometry) -> np.ndarray:
+    """The input rows of one reference classifier mode (``cls-low``, ``cls-high``, ``cls-low-normed``)."""
+    from calofm.evaluate.classifier import low_level_inputs, low_normed_inputs
+
+    if mode == "cls-low":
+        return low_level_inputs(voxels, features.e_inc)
+    if mode == "cls-high":
+        return features.vector().astype(np.float32)
+    return low_normed_inputs(voxels, features.e_inc, [geometry.slices[i] for i in geometry.layers])
+
+
+def challenge_classifier(mode: str, dataset: Dataset, reference: np.ndarray, generated: np.ndarray,
+                         settings: ClassifierSettings) -> dict:
+    """One reference classifier (generated = 0, reference = 1) on its splits; AUC and JSD (calibrated)."""
+    from calofm.evaluate.classifier import classifier_test
+
+    s = settings
+    sizes = classifier_splits(dataset, min(len(reference), len(generated)))
+    result = classifier_test(reference, generated, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed,
+                             device=s.device, repeats=s.repeats, sizes=sizes, precision=s.precision,
+                             model_kwargs={"hidden": s.hidden}, progress=s.progress)
+    keys = ("auc", "auc_std", "jsd", "jsd_std", "best_epochs", "n_per_class", "precision")
+    return {key: result[key] for key in keys} | {"hidden": s.hidden, "epochs": s.epochs}
+
+
+def write_classifier(path: Path, result: dict) -> None:
+    """``classifier_<mode>_<dataset>.txt`` as the reference writes it (one block: the mean over trainings)."""
+    Path(path).write_text("Final result of classifier test (AUC / JSD):\n"
+                          f"{result['auc']:.4f} / {result['jsd']:.4f}\n\n")
+
+
+CLASSIFIERS = ("cls-low", "cls-high", "cls-low-normed")
+PARTS = ("hist", "fpd", "prdc", *CLASSIFIERS)  # the reference's modes (its cls-resnet: the default protocol's cnn)
+DEFAULT_PARTS = ("hist", "fpd", "prdc", "cls-low", "cls-high")  # what the published tables report
 PRDC_MAX_SHOWERS = 10_000  # per sample; the reference's full N x N distances do not fit a workstation at 100k
 
 
-def evaluate_challenge(generated: str | Path, reference: str | Path, out: str | Path, parts=PARTS,
-                       binning: CylindricalBinning | None = None, log=print) -> dict:
+def evaluate_challenge(generated: str | Path, reference: str | Path, out: str | Path, parts=DEFAULT_PARTS,
+                       binning: CylindricalBinning | None = None, log=print,
+                       classifier: ClassifierSettings = ClassifierSettings()) -> dict:
     """The reference evaluation's numbers for ``generated`` against the whole ``reference`` file:
-    its text files in ``out`` (``histogram_chi2_<ds>.txt``, ``fpd_kpd_<ds>.txt``, ``prdc_<ds>.txt``)
-    and ``metrics.json`` (``protocol: calochallenge``); returns the metrics."""
+    its text files in ``out`` (``histogram_chi2_<ds>.txt``, ``fpd_kpd_<ds>.txt``, ``prdc_<ds>.txt``,
+    ``classifier_<mode>_<ds>.txt``) and ``metrics.json`` (``protocol: calochallenge``); returns the
+    metrics."""
     from calofm.core.errors import InputError
     from calofm.core.files import atomic_path
     from calofm.data.files import open_showers
@@ -273,6 +340,13 @@ def evaluate_challenge(generated: str | Path, reference: str | Path, out: str | 
                                max_samples=PRDC_MAX_SHOWERS)
         with atomic_path(out / f"prdc_{dataset.name}.txt") as tmp:
             write_prdc(tmp, metrics["prdc"])
+    for mode in (part for part in parts if part in CLASSIFIERS):
+        log(f"{mode} classifier ({classifier.epochs} epochs, {classifier.repeats} training(s), {classifier.precision})")
+        rows = {role: classifier_inputs(mode, voxels[role], features[role], geometry) for role in voxels}
+        result = challenge_classifier(mode, dataset, rows["reference"], rows["generated"], classifier)
+        metrics.setdefault("classifiers", {})[mode] = result
+        with atomic_path(out / f"classifier_{mode}_{dataset.name}.txt") as tmp:
+            write_classifier(tmp, result)
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, default=_json_float))
     return metrics
@@ -294,8 +368,8 @@ BOARD_COLUMNS = {  # shown column -> (published column, the user's value from me
     "sep cell": ("sep cell", lambda m: _separations(m, "Voxel distribution"), 1.0),
     "precision": ("precision", lambda m: m.get("prdc", {}).get("precision"), 1.0),
     "coverage": ("coverage", lambda m: m.get("prdc", {}).get("coverage"), 1.0),
-    "AUC low": ("binary cls low", lambda m: None, 1.0),
-    "AUC high": ("binary cls high", lambda m: None, 1.0),
+    "AUC low": ("binary cls low", lambda m: m.get("classifiers", {}).get("cls-low", {}).get("auc"), 1.0),
+    "AUC high": ("binary cls high", lambda m: m.get("classifiers", {}).get("cls-high", {}).get("auc"), 1.0),
     "GPU ms, batch 100": ("time GPU 100", lambda m: None, 1.0),
 }
 
