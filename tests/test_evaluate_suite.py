@@ -10,8 +10,9 @@ from calofm.cli.main import main
 from calofm.data import write_showers
 from calofm.data.toy import toy_showers
 from calofm.evaluate.features import FeatureExtractor, high_level_vector
+from calofm.evaluate.report import evaluate
 from calofm.evaluate.samples import load_sample, sample_from_arrays
-from calofm.evaluate.suite import Settings, compare
+from calofm.evaluate.suite import FPD_EVIDENCE_SHOWERS, Settings, compare, fpd_evidence
 from calofm.geometry import calochallenge_binning
 from calofm.geometry.cylindrical import CylindricalBinning
 
@@ -85,6 +86,40 @@ def test_fpd_kpd_and_classifier_move_the_right_way(results, distortion, strong):
         assert worse > good, (name, good, worse)
         if name in strong:
             assert worse > good + 3 * error, (name, good, worse, error)
+
+
+def test_fpd_on_the_global_features_tells_a_5_percent_scale_where_the_challenge_features_cannot(results):
+    """At 1500 showers (studies/fpd-small-samples): a 5 % energy scale is within the noise of FPD on the
+    CaloChallenge features, and plain in FPD on the seven global features."""
+    scaled, same = results["energy x1.05"], results["same"]
+    evidence = fpd_evidence(scaled, same)  # "same" (a second Geant4-like sample) as the floor
+    assert evidence["fpd"]["separates"] is None
+    assert evidence["fpd"]["why"].startswith(f"not evidence at {N} showers: FPD on the CaloChallenge features")
+    assert f"below {FPD_EVIDENCE_SHOWERS} showers" in evidence["fpd"]["why"]
+    assert evidence["fpd_global"]["separates"] is True, evidence["fpd_global"]["why"]
+    assert evidence["fpd_global"]["why"].startswith("told from Geant4: ")
+    assert fpd_evidence(same, same)["fpd_global"]["separates"] is False
+    assert fpd_evidence(scaled, None)["fpd_global"] == {
+        "separates": None, "why": "no Geant4 floor to compare with (reference too small to split)"}
+
+
+def test_the_report_shows_fpd_only_where_it_is_evidence_and_says_why(tmp_path):
+    mesh = CylindricalBinning.regular(n_r=5, n_alpha=8, n_z=12, dr=8.0, dz=8.0)
+    ref, gen = tmp_path / "ref.h5", tmp_path / "gen.h5"
+    write_showers(ref, toy_showers(mesh, 1000, seed=5), "calofm", mesh)
+    scaled = toy_showers(mesh, 500, seed=6)
+    write_showers(gen, scaled.with_fields(showers=scaled.showers * 1.2), "calofm", mesh)
+    settings = Settings(metrics=("fpd",), fpd_kwargs={"min_samples": 200, "max_samples": 500, "num_batches": 5},
+                        kpd_kwargs={"batch_size": 200, "num_batches": 5})
+    metrics = evaluate(gen, ref, tmp_path / "eval", settings)
+    evidence = metrics["comparisons"]["model"]["fpd_evidence"]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| FPD x 10^3, CaloChallenge features | not shown (see FPD below) | not shown (see FPD below) |" in report
+    assert "- FPD x 10^3, CaloChallenge features: not evidence at 500 showers" in report
+    assert evidence["fpd_global"]["separates"] is True  # a 20 % scale, plain in the seven global features
+    assert f"- FPD x 10^3, seven global features: {evidence['fpd_global']['why']}" in report
+    assert all("fpd_evidence" in s["comparisons"]["model"] for s in metrics["slices"])
+    assert "FPD x 10^3, global features (model)" in report  # the slices' FPD is the global one
 
 
 def test_identical_distributions_look_identical(results):

@@ -12,6 +12,8 @@ metrics.json (schema ``calofm-metrics/1``)::
       "geometric_mean_wasserstein": {"value", "error"},
       "histograms": {name: separation power of the plotted histogram (per-layer ones: mean over layers)},
       "fpd", "kpd": {"value", "error"} (x 1, print x 1e3 as the CaloChallenge),
+      "fpd_global": {"value", "error"} (FPD on the seven global features),
+      "fpd_evidence": {"fpd" | "fpd_global": {"separates": bool | null, "why": str}} (model only),
       "prdc": {"precision" | "recall" | "density" | "coverage": {"value", "error": null}},
       "classifier": {"high" | "low" | "low-normed" | "cnn": {"auc", "jsd": {"value", "error"}, "n_train", ...}}}
 
@@ -32,7 +34,7 @@ from calofm.core.files import atomic_path
 from calofm.evaluate import plots
 from calofm.evaluate.distances import histogram_edges, separation_power
 from calofm.evaluate.samples import Sample, load_sample
-from calofm.evaluate.suite import Settings, compare, slice_bins, split_reference
+from calofm.evaluate.suite import Settings, compare, fpd_evidence, slice_bins, split_reference
 from calofm.evaluate.tables import markdown_table
 
 SCHEMA = "calofm-metrics/1"
@@ -111,6 +113,8 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
     if ref_b is not None:
         floor = compare(ref_a, ref_b, ref_binning, settings)
         floor["histograms"] = histograms(ref_a, ref_b, ref_binning, None)
+    if "fpd" in model:
+        model["fpd_evidence"] = fpd_evidence(model, floor)
     metrics = {"schema": SCHEMA, "protocol": "calofm", "generated": str(generated), "reference": str(reference),
                "particles": {"generated": gen.particles, "reference": ref_a.particles},
                "binning": ref_binning.describe(), "threshold_MeV": threshold,
@@ -143,6 +147,8 @@ def _slices(gen: Sample, ref_a: Sample, ref_b: Sample | None, binning, settings:
             g, a, b = parts
             model = compare(a, g, binning, per_slice)
             floor = compare(a, b, binning, per_slice) if b is not None and len(b) >= MIN_SLICE_SHOWERS else None
+            if "fpd" in model:
+                model["fpd_evidence"] = fpd_evidence(model, floor)
             slices.append({"variable": variable, "range": [float(lo), float(hi)],
                            "comparisons": {"model": model, "geant4": floor}})
     return slices
@@ -164,14 +170,17 @@ def _particles(particles: dict) -> str:
 
 
 _SUMMARY = (("geometric mean of the six Wasserstein distances", "geometric_mean_wasserstein", 1.0),
-            ("FPD x 10^3", "fpd", 1e3), ("KPD x 10^3", "kpd", 1e3))
+            ("FPD x 10^3, CaloChallenge features", "fpd", 1e3),
+            ("FPD x 10^3, seven global features", "fpd_global", 1e3), ("KPD x 10^3", "kpd", 1e3))
+_UNSHOWN = "not shown (see FPD below)"
 _PLOTS = (*_SCALARS, *_LAYERED, "longitudinal_profile", "radial_profile")
 
 
 def _summary_rows(model: dict, floor: dict) -> list[tuple[str, str, str]]:
     """(metric, model, Geant4 floor) for the summary table."""
-    rows = [(label, _fmt(model[key], scale), _fmt(floor.get(key), scale)) for label, key, scale in _SUMMARY
-            if key in model]
+    unshown = {key for key, e in model.get("fpd_evidence", {}).items() if e["separates"] is None and key == "fpd"}
+    rows = [(label, *((_UNSHOWN,) * 2 if key in unshown else (_fmt(model[key], scale), _fmt(floor.get(key), scale))))
+            for label, key, scale in _SUMMARY if key in model]
     for name, result in model.get("classifier", {}).items():
         if "auc" in result:
             other = floor.get("classifier", {}).get(name, {})
@@ -197,7 +206,7 @@ def _slice_rows(slices: list[dict]) -> list[tuple[str, ...]]:
         auc_m, auc_g = (c.get("classifier", {}).get("high", {}).get("auc") for c in (m, g))
         rows.append((s["variable"], f"{s['range'][0]:.4g} - {s['range'][1]:.4g}",
                      _fmt(m.get("geometric_mean_wasserstein")), _fmt(g.get("geometric_mean_wasserstein")),
-                     _fmt(m.get("fpd"), 1e3), _fmt(g.get("fpd"), 1e3), _fmt(auc_m), _fmt(auc_g)))
+                     _fmt(m.get("fpd_global"), 1e3), _fmt(g.get("fpd_global"), 1e3), _fmt(auc_m), _fmt(auc_g)))
     return rows
 
 
@@ -214,6 +223,9 @@ def markdown(metrics: dict) -> str:
              "errors; `calofm evaluate --protocol calochallenge` gives the CaloChallenge's own numbers)",
              "", "## Summary", ""]
     lines += markdown_table(("metric", "model", "Geant4 vs Geant4"), _summary_rows(model, floor))
+    if "fpd_evidence" in model:
+        lines += ["", "## FPD", "", *(f"- {label}: {model['fpd_evidence'][key]['why']}"
+                                      for label, key, _ in _SUMMARY if key in model["fpd_evidence"])]
     if "observables" in model:
         lines += ["", "## Observables", ""]
         lines += markdown_table(("observable", "W1 / std (model)", "W1 / std (G4)", "KL (model)", "KL (G4)",
@@ -224,7 +236,8 @@ def markdown(metrics: dict) -> str:
                              for name, value in model["histograms"].items()])
     if metrics["slices"]:
         lines += ["", "## Slices", ""]
-        lines += markdown_table(("variable", "range", "geometric mean W1 (model)", "(G4)", "FPD x 10^3 (model)", "(G4)",
+        lines += markdown_table(("variable", "range", "geometric mean W1 (model)", "(G4)",
+                                 "FPD x 10^3, global features (model)", "(G4)",
                                  "high-level AUC (model)", "(G4)"), _slice_rows(metrics["slices"]))
     lines += ["", "## Plots", "", *(f"![{name}](plots/{name}.png)" for name in _PLOTS)]
     return "\n".join(lines) + "\n"
