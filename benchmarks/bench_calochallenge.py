@@ -1,13 +1,18 @@
 """calofm's CaloChallenge protocol beside the reference evaluation code, on the same files.
 
-    .venv/bin/python benchmarks/bench_calochallenge.py [--n 10000] [--reference-code DIR]
+    .venv/bin/python benchmarks/bench_calochallenge.py [--n 10000] [--reference-code DIR] [--epochs 50]
 
 Toy dataset-2 files (``--n`` reference showers and ``--n`` model showers with voxel energies x 1.05)
-go through the reference's ``hist`` and ``fpd`` modes (its ``run_reference.sh``, own venv, CPU) and
-through ``calofm evaluate --protocol calochallenge --parts hist,fpd``. Prints wall time and peak
-memory of each (RSS of the process tree, from wait4) and the ratio. The reference's classifier
-modes need 60 000 training showers per class and stop with an error on smaller files, so they
-are not part of the comparison.
+go through the reference's ``hist`` and ``fpd`` modes (its ``run_reference.sh``, own venv, CPU), its
+``cls-low`` and ``cls-high`` classifiers, and ``calofm evaluate --protocol calochallenge --parts
+hist,fpd,cls-low,cls-high``, in float32 and in bfloat16. Prints wall time and peak memory of each
+(RSS of the largest process, from wait4) and the ratios.
+
+The reference's classifier modes split by fixed counts (60 000 training showers per class for
+dataset 2) and stop with an error on smaller files. For the same work on these files, the benchmark
+calls the reference's own classifier functions (``ttv_split`` with its default fractions 0.6 / 0.2 /
+0.2, the same splits calofm uses here, ``DNN``, ``train_and_evaluate_cls``, ``evaluate_cls`` with
+calibration) in the reference's working copy and venv, unmodified, as its ``cls-*`` modes call them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,34 @@ from calofm.data.toy import toy_showers
 from calofm.geometry import calochallenge_binning
 
 ROOT = Path(__file__).resolve().parents[1]
+CLASSIFIER = """
+import argparse, os, sys
+import h5py, numpy as np, torch
+from torch.utils.data import DataLoader, TensorDataset
+import evaluate, HighLevelFeatures as HLF
+gen, ref, mode, epochs, out = sys.argv[1:6]
+arrays = []
+for path, label in ((gen, 0.), (ref, 1.)):
+    f = h5py.File(path, 'r')
+    shower, energy = evaluate.extract_shower_and_energy(f, which='input')
+    shower = np.where(shower < 0.5e-3 / 0.033, np.zeros_like(shower), shower)
+    hlf = HLF.HighLevelFeatures('electron', filename='binning_dataset_2.xml')
+    hlf.CalculateFeatures(shower)
+    hlf.Einc = energy
+    prepare = {'cls-low': evaluate.prepare_low_data_for_classifier,
+               'cls-high': evaluate.prepare_high_data_for_classifier}[mode]
+    arrays.append(prepare(f, hlf, label, threshold=0.5e-3 / 0.033))
+train, test, val = evaluate.ttv_split(*arrays)
+args = argparse.Namespace(cls_n_epochs=int(epochs), save_mem=False, device=torch.device('cpu'), mode=mode,
+                          dataset='2', output_dir=out)
+model = evaluate.DNN(num_layer=2, num_hidden=2048, input_dim=train.shape[1] - 1)
+loaders = [DataLoader(TensorDataset(torch.tensor(d)), batch_size=1000, shuffle=s)
+           for d, s in ((train, True), (test, False), (val, False))]
+evaluate.train_and_evaluate_cls(model, loaders[0], loaders[1], torch.optim.Adam(model.parameters(), lr=2e-4), args)
+model = evaluate.load_classifier(model, args)
+with torch.no_grad():
+    print('RESULT', evaluate.evaluate_cls(model, loaders[2], args, final_eval=True, calibration_data=loaders[1]))
+"""
 
 
 def timed(cmd: list[str], **kwargs) -> tuple[float, float]:
@@ -43,7 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000, help="showers in each file (default 10000)")
     parser.add_argument("--reference-code", type=Path, default=ROOT.parent / "shared/reference/calochallenge_code")
+    parser.add_argument("--epochs", type=int, default=50, help="classifier epochs (default 50, the reference's)")
     args = parser.parse_args()
+    env = Path(os.environ.get("CCENV", "/tmp/ccenv"))
     binning = calochallenge_binning("dataset_2")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -61,16 +96,25 @@ def main() -> None:
             if not written.exists():  # run_reference.sh exits 0 whatever evaluate.py did
                 raise SystemExit(f"the reference's {mode} mode wrote no {written.name}")
             rows.append((f"reference {mode}", seconds, mib))
-        seconds, mib = timed([sys.executable, "-m", "calofm.cli.main", "evaluate", "--protocol", "calochallenge",
-                              "--parts", "hist,fpd", "--generated", files[0], "--reference", files[1],
-                              "--out", str(tmp / "calofm")])
-        rows.append(("calofm hist,fpd", seconds, mib))
-    reference_total = sum(s for name, s, _ in rows if name.startswith("reference"))
-    print(f"{args.n} model and {args.n} reference dataset-2 showers, this machine ({os.cpu_count()} cores)")
+        work = max((p for p in Path("/tmp").glob("ccref.*")), key=os.path.getmtime)  # run_reference.sh's copy
+        for mode in ("cls-low", "cls-high"):
+            seconds, mib = timed([str(env / "bin/python"), "-c", CLASSIFIER, *files, mode, str(args.epochs),
+                                  str(tmp / "ref")], cwd=work)
+            rows.append((f"reference {mode}", seconds, mib))
+        for precision in ("float32", "bfloat16"):
+            seconds, mib = timed([sys.executable, "-m", "calofm.cli.main", "evaluate", "--protocol", "calochallenge",
+                                  "--parts", "hist,fpd,cls-low,cls-high", "--epochs", str(args.epochs),
+                                  "--precision", precision, "--generated", files[0], "--reference", files[1],
+                                  "--out", str(tmp / f"calofm-{precision}")])
+            rows.append((f"calofm, {precision}", seconds, mib))
+    print(f"{args.n} model and {args.n} reference dataset-2 showers, {args.epochs} classifier epochs, this machine "
+          f"({os.cpu_count()} cores)")
     for name, seconds, mib in rows:
-        print(f"  {name:18s} {seconds:8.1f} s   peak {mib:8.0f} MiB")
-    print(f"  reference hist + fpd {reference_total:.1f} s against calofm {rows[-1][1]:.1f} s: "
-          f"{reference_total / rows[-1][1]:.1f}x")
+        print(f"  {name:20s} {seconds:8.1f} s   peak {mib:8.0f} MiB")
+    reference = sum(seconds for name, seconds, _ in rows if name.startswith("reference"))
+    for name, seconds, _ in rows[-2:]:
+        print(f"  reference hist + fpd + cls-low + cls-high {reference:.1f} s against {name} {seconds:.1f} s: "
+              f"{reference / seconds:.1f}x")
 
 
 if __name__ == "__main__":

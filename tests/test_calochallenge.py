@@ -74,26 +74,25 @@ def test_separation_powers_and_prdc_match_the_reference(pair, tmp_path):
 
 def test_fpd_and_kpd_match_jetnet_on_the_reference_features(pair, tmp_path):
     dataset, generated, reference = pair
-    if dataset in ("2", "3"):
-        pytest.skip("datasets 2 and 3's 362-feature FPD takes minutes: covered by the slow test below")
+    if dataset != "1-photons":
+        pytest.skip("one dataset in the default run (each takes 40 s to minutes): the others in the slow test below")
     check_fpd_kpd(dataset, generated, reference, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["2", "3"])
-def test_fpd_and_kpd_match_jetnet_on_datasets_2_and_3(dataset, tmp_path):
+@pytest.mark.parametrize("dataset", ["1-pions", "2", "3"])
+def test_fpd_and_kpd_match_jetnet_on_the_other_datasets(dataset, tmp_path):
     generated, reference = calochallenge_pair(dataset, tmp_path / "files")
     check_fpd_kpd(dataset, generated, reference, tmp_path)
 
 
 def check_fpd_kpd(dataset, generated, reference, out):
     metrics = evaluate_challenge(generated, reference, out, parts=("fpd",), log=lambda m: None)
+    # KPD in float64, as JetNet: each unbiased MMD is a small difference of sums of ~10^8 kernel values,
+    # which JetNet sums sequentially (its values are off exact summation by ~1e-8, calofm's are not)
     for key in ("fpd", "kpd"):
-        assert_relative(metrics[key][0], EXPECTED[dataset][key][0])
-    assert_relative(metrics["fpd"][1], EXPECTED[dataset]["fpd"][1])
-    # KPD's spread (half the 16-84 % range of 10 batch values): each unbiased MMD is a difference of
-    # sums of ~10^8 kernel values, summed in another order than JetNet's numba loops
-    assert_relative(metrics["kpd"][1], EXPECTED[dataset]["kpd"][1], tolerance=1e-5)
+        for value, expected in zip(metrics[key], EXPECTED[dataset][key]):
+            assert_relative(value, expected)
     lines = (out / f"fpd_kpd_{dataset}.txt").read_text().splitlines()
     fpd, kpd = EXPECTED[dataset]["fpd"], EXPECTED[dataset]["kpd"]
     assert lines == [f"FPD (x10^3): {fpd[0] * 1e3:.4f} ± {fpd[1] * 1e3:.4f}",
@@ -165,17 +164,17 @@ def classifier_pair(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_classifiers_match_the_reference_within_the_spread_of_trainings(classifier_pair, precision, tmp_path,
+@pytest.mark.parametrize("precision, modes", [("float32", ("cls-low", "cls-high")), ("bfloat16", ("cls-low",))])
+def test_classifiers_match_the_reference_within_the_spread_of_trainings(classifier_pair, precision, modes, tmp_path,
                                                                         one_thread):
     """The reference's cls-low and cls-high (its own flags for a 3 x 64 network, 5 epochs), trained
-    six times against calofm's three trainings: the means agree within three standard errors."""
+    six times against calofm's three trainings: the means agree within three standard errors. In
+    bfloat16 the voxel input, where its rounding could matter."""
     expected, repeats = EXPECTED_CLASSIFIER, 3
     settings = ClassifierSettings(hidden=expected["hidden"], epochs=expected["epochs"], repeats=repeats,
                                   precision=precision)
-    metrics = evaluate_challenge(*classifier_pair, tmp_path, parts=("cls-low", "cls-high"), classifier=settings,
-                                 log=lambda m: None)
-    for mode in ("cls-low", "cls-high"):
+    metrics = evaluate_challenge(*classifier_pair, tmp_path, parts=modes, classifier=settings, log=lambda m: None)
+    for mode in modes:
         ours = metrics["classifiers"][mode]
         assert ours["n_per_class"] == {"train": 80_000, "test": 20_000, "val": 2_000}  # the reference's split
         for key in ("auc", "jsd"):

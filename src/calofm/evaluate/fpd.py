@@ -383,9 +383,9 @@ def _kernel_sum_cross(x: np.ndarray, y: np.ndarray, gamma: float, degree: int) -
     return total
 
 
-def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray, degree: int = KPD_DEGREE) -> float:
-    """Unbiased quadratic MMD^2 with k(a, b) = (a . b / d + 1)^degree (no normalisation)."""
-    x, y = checked_pair(x, y)
+def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray, degree: int = KPD_DEGREE, dtype: Any = np.float32) -> float:
+    """Unbiased quadratic MMD^2 with k(a, b) = (a . b / d + 1)^degree (no normalisation), kernels in ``dtype``."""
+    x, y = checked_pair(x, y, dtype=dtype)
     degree = checked_int("degree", degree, 1)
     gamma = 1.0 / x.shape[1]
     m, n = x.shape[0], y.shape[0]
@@ -409,13 +409,17 @@ def kpd(
     seed: int = SEED,
     degree: int = KPD_DEGREE,
     return_values: bool = False,
+    dtype: Any = np.float32,
 ) -> tuple[float, float] | tuple[float, float, np.ndarray]:
     """Kernel physics distance (median, error) as JetNet computes it.
 
     See ``docs/evaluation-fpd.md``. With ``return_values=True`` the per-batch MMD^2 values
-    come third.
+    come third. ``dtype``: of the kernel matrices; float32 (default) is twice as fast and
+    agrees with JetNet's float64 to about 1e-6 relative (a small MMD is a difference of
+    large kernel sums); float64 agrees to about 1e-8, the rounding of JetNet's sequential
+    sums (calofm's pairwise sums agree with exact summation).
     """
-    x, y = checked_pair(reference, generated)
+    x, y = checked_pair(reference, generated, dtype=dtype)
     num_batches = checked_int("num_batches", num_batches, 1)
     batch_size = checked_int("batch_size", batch_size, 2)
     if normalise:
@@ -426,7 +430,7 @@ def kpd(
         rng = np.random.default_rng(seed + i * 1000)
         idx1 = rng.choice(len(x), size=batch_size)
         idx2 = rng.choice(len(y), size=batch_size)
-        values[i] = mmd_poly_unbiased(x[idx1], y[idx2], degree=degree)
+        values[i] = mmd_poly_unbiased(x[idx1], y[idx2], degree=degree, dtype=dtype)
 
     median = float(np.median(values))
     error = float(iqr(values, rng=KPD_PERCENTILES) / 2)
