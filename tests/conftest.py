@@ -27,7 +27,7 @@ class MLP(nn.Module):
 # The toy file pairs the CaloChallenge reference evaluation ran on for tests/data/calochallenge/expected.json
 # (tests/data/calochallenge/make_expected.py): dataset -> (binning, generated showers, reference showers).
 CALOCHALLENGE_PAIRS = {"1-photons": ("dataset_1_photons", 1000, 1500), "1-pions": ("dataset_1_pions", 1000, 1500),
-                       "2": ("dataset_2", 1000, 1500), "3": ("dataset_3", 400, 600)}
+                       "2": ("dataset_2", 1000, 1500), "3": ("dataset_3", 800, 1200)}
 # The classifier pair: dataset 1-photons, 102 000 showers each (the reference's splits need more than
 # 100 000 per class), 1-10 GeV, the generated voxels scaled by 1.3, trained with the reference's
 # flags --cls_n_hidden 64 --cls_n_epochs 5 (AUC about 0.65, where training still shapes the result).

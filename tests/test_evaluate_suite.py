@@ -89,13 +89,13 @@ def test_fpd_kpd_and_classifier_move_the_right_way(results, distortion, strong):
 
 
 def test_fpd_on_the_global_features_tells_a_5_percent_scale_where_the_challenge_features_cannot(results):
-    """At 1500 showers (studies/fpd-small-samples): a 5 % energy scale is within the noise of FPD on the
+    """At 1500 showers (studies/fpd-small-samples): a 5 % energy scale is not evidence in FPD on the
     CaloChallenge features, and plain in FPD on the seven global features."""
     scaled, same = results["energy x1.05"], results["same"]
     evidence = fpd_evidence(scaled, same)  # "same" (a second Geant4-like sample) as the floor
     assert evidence["fpd"]["separates"] is None
     assert evidence["fpd"]["why"].startswith(f"not evidence at {N} showers: FPD on the CaloChallenge features")
-    assert f"below {FPD_EVIDENCE_SHOWERS} showers" in evidence["fpd"]["why"]
+    assert f"at any size up to {FPD_EVIDENCE_SHOWERS} showers per sample" in evidence["fpd"]["why"]
     assert evidence["fpd_global"]["separates"] is True, evidence["fpd_global"]["why"]
     assert evidence["fpd_global"]["why"].startswith("told from Geant4: ")
     assert fpd_evidence(same, same)["fpd_global"]["separates"] is False

@@ -330,7 +330,8 @@ def evaluate_challenge(generated: str | Path, reference: str | Path, out: str | 
     if "fpd" in parts:
         log("FPD and KPD of the high-level features (JetNet's definitions)")
         x, y = ref.vector(), gen.vector()
-        fpd_value, kpd_value = fpd(x, y, min_samples=10_000), kpd(x, y, batch_size=10_000, dtype=np.float64)
+        fpd_value = fpd(x, y, min_samples=10_000, dtype=np.float64)  # float64 features, as JetNet
+        kpd_value = kpd(x, y, batch_size=10_000, dtype=np.float64)
         metrics["fpd"], metrics["kpd"] = list(fpd_value), list(kpd_value)
         with atomic_path(out / f"fpd_kpd_{dataset.name}.txt") as tmp:
             write_fpd_kpd(tmp, fpd_value, kpd_value)
