@@ -100,7 +100,8 @@ def test_fpd_on_the_global_features_tells_a_5_percent_scale_where_the_challenge_
     assert evidence["fpd_global"]["why"].startswith("told from Geant4: ")
     assert fpd_evidence(same, same)["fpd_global"]["separates"] is False
     assert fpd_evidence(scaled, None)["fpd_global"] == {
-        "separates": None, "why": "no Geant4 floor to compare with (reference too small to split)"}
+        "separates": None, "shown": True, "why": "no Geant4 floor to compare with (reference too small to split)"}
+    assert evidence["fpd"]["shown"] is False and evidence["fpd_global"]["shown"] is True
 
 
 def test_the_report_shows_fpd_only_where_it_is_evidence_and_says_why(tmp_path):

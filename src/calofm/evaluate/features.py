@@ -121,8 +121,8 @@ def relevant_depths(binning: CylindricalBinning) -> np.ndarray:
 def global_vector(f: Features, binning: CylindricalBinning) -> np.ndarray:
     """Seven whole-shower features (:data:`GLOBAL_FEATURES`), (N, 7) float32: the low-dimensional
     FPD input. FPD's finite-sample bias grows with the dimension: on the 362 CaloChallenge features
-    it hides a 5 % energy scale below 10 000 showers, on these seven it does not
-    (studies/fpd-small-samples)."""
+    it hides a 5 % energy scale at every size up to 50 000 showers, on these seven the scale shows
+    from about 1000 (studies/fpd-small-samples)."""
     edges = binning.radial_edges()
     z_centre, z_width = _centre_and_width(f.e_layer.astype(np.float64), f.e_tot, relevant_depths(binning))
     radial = f.e_radial.astype(np.float64)

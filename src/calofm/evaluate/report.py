@@ -13,7 +13,7 @@ metrics.json (schema ``calofm-metrics/1``)::
       "histograms": {name: separation power of the plotted histogram (per-layer ones: mean over layers)},
       "fpd", "kpd": {"value", "error"} (x 1, print x 1e3 as the CaloChallenge),
       "fpd_global": {"value", "error"} (FPD on the seven global features),
-      "fpd_evidence": {"fpd" | "fpd_global": {"separates": bool | null, "why": str}} (model only),
+      "fpd_evidence": {"fpd" | "fpd_global": {"separates": bool | null, "shown": bool, "why": str}} (model only),
       "prdc": {"precision" | "recall" | "density" | "coverage": {"value", "error": null}},
       "classifier": {"high" | "low" | "low-normed" | "cnn": {"auc", "jsd": {"value", "error"}, "n_train", ...}}}
 
@@ -178,7 +178,7 @@ _PLOTS = (*_SCALARS, *_LAYERED, "longitudinal_profile", "radial_profile")
 
 def _summary_rows(model: dict, floor: dict) -> list[tuple[str, str, str]]:
     """(metric, model, Geant4 floor) for the summary table."""
-    unshown = {key for key, e in model.get("fpd_evidence", {}).items() if e["separates"] is None and key == "fpd"}
+    unshown = {key for key, evidence in model.get("fpd_evidence", {}).items() if not evidence["shown"]}
     rows = [(label, *((_UNSHOWN,) * 2 if key in unshown else (_fmt(model[key], scale), _fmt(floor.get(key), scale))))
             for label, key, scale in _SUMMARY if key in model]
     for name, result in model.get("classifier", {}).items():

@@ -153,25 +153,27 @@ def global_fpd(reference: Sample, generated: Sample, binning, settings: Settings
 
 def fpd_evidence(model: dict, floor: dict | None) -> dict:
     """What each FPD of ``model`` (a comparison with "fpd" and "fpd_global") says beside the floor:
-    {key: {"separates": true | false | null, "why": one line}}. null: not evidence either way, because
-    the sample is too small for the feature count (measured) or there is no floor to compare with."""
+    {key: {"separates": true | false | null, "shown": bool, "why": one line}}. null: not evidence either
+    way, because the sample is too small for the feature count (measured; then not shown) or there is
+    no floor to compare with."""
     out = {}
     for key, features in (("fpd", "the CaloChallenge features"), ("fpd_global", "the seven global features")):
         m, g = model.get(key, {}), (floor or {}).get(key, {})
         n = min(model["n_reference"], model["n_generated"])
         if key == "fpd" and n < FPD_EVIDENCE_SHOWERS:
-            out[key] = {"separates": None, "why": (
+            out[key] = {"separates": None, "shown": False, "why": (
                 f"not evidence at {n} showers: FPD on {features} did not separate a 5 % energy scale from Geant4 "
                 f"at any size up to {FPD_EVIDENCE_SHOWERS} showers per sample (measured, studies/fpd-small-samples), "
                 f"so it is shown from {FPD_EVIDENCE_SHOWERS}; FPD on the seven global features separates that "
                 "scale from about 1000 showers")}
         elif m.get("value") is None or g.get("value") is None:
-            out[key] = {"separates": None, "why": "no Geant4 floor to compare with (reference too small to split)"}
+            out[key] = {"separates": None, "shown": True,
+                        "why": "no Geant4 floor to compare with (reference too small to split)"}
         else:
             difference, error = m["value"] - g["value"], math.hypot(m["error"] or 0.0, g["error"] or 0.0)
             sigma = difference / error if error > 0 else math.copysign(math.inf, difference)
             verdict = "told from" if sigma > FPD_SIGMAS else "not told from"
-            out[key] = {"separates": bool(sigma > FPD_SIGMAS), "why": (
+            out[key] = {"separates": bool(sigma > FPD_SIGMAS), "shown": True, "why": (
                 f"{verdict} Geant4: {m['value'] * 1e3:.4g} x 10^-3 against the floor's {g['value'] * 1e3:.4g}, "
                 f"{sigma:.1f} sigma (threshold {FPD_SIGMAS:g}; {ERRORS[key]})")}
     return out
