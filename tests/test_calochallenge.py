@@ -164,7 +164,8 @@ def classifier_pair(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("precision, modes", [("float32", ("cls-low", "cls-high")), ("bfloat16", ("cls-low",))])
+@pytest.mark.parametrize("precision, modes", [("float32", ("cls-low", "cls-high")),
+                                              pytest.param("bfloat16", ("cls-low",), marks=pytest.mark.slow)])
 def test_classifiers_match_the_reference_within_the_spread_of_trainings(classifier_pair, precision, modes, tmp_path,
                                                                         one_thread):
     """The reference's cls-low and cls-high (its own flags for a 3 x 64 network, 5 epochs), trained

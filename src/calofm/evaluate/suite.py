@@ -141,9 +141,14 @@ def _classifier(name, reference: Sample, generated: Sample, binning, hl_ref, hl_
 def global_fpd(reference: Sample, generated: Sample, binning, settings: Settings) -> tuple[float, float]:
     """FPD on the seven global features, with the bootstrap error over showers (as the distances'):
     the batch error of JetNet's fit, drawn from one sample, misses the sample's own fluctuation, which
-    is what a model is compared with the floor against. The replicas' fit warnings are not repeated."""
+    is what a model is compared with the floor against. Batches follow the sample (n/5 ... n, 5 x 5,
+    as calofm's studies; 10x cheaper than JetNet's 10 000-50 000 for every replica). The replicas' fit
+    warnings are not repeated."""
+    n = min(len(reference), len(generated))
+    batches = {"min_samples": max(n // 5, 2), "max_samples": max(n, 2), "num_batches": 5, "num_points": 5}
+
     def value(ref: np.ndarray, gen: np.ndarray) -> float:
-        return fpd(ref, gen, seed=settings.seed, **settings.fpd_kwargs)[0]
+        return fpd(ref, gen, seed=settings.seed, **batches)[0]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
