@@ -266,6 +266,12 @@ def fpd_batch_sizes(min_samples: int, max_samples: int, num_points: int) -> np.n
     return (1 / np.linspace(1.0 / min_samples, 1.0 / max_samples, num_points)).astype("int32")
 
 
+def sample_batches(n: int) -> dict:
+    """FPD batch arguments that follow a sample of ``n`` showers (n/5 ... n, 5 sizes x 5 batches),
+    for samples far below JetNet's 10 000-50 000 (calofm's studies and the global FPD)."""
+    return {"min_samples": max(n // 5, 2), "max_samples": max(n, 2), "num_batches": 5, "num_points": 5}
+
+
 def fpd(
     reference: Any,
     generated: Any,

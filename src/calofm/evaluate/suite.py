@@ -21,7 +21,7 @@ from calofm.evaluate.distances import (
     six_observable_geometric_mean,
 )
 from calofm.evaluate.features import global_vector, high_level_vector, relevant_depths
-from calofm.evaluate.fpd import fpd, kpd
+from calofm.evaluate.fpd import fpd, kpd, sample_batches
 from calofm.evaluate.prdc import prdc, prdc_inputs
 from calofm.evaluate.samples import Sample
 
@@ -144,8 +144,7 @@ def global_fpd(reference: Sample, generated: Sample, binning, settings: Settings
     is what a model is compared with the floor against. Batches follow the sample (n/5 ... n, 5 x 5,
     as calofm's studies; 10x cheaper than JetNet's 10 000-50 000 for every replica). The replicas' fit
     warnings are not repeated."""
-    n = min(len(reference), len(generated))
-    batches = {"min_samples": max(n // 5, 2), "max_samples": max(n, 2), "num_batches": 5, "num_points": 5}
+    batches = sample_batches(min(len(reference), len(generated)))
 
     def value(ref: np.ndarray, gen: np.ndarray) -> float:
         return fpd(ref, gen, seed=settings.seed, **batches)[0]
@@ -161,10 +160,9 @@ def fpd_evidence(model: dict, floor: dict | None) -> dict:
     {key: {"separates": true | false | null, "shown": bool, "why": one line}}. null: not evidence either
     way, because the sample is too small for the feature count (measured; then not shown) or there is
     no floor to compare with."""
-    out = {}
+    out, n = {}, min(model["n_reference"], model["n_generated"])
     for key, features in (("fpd", "the CaloChallenge features"), ("fpd_global", "the seven global features")):
         m, g = model.get(key, {}), (floor or {}).get(key, {})
-        n = min(model["n_reference"], model["n_generated"])
         if key == "fpd" and n < FPD_EVIDENCE_SHOWERS:
             out[key] = {"separates": None, "shown": False, "why": (
                 f"not evidence at {n} showers: FPD on {features} did not separate a 5 % energy scale from Geant4 "

@@ -36,6 +36,7 @@ from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data.datasets import read_detector
 from calofm.evaluate.distances import observable_distances
+from calofm.evaluate.fpd import sample_batches
 from calofm.evaluate.samples import load_sample, sample_from_arrays
 from calofm.evaluate.suite import Settings, compare, observables, split_reference
 from calofm.evaluate.tables import markdown_table
@@ -236,8 +237,7 @@ class Reference:
         n = min(n_generated, len(self.half))
         return Settings(metrics=("distances", "fpd", "classifier"), classifiers=("high",),
                         epochs=self.classifier_epochs, seed=self.seed,
-                        fpd_kwargs={"min_samples": max(n // 5, 2), "max_samples": max(n, 2), "num_batches": 5,
-                                    "num_points": 5},
+                        fpd_kwargs=sample_batches(n),
                         kpd_kwargs={"batch_size": max(n, 2)})
 
     def floor(self) -> dict | None:
