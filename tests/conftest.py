@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -165,15 +167,21 @@ GEANT4_ENERGY, GEANT4_SHOWERS, GEANT4_WORKERS = "loguniform:2:8", 400, 2  # fm-1
 def geant4_presets(tmp_path_factory):
     """400 Geant4 electrons (2-8 GeV) in each of two presets, ``<preset>.h5`` in the returned folder:
     the real-shower training data of the model-family tests."""
+    from filelock import FileLock
+
     from calofm.simulate.detectors import get_detector
     from calofm.simulate.gun import Gun, Spectrum
     from calofm.simulate.runner import Run, simulate
 
-    folder = tmp_path_factory.mktemp("geant4")
+    # one folder for all xdist workers of this session: the first simulates, the others wait and find it done
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "geant4-presets"
+    folder.mkdir(exist_ok=True)
     gun = Gun("e-", Spectrum.parse(GEANT4_ENERGY))
-    for seed, name in enumerate(GEANT4_PRESETS):
-        simulate(Run(get_detector(name), gun, GEANT4_SHOWERS, seed=seed), folder / f"{name}.h5",
-                 workers=GEANT4_WORKERS, progress=False)
+    with FileLock(folder / ".lock"):
+        for seed, name in enumerate(GEANT4_PRESETS):
+            simulate(Run(get_detector(name), gun, GEANT4_SHOWERS, seed=seed), folder / f"{name}.h5",
+                     workers=GEANT4_WORKERS, progress=False)
     return folder
 
 

@@ -66,6 +66,7 @@ def test_every_subcommand_and_option_explains_itself(capsys):
         assert done.value.code == 0 and f"usage: calofm {name}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_pretrain_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path, capsys, one_thread):
     assert main(["demo", "--pretrain", "--scale", "smoke", "--out", str(tmp_path), "--workers", "2", "--no-progress",
                  "--families", "dit,vit"]) == 0
@@ -79,5 +80,9 @@ def test_pretrain_demo_runs_the_whole_chain_and_reports_every_strategy(tmp_path,
     report = (tmp_path / "report.md").read_text()
     assert "| bitfit |" in report and "Gain over scratch" in report and "(study_gm.png)" in report
     assert "report:" in capsys.readouterr().out
+
+
+def test_demo_refuses_an_unknown_family(tmp_path, capsys):
     assert main(["demo", "--families", "dit,gan", "--out", str(tmp_path / "x")]) == 2
     assert "--families: unknown family 'gan'; known: dit, vit" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
