@@ -33,8 +33,9 @@ FAMILIES = {
                        "process": {"name": "cfm", "args": {"steps": 4}}})],
     "pointcloud": [("flow", {"model": {"backbone": "showerflow", "args": {"hidden": [16, 16]}},
                              "process": {"name": "likelihood"}, "train": {**TRAIN, "ema": None}}),
+                   # 32 sampler steps: with 4, the barely trained net leaves log-energies off-scale (e^40 MeV points)
                    ("model", {"model": {"backbone": "pointwise", "args": {"widths": [4, 16, 32, 16, 4], "ctx_dim": 16},
-                                        "counts": "{folder}/flow"}, "process": {"name": "edm", "args": {"steps": 4}},
+                                        "counts": "{folder}/flow"}, "process": {"name": "edm", "args": {"steps": 32}},
                               "train": {**TRAIN, "batch_size": 1024}})],
     "nexttoken": [("model", {"model": {"backbone": "nexttoken", "args": {"dim": 32, "depth": 1, "heads": 2,
                                                                           "mlp_dim": 64}},

@@ -165,5 +165,8 @@ def test_generate_takes_sampling_options_and_the_optional_depth_calibration(runs
     np.testing.assert_allclose(calibrated.sum(1), plain.sum(1), rtol=1e-5)  # the same showers, moved
     assert depth(calibrated).mean() > depth(plain).mean() + 0.3  # the top deposits two layers deeper
     assert main([*common, "--deeper", "3", "--out", str(tmp_path / "x.h5")]) == 2
-    assert main([*common, "--top-p", "0", "--out", str(tmp_path / "x.h5")]) == 2
-    assert "expected K:LAYERS" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
+    assert "expected K:LAYERS" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # out of range: the parser refuses it
+        main([*common, "--top-p", "0", "--out", str(tmp_path / "x.h5")])
+    assert refused.value.code == 2 and "argument --top-p: '0' is not a probability" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()

@@ -64,7 +64,10 @@ def test_a_finished_run_is_not_simulated_again(tmp_path):
     written = out.stat().st_mtime_ns
     again = simulate(Run(SIW, GUN, 2, seed=8), out, progress=False)
     assert not first["already_done"] and again["already_done"] and out.stat().st_mtime_ns == written
-    simulate(Run(SIW, GUN, 2, seed=9), out, progress=False)  # another run: simulated, replacing the file
+    with pytest.raises(InputError, match="pass --overwrite to replace it"):  # another run: refused ...
+        simulate(Run(SIW, GUN, 2, seed=9), out, progress=False)
+    assert out.stat().st_mtime_ns == written
+    simulate(Run(SIW, GUN, 2, seed=9), out, progress=False, overwrite=True)  # ... unless asked for
     assert out.stat().st_mtime_ns != written
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from calofm.adapt import STRATEGIES
+from calofm.cli.options import fraction, non_negative_int, positive_float, positive_int
 from calofm.cli.train import key_values
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import open_showers
@@ -64,20 +65,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--counts", metavar="RUN", help="a point-cloud (pointwise) base: the ShowerFlow run that gives the "
                                                   "new detector's points per layer (adapt the base's "
                                                   "counts.safetensors to it first)")
-    p.add_argument("--n-train", type=int, help="use this many training showers (a nested subset; default all)")
-    p.add_argument("--val-fraction", type=float, default=0.0,
+    p.add_argument("--n-train", type=positive_int, help="use this many training showers (a nested subset; default all)")
+    p.add_argument("--val-fraction", type=fraction, default=0.0,
                    help="fraction held out for validation during training (default 0: evaluate on a test file)")
-    p.add_argument("--steps", type=int, default=5000, help="training steps (default 5000)")
-    p.add_argument("--lr", type=float, help="learning rate (default per strategy: "
+    p.add_argument("--steps", type=positive_int, default=5000, help="training steps (default 5000)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default per strategy: "
                                             + ", ".join(f"{name} {s.lr:g}" for name, s in STRATEGIES.items()) + ")")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training subset, data order and noise")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the training subset, data order and noise")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--distil", "--cd", metavar="RUN", dest="distil",
                    help="the pre-trained one-step student (a CD run of an EDM base, a flow-distilled run of a "
                         "flow-matching base, or a shipped name such as fm-1-fast): re-distil the adapted model into "
                         "OUT/fast")
-    p.add_argument("--distil-steps", "--cd-steps", type=int, dest="distil_steps",
+    p.add_argument("--distil-steps", "--cd-steps", type=positive_int, dest="distil_steps",
                    help="distillation steps (default: --steps)")
     p.add_argument("--out", type=Path, required=True, help="run folder of the adapted model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from calofm.cli.options import positive_int
 from calofm.core.errors import CalofmError
+from calofm.core.files import check_output
 from calofm.inference import load_model
 
 
@@ -20,7 +22,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--detector", help="Geant4 preset to time (default: the preset of the model's first detector, "
                                       "e.g. par04-siw for fm-1's class par04-siw-e-)")
     p.add_argument("--energy", default="loguniform:1:1000", help="electron energies in GeV (default loguniform:1:1000)")
-    p.add_argument("--geant4-showers", type=int, default=20,
+    p.add_argument("--geant4-showers", type=positive_int, default=20,
                    help="showers Geant4 simulates for its timing (default 20)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON results (default bench.json)")
     p.set_defaults(run=bench)
@@ -29,6 +31,7 @@ def add_parsers(sub) -> None:
 def bench(args) -> int:
     from calofm.workflow.bench import run_bench
 
+    check_output(args.out)
     start = time.perf_counter()
     model = load_model(args.model)
     load_seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from calofm.core.errors import CalofmError, InputError
+from calofm.core.files import check_output
 from calofm.core.units import GeV
 from calofm.data import FORMATS, ShowerFile, open_showers
 from calofm.data.convert import convert as convert_file
@@ -100,6 +101,7 @@ def _shorten(text: str, width: int = 70) -> str:
 
 def convert(args) -> int:
     target = resolve_readout(args.target_binning)
+    check_output(args.output)
     report = convert_file(args.input, args.output, args.to, readout=resolve_readout(args.binning), target=target,
                           seed=args.seed, chunk_size=args.chunk_size, progress=True)
     notes = [what for what in ("projected", "smeared") if report[what]]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from calofm.cli.options import non_negative_float, non_negative_int, positive_int
 from calofm.core.errors import InputError
 
 
@@ -30,22 +32,24 @@ def add_parser(sub) -> None:
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma list among {', '.join(METRICS)} (default all)")
     p.add_argument("--classifiers", default="high,low",
                    help=f"comma list among {', '.join(CLASSIFIERS)} (default high,low; cnn is GPU-sized)")
-    p.add_argument("--epochs", type=int, default=50, help="classifier epochs (default 50, the CaloChallenge protocol)")
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--epochs", type=positive_int, default=50,
+                   help="classifier epochs (default 50, the CaloChallenge protocol)")
+    p.add_argument("--repeats", type=positive_int, default=1,
                    help="classifier trainings with seeds seed..seed+n-1 (mean +- std)")
     p.add_argument("--device", default="cpu", help="torch device for the classifiers (cpu, cuda)")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="classifier forward passes: float32 (default) or bfloat16 autocast, about 6x faster on "
                         "CPUs with AMX and on GPUs; AUCs agree within the spread of trainings "
                         "(docs/evaluation-calochallenge.md)")
-    p.add_argument("--seed", type=int, default=0, help="seed of splits, bootstraps and trainings (default 0)")
-    p.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamplings per distance (default 20)")
-    p.add_argument("--threshold", type=float, default=0.0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of splits, bootstraps and trainings (default 0)")
+    p.add_argument("--bootstrap", type=positive_int, default=20, help="bootstrap resamplings per distance (default 20)")
+    p.add_argument("--threshold", type=non_negative_float, default=0.0,
                    help="zero voxels below this energy in MeV first (e.g. 0.01515 for datasets 2/3; default 0)")
     p.add_argument("--energy-bins", help="incident-energy slice edges in GeV, comma separated (default: decades)")
     p.add_argument("--theta-bins",
                    help="theta slice edges in rad, comma separated (default: 3 equal bins if theta varies)")
-    p.add_argument("--max-voxel-showers", type=int,
+    p.add_argument("--max-voxel-showers", type=positive_int,
                    help="showers per sample kept whole for low-level classifiers and PRDC "
                         "(default 20000, fewer for large meshes: 7400 for dataset 3)")
     p.add_argument("--binning", help="binning of both files when they do not carry one (dataset name or XML)")
@@ -62,13 +66,17 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _floats(spec: str | None, scale: float = 1.0) -> list[float] | None:
+def _edges(spec: str | None, option: str, scale: float = 1.0) -> list[float] | None:
+    """Slice edges: at least two finite numbers, increasing."""
     if spec is None:
         return None
     try:
-        return [float(v) * scale for v in spec.split(",")]
+        edges = [float(v) * scale for v in spec.split(",")]
     except ValueError:
-        raise InputError("--energy-bins/--theta-bins", f"{spec!r} is not a comma-separated list of numbers") from None
+        raise InputError(option, f"{spec!r} is not a comma-separated list of numbers") from None
+    if len(edges) < 2 or not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise InputError(option, f"{spec!r}: give at least two finite edges, increasing")
+    return edges
 
 
 def _choices(spec: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
@@ -92,8 +100,8 @@ def run(args) -> int:
                         epochs=args.epochs, repeats=args.repeats, device=args.device, seed=args.seed,
                         n_bootstrap=args.bootstrap, progress=True, classifier_kwargs={"precision": args.precision})
     metrics = evaluate(args.generated, args.reference, args.out, settings, binning=resolve_readout(args.binning),
-                       threshold=args.threshold, energy_bins=_floats(args.energy_bins, 1e3),
-                       theta_bins=_floats(args.theta_bins), max_voxel_rows=args.max_voxel_showers)
+                       threshold=args.threshold, energy_bins=_edges(args.energy_bins, "--energy-bins", 1e3),
+                       theta_bins=_edges(args.theta_bins, "--theta-bins"), max_voxel_rows=args.max_voxel_showers)
     model = metrics["comparisons"]["model"]
     floor = metrics["comparisons"]["geant4"] or {}
     print(f"wrote {args.out}/metrics.json and {args.out}/report.md")

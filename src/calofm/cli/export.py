@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from calofm.core.files import check_output
 from calofm.export import FORMATS, export
 from calofm.export.generator import __doc__ as CONTRACT
 from calofm.geometry import readout_from_dict
@@ -31,6 +32,7 @@ def add_parsers(sub) -> None:
 
 
 def run(args) -> int:
+    check_output(args.out)
     model = load_model(args.model)
     out = export(model, args.format, args.out, args.noise_input)
     n_voxels = math.prod(readout_from_dict(next(iter(model.describe["readouts"].values()))).shape)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from calofm import __version__
 from calofm.cli import adapt, bench, commands, evaluate, export, simulate, train
-from calofm.core.errors import CalofmError
+from calofm.cli.options import Parser, non_negative_int, positive_int
+from calofm.core.errors import CalofmError, CalofmWarning
+from calofm.core.files import check_output, io_path, io_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="calofm",
         description="Transferable generative calorimeter shower simulation. "
                     "Energies are MeV inside calofm; file formats convert at their boundary.",
@@ -42,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _binning_option(p)
     p.add_argument("--target-binning", metavar="NAME|XML",
                    help="binning of the output when projecting points (default: the input's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the smearing (default 0)")
-    p.add_argument("--chunk-size", type=int, default=10_000, help="showers per streamed batch (default 10000)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the smearing (default 0)")
+    p.add_argument("--chunk-size", type=positive_int, default=10_000, help="showers per streamed batch (default 10000)")
     p.set_defaults(run=commands.convert)
 
     simulate.add_parsers(sub)
@@ -72,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="the pre-trained run to adapt: a shipped name or a run folder (default fm-1)")
     p.add_argument("--pretrain", action="store_true",
                    help="pre-train toy models on two Geant4 presets first instead of adapting --model")
-    p.add_argument("--workers", type=int, default=2, help="Geant4 worker processes (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="Geant4 worker processes (default 2)")
     p.add_argument("--device", default="auto", help="training device: auto, cpu, cuda (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--families", default="dit", help="with --pretrain: model families, comma-separated: dit "
                                                      "(CaloDiT-2), vit (CaloDREAM++); default dit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -95,6 +98,7 @@ def demo(args) -> int:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
         raise CalofmError(f"--families: unknown family {(unknown or [''])[0]!r}; known: {', '.join(FAMILIES)}")
+    check_output(args.out, folder=True)
     if args.pretrain:
         if args.model:
             raise CalofmError("--model: the --pretrain job pre-trains its own models; leave --model out")
@@ -110,13 +114,29 @@ def demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args) or 0
-    except CalofmError as exc:
-        if args.debug:
-            raise
-        print(f"calofm {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CalofmWarning)  # each says itself once where it arises
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args) or 0
+        except (CalofmError, OSError) as exc:
+            if args.debug:
+                raise
+            print(f"calofm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+
+
+def _one_line(exc: Exception) -> str:
+    """A user's error as it is; a failed read or write (a full disk, a read-only folder) as FILE: REASON."""
+    if isinstance(exc, CalofmError):
+        return str(exc)
+    return f"{io_path(exc) or 'a file'}: {io_problem(exc)}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """calofm's warnings (units that look wrong, a batch capped at the data) as one line each."""
+    print(f"calofm: warning: {message}" if issubclass(category, CalofmWarning)
+          else warnings.formatwarning(message, category, filename, lineno, line).rstrip(), file=sys.stderr)
 
 
 if __name__ == "__main__":

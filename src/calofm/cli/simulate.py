@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 
-from calofm.core.errors import InputError
+from calofm.cli.options import non_negative_float, non_negative_int, positive_float, positive_int
+from calofm.core.errors import CalofmError, InputError
+from calofm.core.files import check_output
 from calofm.core.particles import PARTICLES
 from calofm.simulate.detectors import get_detector, preset_names
-from calofm.simulate.gun import Gun, Spectrum
+from calofm.simulate.gun import Gun, parse_conditions
 from calofm.simulate.physics import PHYSICS_LISTS, Physics, default_physics
 
 
@@ -28,7 +31,7 @@ def add_parsers(sub) -> None:
                         "list with the official data sets when G4LEDATA, G4PARTICLEXSDATA, ... or GEANT4_DATA_DIR "
                         "hold them, else its modular constructors on calofm's offline tables). Default: em for "
                         "e-, e+ and gamma, ftfp_bert for hadrons and muons")
-    p.add_argument("--birks-kb", type=float, metavar="MM_PER_MEV",
+    p.add_argument("--birks-kb", type=non_negative_float, metavar="MM_PER_MEV",
                    help="Birks' constant of the scintillator layers in mm/MeV (default: the material's, 0.07943 "
                         "for polystyrene as in Geant4; 0 turns the quenching off). Silicon and liquid argon are "
                         "not quenched")
@@ -37,17 +40,21 @@ def add_parsers(sub) -> None:
     p.add_argument("--theta", default="1.5707963267948966",
                    help="polar angle to the beam axis in rad, same forms as --energy (default pi/2: normal incidence)")
     p.add_argument("--phi", default="0", help="azimuth around the beam axis in rad (default 0)")
-    p.add_argument("--n", type=int, required=True, help="number of showers in the whole run (all shards)")
-    p.add_argument("--seed", type=int, default=0, help="run seed: the same seed gives the same showers (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes, one Geant4 each (default 1)")
+    p.add_argument("--n", type=positive_int, required=True, help="number of showers in the whole run (all shards)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="run seed: the same seed gives the same showers (default 0)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes, one Geant4 each (default 1)")
     p.add_argument("--shard", default="0/1", metavar="I/K", help="simulate only shard I of K (default 0/1: all)")
     p.add_argument("--points", action="store_true", help="also store point clouds pre-clustered on the readout "
                                                          "refined 6 times in each transverse direction")
     p.add_argument("--mesh", help="an alternative mesh of the detector (e.g. dataset_3 for par04-siw)")
-    p.add_argument("--range-cut", type=float, default=1.0, help="Geant4 production cut in mm (default 1, the cut the "
-                                                                 "presets' sampling fractions were measured with)")
+    p.add_argument("--range-cut", type=positive_float, default=1.0,
+                   help="Geant4 production cut in mm (default 1, the cut the presets' sampling fractions were "
+                        "measured with)")
     p.add_argument("--out", help="output file (calofm format; default DETECTOR-PARTICLE-nN-sSEED[-shardIofK].h5 "
                                  "in the current directory)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output that holds another run (default: refuse)")
     p.set_defaults(run=simulate)
 
     p = sub.add_parser("detectors", help="list the detector presets",
@@ -79,15 +86,14 @@ def _shard(spec: str) -> tuple[int, int]:
 
 
 def simulate(args) -> int:
-    from pathlib import Path
 
     from calofm.simulate.runner import Run
     from calofm.simulate.runner import simulate as run_simulation
 
     try:
-        gun = Gun(args.particle, Spectrum.parse(args.energy), Spectrum.parse(args.theta), Spectrum.parse(args.phi))
+        gun = Gun(args.particle, *parse_conditions(args.energy, args.theta, args.phi))
     except ValueError as exc:
-        raise InputError("gun", str(exc)) from None
+        raise CalofmError(str(exc)) from None
     detector = get_detector(args.detector)
     try:
         detector = detector.with_mesh(args.mesh)
@@ -97,11 +103,14 @@ def simulate(args) -> int:
         physics = Physics(args.physics or default_physics(args.particle), args.birks_kb, args.range_cut)
     except ValueError as exc:
         raise InputError("physics", str(exc)) from None
-    run = Run(detector, gun, args.n, args.seed, _shard(args.shard), args.points, physics)
+    try:
+        run = Run(detector, gun, args.n, args.seed, _shard(args.shard), args.points, physics)
+    except ValueError as exc:
+        raise InputError("--shard", str(exc)) from None
     if args.out is None:
         shard = "" if run.shard == (0, 1) else f"-shard{run.shard[0]}of{run.shard[1]}"
         args.out = f"{detector.name}-{args.particle}-n{args.n}-s{args.seed}{shard}.h5"
-    stats = run_simulation(run, Path(args.out), workers=args.workers)
+    stats = run_simulation(run, check_output(args.out), workers=args.workers, overwrite=args.overwrite)
     if stats["already_done"]:
         print(f"{args.out} already holds these {stats['events']} showers (same settings): nothing to do")
         return 0
@@ -133,16 +142,18 @@ def detectors(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("detector", "depth", "X0", "lambda_I", "R_M mm", "sampling fraction", "mesh r x alpha x z, dr x dz",
-                  "points on")
+    # a detector's name is what the user types next: never cut it; piped, every row stays one line
+    table = Table(Column("detector", no_wrap=True, min_width=max(len(r["name"]) for r in rows)),
+                  *(Column(h, overflow="fold") for h in ("depth", "X0", "lambda_I", "R_M mm", "sampling fraction",
+                                                          "mesh r x alpha x z, dr x dz", "points on")))
     for r in rows:
         sf = r.get("measured_sampling_fraction") or " + ".join(f"{v:.4f}" if v else "unmeasured"
                                                                for v in r["sampling_fraction"])
         table.add_row(r["name"], f"{r['depth_mm']:.1f} mm", f"{r['depth_X0']:.1f}", f"{r['depth_lambda']:.2f}",
                       f"{r['moliere_mm']:.1f}", sf, r["mesh"], r["readout"])
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 10_000).print(table)
     return 0
 
 
@@ -151,6 +162,6 @@ def merge(args) -> int:
 
     from calofm.simulate.runner import merge_shards
 
-    n = merge_shards([Path(p) for p in args.inputs], Path(args.output))
+    n = merge_shards([Path(p) for p in args.inputs], check_output(args.output))
     print(f"merged {len(args.inputs)} shards: {n} showers in {args.output}")
     return 0

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from calofm.cli.options import non_negative_int, positive_float, positive_int, probability
 from calofm.core.errors import CalofmError
+from calofm.core.files import check_output
 from calofm.generative import SOLVERS
 from calofm.inference import TokenModel, load_model
-from calofm.simulate.gun import Spectrum
+from calofm.simulate.gun import parse_conditions
 from calofm.train.config import load_config
 from calofm.workflow.fit import fit
 
@@ -55,7 +57,7 @@ def add_parsers(sub) -> None:
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="YAML config (see the example below)")
     p.add_argument("--out", help="run folder (overrides the config's 'out')")
-    p.add_argument("--steps", type=int, help="training steps (overrides train.steps)")
+    p.add_argument("--steps", type=positive_int, help="training steps (overrides train.steps)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides train.device)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.batch_size=64 (repeatable; VALUE is YAML)")
@@ -70,25 +72,28 @@ def add_parsers(sub) -> None:
                                    "attribute, so `calofm evaluate` reads it directly.")
     p.add_argument("--model", type=Path, required=True,
                    help="run folder (or its model.safetensors), or the name of a shipped model (fm-1)")
-    p.add_argument("--n", type=int, required=True, help="number of showers")
+    p.add_argument("--n", type=positive_int, required=True, help="number of showers")
     p.add_argument("--energy", required=True, help="incident energy in GeV: X, fixed:X, uniform:A:B or loguniform:A:B")
     p.add_argument("--detector", required=True, help="detector name (one the model was trained or adapted on)")
     p.add_argument("--theta", default=str(math.pi / 2), help="polar angle in rad, same forms (default pi/2)")
     p.add_argument("--phi", default="0", help="azimuth in rad, same forms (default 0)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the model's, 32 for EDM, 1 for CD, 20 for CFM)")
+    p.add_argument("--steps", type=positive_int,
+                   help="sampler steps (default: the model's, 32 for EDM, 1 for CD, 20 for CFM)")
     p.add_argument("--solver", choices=SOLVERS, help="ODE solver of a flow-matching model (default: the model's, "
                                                      "rk4; adaptive: dopri5, ignores --steps)")
-    p.add_argument("--temperature", type=float,
+    p.add_argument("--temperature", type=positive_float,
                    help="next-token models: sampling temperature (default: the model's, 1)")
-    p.add_argument("--top-k", type=int, help="next-token models: draw from the k most likely tokens only (0: all)")
-    p.add_argument("--top-p", type=float, help="next-token models: draw from the smallest set holding this probability")
+    p.add_argument("--top-k", type=non_negative_int,
+                   help="next-token models: draw from the k most likely tokens only (0: all)")
+    p.add_argument("--top-p", type=probability,
+                   help="next-token models: draw from the smallest set holding this probability")
     p.add_argument("--deeper", metavar="K:LAYERS",
                    help="next-token models: the next-token foundation model's calibration, the K most "
                         "energetic deposits of each shower LAYERS layers deeper (off "
                         "by default; recorded in the file's metadata)")
-    p.add_argument("--batch-size", type=int, default=1000, help="showers per batch (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="showers per batch (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of conditions and noise (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of conditions and noise (default 0)")
     p.add_argument("--out", type=Path, required=True, help="output HDF5 file (appears only once complete)")
     p.set_defaults(run=generate)
 
@@ -118,12 +123,11 @@ def train(args) -> int:
 
 
 def generate(args) -> int:
-    if args.n <= 0:
-        raise CalofmError("--n must be positive")
     try:
-        energy_gev, theta, phi = (Spectrum.parse(v) for v in (args.energy, args.theta, args.phi))
+        energy_gev, theta, phi = parse_conditions(args.energy, args.theta, args.phi)
     except ValueError as exc:
         raise CalofmError(str(exc)) from None
+    check_output(args.out)
     model = load_model(args.model, args.device)
     model.readout(args.detector)  # an unknown detector fails before any work
     if args.solver:

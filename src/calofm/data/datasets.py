@@ -22,6 +22,7 @@ from calofm.data.preprocess import ConditionTransform
 from calofm.data.showers import Showers
 from calofm.data.splits import nested_subset, split_indices
 from calofm.geometry.layers import read_out
+from calofm.simulate.detectors import preset_names
 
 NORMAL_THETA = math.pi / 2  # Par04 convention: normal incidence on the layers
 
@@ -60,6 +61,7 @@ def read_detector(name: str, paths: list[str | Path], regular: bool = True, poin
                 raise InputError(path, f"readout {mine.describe()} differs from the detector's other files "
                                        f"({readout.describe()})")
             readout, mesh = readout or mine, mesh or f.readout
+            _check_label(name, f.metadata.get("detector"), path)
             showers = f.read()
         if showers.showers is None:
             raise InputError(path, "holds no voxel showers (points only); project them with `calofm convert` first")
@@ -76,6 +78,18 @@ def read_detector(name: str, paths: list[str | Path], regular: bool = True, poin
         values, counts = np.unique(np.concatenate(codes), return_counts=True)
         particle = particle_name(values[np.argmax(counts)])
     return DetectorShowers(name, Showers.concat(parts), readout, notes, mesh, particle)
+
+
+def _check_label(name: str, recorded: str | None, path) -> None:
+    """Refuse a label that names a detector preset other than the one the file records (a class
+    label may add to the detector's name, as fm-1's ``par04-siw-e-``, or be a name of its own)."""
+    def names(detector: str) -> bool:
+        return name == detector or name.startswith(detector + "-")
+
+    other = next((p for p in preset_names() if names(p)), None)
+    if recorded is not None and other is not None and not names(recorded):
+        raise InputError(path, f"holds showers of detector {recorded!r} (as recorded in the file), labelled "
+                               f"{name!r} here: a name of the {other} preset")
 
 
 def split_detector(data: DetectorShowers, val_fraction: float, n_train: int | None, seed: int

@@ -254,6 +254,10 @@ class CalofmFormat(ShowerFormat):
                 raise InputError(path, f"'{name}' has {rows} rows for {n} showers")
         if "showers" in f and f["showers"].shape[1] != stored.n_voxels:
             raise InputError(path, f"showers have {f['showers'].shape[1]} voxels but the binning has {stored.n_voxels}")
+        if "event" in f:  # a run's event indices: each once, or showers were merged twice
+            values, counts = np.unique(f["event"][:], return_counts=True)
+            if np.any(counts > 1):
+                raise InputError(path, f"event {values[np.argmax(counts > 1)]} appears {counts.max()} times")
         return n, stored
 
     def read(self, f, index, readout):

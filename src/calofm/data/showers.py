@@ -10,12 +10,22 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from calofm.core.errors import InputError
+from calofm.core.particles import REACH_CALORIMETER
 
 # A shower whose visible energy exceeds this multiple of the incident energy cannot be physical:
 # the usual cause is incident energies in GeV read as MeV (a factor 1000). Sampling calorimeters
 # normalised by their sampling fraction fluctuate above 1 (1.56 seen for 1 GeV e- in par04-siw),
 # hence the wide margin.
 MAX_VISIBLE_OVER_INCIDENT = 10.0
+# Beyond this multiple even model output is off-scale: no physics gives it, and its features
+# overflow single precision (a diverged model)
+OFF_SCALE = 1e6
+# Below this median visible / incident energy, voxel energies are probably in GeV where MeV is
+# expected: sampling calorimeters give at least their sampling fraction (rarely below 0.5 %) even
+# without normalisation, while GeV read as MeV gives 1e-3 x that.
+MIN_VISIBLE_OVER_INCIDENT = 2e-3
+# A file whose incident energies are all below this (MeV) is probably in GeV throughout.
+MIN_LARGEST_INCIDENT = 1000.0
 
 
 @dataclass
@@ -98,6 +108,14 @@ class Showers:
         return Showers(**{f.name: cat(f.name) for f in fields(Showers) if f.name != "points"},
                        points=None if any(p is None for p in points) else PointClouds.concat(points))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held (uncompressed)."""
+        arrays = [getattr(self, f.name) for f in fields(self) if f.name != "points"]
+        if self.points is not None:
+            arrays += [self.points.points, self.points.offsets]
+        return sum(a.nbytes for a in arrays if a is not None)
+
     def with_fields(self, **kw) -> "Showers":
         return replace(self, **kw)
 
@@ -107,6 +125,19 @@ class Showers:
         if self.points is not None:
             return self.points.energy_sums()
         raise ValueError("showers hold neither voxels nor points")
+
+    def units_doubt(self) -> str | None:
+        """Why these (valid) showers look like GeV read as MeV, if they do; None when they look right."""
+        if not len(self):
+            return None
+        ratio = float(np.median(self.visible_energy() / self.energy))
+        if ratio < MIN_VISIBLE_OVER_INCIDENT:
+            return (f"the median visible energy is {ratio:.2g} x the incident energy: voxel energies in GeV "
+                    "where MeV is expected?")
+        if self.energy.max() < MIN_LARGEST_INCIDENT:
+            return (f"every incident energy is below 1 GeV (the largest is {self.energy.max():.4g} MeV): a file "
+                    "in GeV where MeV is expected?")
+        return None
 
     def validate(self, path, first: int = 0, units_check: bool = True) -> None:
         """Raise :class:`InputError` naming ``path`` and the first bad shower, if any.
@@ -123,6 +154,11 @@ class Showers:
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise InputError(path, f"{name} has {len(value)} entries for {n} showers")
+        if self.particle is not None:
+            unknown = ~np.isin(self.particle, list(REACH_CALORIMETER))
+            i = int(np.argmax(unknown)) if n else 0
+            check(unknown, f"particle code {self.particle[i] if n else ''} is not a PDG code of a particle that "
+                           "reaches a calorimeter")
         check(~np.isfinite(self.energy), "incident energy is NaN or infinite")
         check(self.energy <= 0, "incident energy is not positive")
         for name in ("theta", "phi"):
@@ -136,10 +172,11 @@ class Showers:
             rows_bad = ~np.all(np.isfinite(self.points.points), axis=1)
             check(np.bincount(owner[rows_bad], minlength=n) > 0, "a point coordinate or energy is NaN or infinite")
             check(np.bincount(owner[self.points.points[:, 3] < 0], minlength=n) > 0, "a point energy is negative")
-        if not units_check:
-            return
         ratio = self.visible_energy() / self.energy
-        over = ratio > MAX_VISIBLE_OVER_INCIDENT
-        i = int(np.argmax(over)) if n else 0
-        check(over, f"visible energy is {ratio[i]:.3g} x the incident energy ({self.energy[i]:g} MeV); "
-                    "are incident energies in GeV where MeV is expected?")
+        for bad, why in ((ratio > OFF_SCALE, "off-scale (a diverged model?)"),
+                         (units_check & (ratio > MAX_VISIBLE_OVER_INCIDENT),
+                          "are incident energies in GeV where MeV is expected?")):
+            if np.any(bad):
+                i = int(np.argmax(bad))
+                raise InputError(path, f"shower {first + i}: visible energy is {ratio[i]:.3g} x the incident energy "
+                                       f"({self.energy[i]:g} MeV); {why}")

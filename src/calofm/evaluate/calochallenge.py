@@ -298,11 +298,12 @@ def evaluate_challenge(generated: str | Path, reference: str | Path, out: str | 
     ``classifier_<mode>_<ds>.txt``) and ``metrics.json`` (``protocol: calochallenge``); returns the
     metrics."""
     from calofm.core.errors import InputError
-    from calofm.core.files import atomic_path
+    from calofm.core.files import atomic_path, check_output
     from calofm.data.files import open_showers
     from calofm.evaluate.fpd import fpd, kpd
     from calofm.evaluate.prdc import prdc, prdc_inputs
 
+    out = check_output(out, folder=True)
     samples, readouts = {}, {}
     for role, path in (("generated", generated), ("reference", reference)):
         with open_showers(path, binning) as f:
@@ -315,7 +316,6 @@ def evaluate_challenge(generated: str | Path, reference: str | Path, out: str | 
     geometry = Geometry(readout)
     voxels = {role: threshold(s.showers, dataset) for role, s in samples.items()}
     features = {role: ChallengeFeatures.of(voxels[role], s.energy, geometry) for role, s in samples.items()}
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"schema": "calofm-metrics/1", "protocol": "calochallenge", "dataset": dataset.name,
                "generated": str(generated), "reference": str(reference),

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from calofm.core.errors import InputError
-from calofm.core.files import atomic_path
+from calofm.core.files import atomic_path, check_output
 from calofm.evaluate import plots
 from calofm.evaluate.distances import histogram_edges, separation_power
 from calofm.evaluate.samples import Sample, load_sample
@@ -94,8 +94,7 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
              threshold: float = 0.0, energy_bins: list[float] | None = None, theta_bins: list[float] | None = None,
              max_voxel_rows: int | None = None) -> dict:
     """Run the suite and write ``out/metrics.json``, ``out/report.md`` and the plots; return the metrics."""
-    out = Path(out)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
+    out = check_output(out, folder=True)
     gen, gen_binning = load_sample(generated, binning, threshold, max_voxel_rows)
     ref, ref_binning = load_sample(reference, binning, threshold, max_voxel_rows)
     if gen_binning.n_voxels != ref_binning.n_voxels or gen_binning.layers != ref_binning.layers:
@@ -104,6 +103,7 @@ def evaluate(generated: str | Path, reference: str | Path, out: str | Path, sett
     if not np.any(gen.features.e_tot > 0):
         raise InputError(generated, "no shower deposits any energy above threshold: nothing to compare "
                                     "(an untrained model?)")
+    (out / "plots").mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
     halves = split_reference(ref, settings.seed)
     ref_a, ref_b = halves if halves else (ref, None)
     del ref, halves  # the halves are copies: keep one reference in memory, not two

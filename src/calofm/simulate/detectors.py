@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,10 @@ import numpy as np
 from calofm.core.errors import InputError
 from calofm.geometry import CylindricalBinning, PlanarGrid, calochallenge_binning
 from calofm.simulate.materials import E_S, MATERIALS, material
+
+YAML_KEYS = ("name", "description", "layers", "mesh", "meshes", "lateral_mm", "cell_mm", "sampling_fraction",
+             "sections")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")  # detector names become file names and labels
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,11 @@ class Mesh:
     n_z: int = 45
     dr: float = 4.65
     dz: float = 3.4
+
+    def __post_init__(self):
+        if min(self.n_r, self.n_alpha, self.n_z) < 1 or min(self.dr, self.dz) <= 0:
+            raise ValueError(f"mesh {self.n_r} x {self.n_alpha} x {self.n_z} bins of {self.dr} x {self.dz} mm: "
+                             "needs at least one bin on each axis and positive bin sizes")
 
     def binning(self, name: str) -> CylindricalBinning:
         if (self.n_r, self.n_alpha, self.n_z, self.dr, self.dz) == (9, 16, 45, 4.65, 3.4):
@@ -90,27 +100,40 @@ class Detector:
     def from_dict(cls, d: dict, source: str = "<dict>") -> "Detector":
         """Build from the YAML form; the mesh's dz defaults to the depth over its n_z bins."""
         try:
+            _known_keys(d, YAML_KEYS, "", source)
+            for i, block in enumerate(d["layers"]):
+                _known_keys(block, ("repeat", "slabs"), f"layers[{i}].", source)
+                for j, slab in enumerate(block["slabs"]):
+                    _known_keys(slab, ("material", "thickness", "active"), f"layers[{i}].slabs[{j}].", source)
+            if not SAFE_NAME.fullmatch(str(d["name"])):
+                raise InputError(source, f"name {d['name']!r}: use letters, digits and . _ + - only (it names "
+                                         "files and the model's detector label), not starting with a dot")
             blocks = tuple(Block(tuple(Slab(s["material"], float(s["thickness"]), bool(s.get("active", False)))
                                        for s in block["slabs"]), int(block.get("repeat", 1))) for block in d["layers"])
             det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=blocks, mesh=Mesh(),
                       lateral_mm=float(d.get("lateral_mm", 1000.0)),
                       cell_mm=None if d.get("cell_mm") is None else float(d["cell_mm"]),
                       sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),
-                      meshes={k: Mesh(**v) for k, v in d.get("meshes", {}).items()})
+                      meshes={k: _mesh(v, f"meshes.{k}.", source) for k, v in d.get("meshes", {}).items()})
             unknown = sorted({s.material for s in det.slabs} - set(MATERIALS))
             if unknown:
                 raise InputError(source, f"unknown material(s) {', '.join(unknown)}; known: {', '.join(MATERIALS)}")
             if not any(s.active for s in det.slabs):
                 raise InputError(source, "no active slab: nothing would be scored")
-            if any(s.thickness <= 0 for s in det.slabs):
-                raise InputError(source, "slab thicknesses must be positive (mm)")
+            if any(s.thickness <= 0 for s in det.slabs) or any(b.repeat < 1 for b in det.blocks):
+                raise InputError(source, "slab thicknesses (mm) and block repeats must be positive")
+            if det.lateral_mm <= 0 or (det.cell_mm is not None and det.cell_mm <= 0):
+                raise InputError(source, "lateral_mm and cell_mm must be positive (mm)")
+            _check_sampling_fraction(det.sampling_fraction, "", source)
             if "sections" in d:
                 return replace(det, sections=_sections(det, d, source))
             mesh = dict(d.get("mesh", {}))
             mesh.setdefault("dz", round(det.depth_mm / mesh.get("n_z", 45), 4))
-            return replace(det, mesh=Mesh(**mesh))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(source, f"not a valid detector description ({type(exc).__name__}: {exc})") from None
+            return replace(det, mesh=_mesh(mesh, "mesh.", source))
+        except KeyError as exc:
+            raise InputError(source, f"not a valid detector description (missing key {exc})") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(source, f"not a valid detector description ({exc})") from None
 
     @classmethod
     def sandwich(cls, name: str, absorber: str, absorber_mm: float, active: str, active_mm: float, layers: int,
@@ -265,6 +288,9 @@ def _sections(det: Detector, d: dict, source: str) -> tuple[Section, ...]:
     if "mesh" in d or d.get("sampling_fraction") is not None or d.get("cell_mm") is not None:
         raise InputError(source, "a detector with sections gives each section its mesh and sampling fraction "
                                  "(no top-level mesh, sampling_fraction or cell_mm)")
+    for i, raw in enumerate(d["sections"]):
+        _known_keys(raw, ("name", "blocks", "mesh", "sampling_fraction"), f"sections[{i}].", source)
+        _check_sampling_fraction(raw.get("sampling_fraction"), f"sections[{i}].", source)
     sections = tuple(Section(str(s["name"]), int(s["blocks"]), Mesh(),
                              None if s.get("sampling_fraction") is None else float(s["sampling_fraction"]))
                      for s in d["sections"])
@@ -278,8 +304,28 @@ def _sections(det: Detector, d: dict, source: str) -> tuple[Section, ...]:
         if "dz" in mesh:
             raise InputError(source, f"section {section.name}: dz follows from the section's depth and n_z")
         mesh["dz"] = round((end - start) / mesh.get("n_z", 45), 4)
-        out.append(replace(section, mesh=Mesh(**mesh)))
+        out.append(replace(section, mesh=_mesh(mesh, f"section {section.name}: mesh.", source)))
     return tuple(out)
+
+
+def _known_keys(d: dict, known, where: str, source: str) -> None:
+    """Refuse a mapping of the detector YAML that is not one, or has a key calofm would ignore (a typo)."""
+    if not isinstance(d, dict):
+        raise InputError(source, f"{where.rstrip('.') or 'the file'}: expected a mapping, got {d!r}")
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise InputError(source, f"{where}{unknown[0]}: unknown key; known: {', '.join(known)}")
+
+
+def _mesh(d: dict, where: str, source: str) -> Mesh:
+    _known_keys(d, [f.name for f in fields(Mesh)], where, source)
+    return Mesh(**d)
+
+
+def _check_sampling_fraction(value, where: str, source: str) -> None:
+    if value is not None and not 0 < float(value) <= 1:
+        raise InputError(source, f"{where}sampling_fraction {value}: must be in (0, 1] (visible / incident "
+                                 "energy), or left out to be measured")
 
 
 def preset_names() -> list[str]:

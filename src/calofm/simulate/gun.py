@@ -33,16 +33,20 @@ class Spectrum:
         parts = str(spec).split(":")
         try:
             if len(parts) == 1:
-                return cls("fixed", float(parts[0]), float(parts[0]))
-            if parts[0] == "fixed" and len(parts) == 2:
-                return cls("fixed", float(parts[1]), float(parts[1]))
-            if parts[0] in ("uniform", "loguniform") and len(parts) == 3:
-                lo, hi = float(parts[1]), float(parts[2])
-                if lo < hi and (parts[0] == "uniform" or lo > 0):
-                    return cls(parts[0], lo, hi)
+                kind, lo, hi = "fixed", float(parts[0]), float(parts[0])
+            elif parts[0] == "fixed" and len(parts) == 2:
+                kind, lo, hi = "fixed", float(parts[1]), float(parts[1])
+            elif parts[0] in ("uniform", "loguniform") and len(parts) == 3:
+                kind, lo, hi = parts[0], float(parts[1]), float(parts[2])
+            else:
+                kind = None
         except ValueError:
-            pass
-        raise ValueError(f"bad spectrum {spec!r}: use a number, fixed:X, uniform:A:B or loguniform:A:B (0 < A < B)")
+            kind = None
+        if kind and math.isfinite(lo) and math.isfinite(hi) and (
+                kind == "fixed" or (lo < hi and (kind == "uniform" or lo > 0))):
+            return cls(kind, lo, hi)
+        raise ValueError(f"bad spectrum {spec!r}: use a finite number, fixed:X, uniform:A:B or loguniform:A:B "
+                         "(0 < A < B)")
 
     def draw(self, rng: np.random.Generator) -> float:
         if self.kind == "fixed":
@@ -65,10 +69,7 @@ class Gun:
     def __post_init__(self):
         if self.particle not in PARTICLES:
             raise ValueError(f"unknown particle {self.particle!r}; known: {', '.join(PARTICLES)}")
-        if self.energy_gev.lo <= 0:
-            raise ValueError("incident energies must be positive (GeV)")
-        if not (0.1 <= self.theta.lo and self.theta.hi <= math.pi - 0.1):
-            raise ValueError("theta must stay within [0.1, pi - 0.1] rad (pi/2 is normal incidence)")
+        check_conditions(self.energy_gev, self.theta)
 
     @property
     def pdg(self) -> int:
@@ -84,6 +85,27 @@ class Gun:
     def describe(self) -> dict:
         return {"particle": self.particle, "energy_GeV": str(self.energy_gev), "theta": str(self.theta),
                 "phi": str(self.phi)}
+
+
+def check_conditions(energy_gev: Spectrum, theta: Spectrum) -> None:
+    """What a gun can fire and a generator be asked for: positive energies, theta away from the beam axis."""
+    if energy_gev.lo <= 0:
+        raise ValueError(f"--energy {energy_gev}: incident energies must be positive (GeV)")
+    if not (0.1 <= theta.lo and theta.hi <= math.pi - 0.1):
+        raise ValueError(f"--theta {theta}: theta must stay within [0.1, pi - 0.1] rad (pi/2 is normal incidence)")
+
+
+def parse_conditions(energy: str, theta: str, phi: str) -> tuple[Spectrum, Spectrum, Spectrum]:
+    """``--energy`` (GeV), ``--theta`` and ``--phi`` of ``calofm simulate`` and ``calofm generate``, checked
+    before any work; a ``ValueError`` names the option."""
+    spectra = []
+    for option, spec in (("--energy", energy), ("--theta", theta), ("--phi", phi)):
+        try:
+            spectra.append(Spectrum.parse(spec))
+        except ValueError as exc:
+            raise ValueError(f"{option}: {exc}") from None
+    check_conditions(*spectra[:2])
+    return tuple(spectra)
 
 
 def direction(theta: float) -> np.ndarray:

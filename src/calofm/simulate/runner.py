@@ -28,6 +28,7 @@ import numpy as np
 
 from calofm import __version__
 from calofm.core.errors import CalofmError, InputError
+from calofm.core.files import atomic_path, check_output
 from calofm.core.units import GeV
 from calofm.data import PointClouds, ShowerFile, Showers, ShowerWriter
 from calofm.simulate.detectors import Block, Detector, Mesh, Slab
@@ -56,6 +57,8 @@ class Run:
             raise ValueError(f"shard {i}/{k}: need 0 <= i < k")
         if self.n < 1:
             raise ValueError("need at least one event")
+        if k > self.n:
+            raise ValueError(f"shard {i}/{k}: {k} shards for {self.n} events leave some empty")
 
     @property
     def events(self) -> range:
@@ -173,9 +176,10 @@ def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: st
 
 
 # --- orchestration ---------------------------------------------------------------------
-def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> dict:
+def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True, overwrite: bool = False) -> dict:
     """Simulate ``run`` into ``out`` (calofm format), resuming from ``OUT.parts`` if present; an ``out``
-    that already holds this run (same settings) is left as it is.
+    that already holds this run (same settings) is left as it is, one that holds anything else is
+    replaced only with ``overwrite``.
 
     Returns statistics: events, resumed (events found done), seconds (wall), worker_seconds
     (summed time inside workers, without start-up), gev (incident energy simulated now) and
@@ -194,7 +198,10 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True) -> di
     if _finished(out, settings):
         return {"events": len(run.events), "resumed": len(run.events), "seconds": 0.0, "worker_seconds": 0.0,
                 "gev": 0.0, "already_done": True}
-    folder = parts_dir(out)
+    if out.exists() and not overwrite:
+        raise InputError(out, "exists and holds another run (or another file); choose another output, or "
+                              "pass --overwrite to replace it")
+    folder = check_output(parts_dir(out), folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     _check_or_write_settings(folder, settings)
     for stale in folder.glob(".*.partial-*"):
@@ -241,12 +248,17 @@ def _finished(out: Path, settings: dict) -> bool:
 def _check_or_write_settings(folder: Path, settings: dict) -> None:
     path = folder / "run.json"
     if path.exists():
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            raise InputError(path, f"is not readable JSON (cut short by an older calofm); delete {folder} "
+                                   "to start afresh") from None
         if previous != json.loads(json.dumps(settings)):
             raise InputError(folder, "holds parts of a run with other settings; re-run the same command, "
                                      "or delete this folder to start afresh")
     else:
-        path.write_text(json.dumps(settings, indent=1))
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=1))
 
 
 def _run_parts(run: Run, todo, folder: Path, workers: int, metadata: dict, stats: dict, progress: bool) -> None:

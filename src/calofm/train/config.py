@@ -93,11 +93,15 @@ class RunConfig:
             (t.steps > 0, "train.steps", "must be positive"),
             (t.batch_size > 0, "train.batch_size", "must be positive"),
             (t.lr > 0, "train.lr", "must be positive"),
+            (t.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
+            (t.seed >= 0, "train.seed", "must be >= 0"),
             (0 <= t.warmup and 0 <= t.decay and t.warmup + t.decay <= 1, "train.warmup",
              "warmup + decay must be fractions summing to at most 1"),
             (t.ema is None or 0 <= t.ema < 1, "train.ema", "must be in [0, 1) or null"),
             (t.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16"),
             (t.checkpoint_every > 0 and t.log_every > 0, "train.checkpoint_every", "intervals must be positive"),
+            (t.validate_every >= 0 and t.validate_showers > 0, "train.validate_every",
+             "validate_every must be >= 0 and validate_showers positive"),
             (self.process.name in PROCESS_NAMES, "process.name",
              f"must be {', '.join(PROCESS_NAMES[:-1])} or {PROCESS_NAMES[-1]}"),
             (self.process.name not in DISTILLATIONS or self.process.teacher, "process.teacher",
@@ -110,6 +114,7 @@ class RunConfig:
              "an adaptation trains on exactly one (the new) detector"),
             (0 <= self.data.val_fraction < 1, "data.val_fraction", "must be in [0, 1)"),
             (self.data.free_slots >= 0, "data.free_slots", "must be >= 0"),
+            (self.data.n_train is None or self.data.n_train > 0, "data.n_train", "must be positive"),
         ]
         for ok, key, problem in checks:
             if not ok:

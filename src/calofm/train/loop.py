@@ -19,6 +19,7 @@ import copy
 import csv
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from calofm.core.errors import InputError
+from calofm.core.errors import CalofmWarning, InputError
 from calofm.train import checkpoint
 from calofm.train.config import TrainConfig
 from calofm.train.schedule import ema_decay, ema_update, wsd
@@ -146,7 +147,19 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
         self.fold = fold
         self.ema = {n: p.detach().clone() for n, p in self.trainable.items()} if settings.ema is not None else None
-        self.batches = Batches(len(x), settings.batch_size, settings.seed, self.rank, self.world)
+        self.batches = Batches(len(x), self._batch_size(len(x)), settings.seed, self.rank, self.world)
+
+    def _batch_size(self, n: int) -> int:
+        """The configured batch, capped at the training rows: a larger one would only repeat them (and
+        grow past memory)."""
+        size = self.settings.batch_size
+        capped = max(n - n % self.world, self.world)
+        if size <= capped:
+            return size
+        if self.main:
+            warnings.warn(CalofmWarning(f"train.batch_size {size} is more than the {n} training rows: batches "
+                                        f"of {capped}, each an epoch"), stacklevel=3)
+        return capped
 
     # --- state ------------------------------------------------------------------------
     def _settings_dict(self) -> dict:

@@ -10,6 +10,7 @@ keeps its ShowerFlow model (``counts.safetensors``) beside it. Generating from a
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from calofm.adapt import REINIT_LR_MULT, Adaptation, apply
-from calofm.core.errors import InputError
+from calofm.core.errors import InputError, checked_call
 from calofm.data.datasets import DetectorShowers, read_detector, split_detector, tensors
 from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.data.preprocess import N_KINEMATIC, ConditionTransform
@@ -74,7 +75,8 @@ def assemble(config: RunConfig) -> Assembled:
         detectors, train, val = _read_split(data, teacher.representation_kind)
         voxels, conditions = teacher.voxels, teacher.conditions
         x, cond = tensors(train, voxels, conditions)
-        process = DISTILLERS[config.process.name][1](teacher.process, **config.process.args)
+        process = checked_call(functools.partial(DISTILLERS[config.process.name][1], teacher.process),
+                               config.process.args, "process.args")
         if config.process.student:
             _init_student(process, teacher, config.process.student)
         net_describe = teacher.describe["backbone_args"]
@@ -100,8 +102,9 @@ def assemble(config: RunConfig) -> Assembled:
                         "n_cond": conditions.n_cond + voxels.extra_conditions}
         x, cond = tensors(train, voxels, conditions)
         torch.manual_seed(config.train.seed)  # the initial weights belong to the run's seed
-        net = family(**net_describe)
-        process = MAKERS[config.process.name](net, **_process_args(config.process.name, config.process.args, x))
+        net = checked_call(family, net_describe, "model.args")
+        process = checked_call(functools.partial(MAKERS[config.process.name], net),
+                               _process_args(config.process.name, config.process.args, x), "process.args")
     sampler = process.sampler()
     teacher_describe = teacher.describe if distil else {}
     describe = {"format": MODEL_FORMAT, "backbone": backbone, "backbone_args": net_describe,

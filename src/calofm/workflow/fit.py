@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from calofm.core.errors import InputError
-from calofm.core.files import atomic_path
+from calofm.core.files import atomic_path, check_output
 from calofm.data.points import LayerCountTransform, PointCloudTransform
 from calofm.evaluate.distances import wasserstein_normalised
 from calofm.evaluate.samples import sample_from_arrays
@@ -72,7 +72,7 @@ def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
     """
     if not config.out:
         raise InputError(source, "no run folder: set 'out' in the config or pass --out")
-    out = Path(config.out)
+    out = check_output(config.out, folder=True)
     try:
         built = assemble(config)
     except ValueError as exc:
@@ -88,15 +88,16 @@ def fit(config: RunConfig, source: str | Path = "config", progress: bool = True,
         f"{trainable:,} trainable parameters"
         + (f" ({built.adaptation.percent:.2f} % of the model)" if built.adaptation else "")
         + f", {config.train.steps} steps -> {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    for name, origin in built.files.items():  # files the model needs beside it (a ShowerFlow model)
-        with atomic_path(out / name) as tmp:
-            shutil.copyfile(origin, tmp)
     validation = [d for d in built.validation if len(d.showers)]
     validate = validator(validation, built.describe, config.train.validate_showers, out) if validation else None
     trainer = Trainer(built.process, built.x, built.cond, config.train, out, built.describe, validate,
                       progress=progress, log=log, lr_scale=built.lr_scale, fold=built.fold)
+    # the run folder appears only once everything before the first step has worked
+    with atomic_path(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    for name, origin in built.files.items():  # files the model needs beside it (a ShowerFlow model)
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(origin, tmp)
     result = trainer.run()
     fitted = out / CALIBRATION
     if built.describe["voxels"]["kind"] == PointCloudTransform.kind and (
