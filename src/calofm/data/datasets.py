@@ -22,7 +22,6 @@ from calofm.data.preprocess import ConditionTransform
 from calofm.data.showers import Showers
 from calofm.data.splits import nested_subset, split_indices
 from calofm.geometry.layers import read_out
-from calofm.simulate.detectors import preset_names
 
 NORMAL_THETA = math.pi / 2  # Par04 convention: normal incidence on the layers
 
@@ -46,10 +45,12 @@ class DetectorShowers:
         return DetectorShowers(self.name, self.showers.take(index), self.readout, self.notes, self.mesh, self.particle)
 
 
-def read_detector(name: str, paths: list[str | Path], regular: bool = True, points: bool = False) -> DetectorShowers:
+def read_detector(name: str, paths: list[str | Path], regular: bool = True, points: bool = False,
+                  known: tuple[str, ...] = ()) -> DetectorShowers:
     """All showers of ``paths`` (one detector), with theta/phi filled where the files lack them;
     ``regular``: the readout must be a regular (z, alpha, r) mesh (what mesh backbones take);
-    ``points``: keep the stored point clouds, and take their readout as the model's."""
+    ``points``: keep the stored point clouds, and take their readout as the model's; ``known``:
+    detector names a label must not name unless the files record that detector (the presets)."""
     parts, readout, mesh, notes, codes = [], None, None, [], []
     for path in paths:
         with open_showers(path) as f:
@@ -61,7 +62,7 @@ def read_detector(name: str, paths: list[str | Path], regular: bool = True, poin
                 raise InputError(path, f"readout {mine.describe()} differs from the detector's other files "
                                        f"({readout.describe()})")
             readout, mesh = readout or mine, mesh or f.readout
-            _check_label(name, f.metadata.get("detector"), path)
+            _check_label(name, f.metadata.get("detector"), path, known)
             showers = f.read()
         if showers.showers is None:
             raise InputError(path, "holds no voxel showers (points only); project them with `calofm convert` first")
@@ -80,13 +81,13 @@ def read_detector(name: str, paths: list[str | Path], regular: bool = True, poin
     return DetectorShowers(name, Showers.concat(parts), readout, notes, mesh, particle)
 
 
-def _check_label(name: str, recorded: str | None, path) -> None:
-    """Refuse a label that names a detector preset other than the one the file records (a class
+def _check_label(name: str, recorded: str | None, path, known: tuple[str, ...]) -> None:
+    """Refuse a label that names a ``known`` detector other than the one the file records (a class
     label may add to the detector's name, as fm-1's ``par04-siw-e-``, or be a name of its own)."""
     def names(detector: str) -> bool:
         return name == detector or name.startswith(detector + "-")
 
-    other = next((p for p in preset_names() if names(p)), None)
+    other = next((p for p in known if names(p)), None)
     if recorded is not None and other is not None and not names(recorded):
         raise InputError(path, f"holds showers of detector {recorded!r} (as recorded in the file), labelled "
                                f"{name!r} here: a name of the {other} preset")

@@ -35,6 +35,7 @@ from calofm.generative import (
 )
 from calofm.geometry import read_out
 from calofm.models import BACKBONES
+from calofm.simulate.detectors import preset_names
 from calofm.train.config import DISTILLATIONS, DataConfig, RunConfig, from_dict
 from calofm.train.saved import MODEL_FORMAT, SavedModel, load_saved
 
@@ -251,7 +252,7 @@ def _init_student(process: Distillation, teacher: SavedModel, path: str) -> None
 def _read_split(data: DataConfig, representation: str) -> tuple[list[DetectorShowers], ...]:
     """Every detector's showers, and their (train, validation) parts; a ``mesh`` representation
     needs regular meshes, point representations keep the stored points."""
-    detectors = [read_detector(name, files, regular=representation == "mesh", points=representation in POINT_KINDS)
-                 for name, files in data.detectors.items()]
+    detectors = [read_detector(name, files, regular=representation == "mesh", points=representation in POINT_KINDS,
+                               known=tuple(preset_names())) for name, files in data.detectors.items()]
     parts = [split_detector(d, data.val_fraction, data.n_train, data.split_seed) for d in detectors]
     return detectors, [p[0] for p in parts], [p[1] for p in parts]
