@@ -90,6 +90,59 @@ def test_torchscript_matches_pytorch(cd, toys, tmp_path):
     assert reference.max() > 0
 
 
+def par04_post_processing(fractions: np.ndarray, energy_mev: np.ndarray) -> np.ndarray:
+    """Par04InferenceSetup::GetEnergies after RunInference: aEnergies[i] * aInitialEnergy (MeV)."""
+    return fractions * energy_mev[:, None]
+
+
+def test_the_par04_contract_gives_the_calofm_shower_after_par04s_post_processing(cd, tmp_path):
+    """The same condition and noise through both contracts' ONNX files: the same shower in MeV once
+    the par04 output is multiplied by the incident energy, as Par04 does; the file says how to feed it."""
+    calofm = ort.InferenceSession(str(export(cd, "onnx", tmp_path / "calofm.onnx", noise_input=True)),
+                                  providers=["CPUExecutionProvider"])
+    path = export(cd, "onnx", tmp_path / "par04.onnx", contract="par04")
+    par04 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = par04.get_modelmeta().custom_metadata_map
+    n_latent, n_slots = math.prod(cd.shape), cd.conditions.n_slots
+    assert meta["contract"] == "par04" and int(meta["size_latent_vector"]) == n_latent
+    assert int(meta["size_condition_vector"]) == 2 + n_slots and float(meta["max_energy_MeV"]) == 1_024_000.0
+    assert float(meta["max_angle_deg"]) == 90.0 and json.loads(meta["one_hot_slots"])[:2] == cd.conditions.detectors
+    assert [i.shape[1] for i in par04.get_inputs()] == [n_latent + 2 + n_slots]
+
+    rng = np.random.default_rng(3)
+    energy_gev, theta = np.array([2.0, 9.0, 30.0]), np.array([math.pi / 2, 1.2, 2.0])
+    noise = rng.standard_normal((3, *cd.shape)).astype(np.float32)
+    mev = calofm.run(["energies"], {"input": inputs_for(cd, energy_gev, np.zeros(3), theta, "b"), "noise": noise})[0]
+    onehot = inputs_for(cd, energy_gev, np.zeros(3), theta, "b")[:, 3:]
+    latent_and_condition = np.column_stack([noise.reshape(3, -1), energy_gev * 1000 / 1_024_000,
+                                            np.degrees(theta) / 90, onehot]).astype(np.float32)
+    fractions = par04.run(["energies"], {"input": latent_and_condition})[0]
+    assert mev.max() > 0 and 0 < fractions.sum(1).max() < 10  # fractions of the incident energy
+    np.testing.assert_allclose(par04_post_processing(fractions, energy_gev * 1000), mev, rtol=2e-5, atol=1e-5)
+
+
+def test_export_par04_prints_the_par04_macro_settings(cd, toys, tmp_path, capsys):
+    out = tmp_path / "g.onnx"
+    assert main(["export", "--model", str(toys / "base_cd"), "--contract", "par04", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"/Par04/inference/setSizeLatentVector {math.prod(cd.shape)}" in printed
+    assert f"/Par04/inference/setSizeConditionVector {2 + cd.conditions.n_slots}" in printed
+    assert "/Par04/inference/setNbOfRhoCells 9" in printed and "fraction of the incident energy" in printed
+    assert main(["export", "--model", str(toys / "base_cd"), "--contract", "par04", "--noise-input", "--out",
+                 str(tmp_path / "x.onnx")]) == 2
+
+
+def test_the_calofm_contract_is_recorded_in_both_formats(cd, tmp_path):
+    onnx_meta = ort.InferenceSession(str(export(cd, "onnx", tmp_path / "c.onnx")),
+                                     providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    files = {"contract.json": ""}
+    torch.jit.load(str(export(cd, "torchscript", tmp_path / "c.pt")), _extra_files=files)
+    for meta in (onnx_meta, json.loads(files["contract.json"])):
+        assert meta["contract"] == "calofm" and meta["unit"] == "MeV"
+    with pytest.raises(ValueError, match="takes the noise in its input"):
+        ExportGraph(cd, noise_input=True, contract="par04")
+
+
 def test_edm_models_do_not_export(toys, tmp_path, capsys):
     assert main(["export", "--model", str(toys / "base"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "its edm model samples in 32 steps; export its one-step student" in capsys.readouterr().err
