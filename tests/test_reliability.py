@@ -385,6 +385,18 @@ def test_a_folder_given_as_input_is_called_a_folder(tmp_path, capsys):
     fails(["inspect", tmp_path], capsys, tmp_path, "is a directory")
 
 
+def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path, files, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CalofmFormat, "append", interrupted)
+    code, _, err = run(["convert", files / "toy.h5", tmp_path / "out.h5", "--to", "calofm"], capsys)
+    assert code == 130 and err.strip().splitlines() == [
+        "calofm convert: interrupted; outputs not yet complete were not written (simulate and train resume when the "
+        "same command is run again)"]
+    assert not list(tmp_path.iterdir())
+
+
 # --- 10. listings ------------------------------------------------------------------------------
 def test_detector_names_are_never_cut_when_piped(capsys):
     code, out, _ = run(["detectors"], capsys)

@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"calofm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # outputs appear only once complete: nothing half-written is left
+            if args.debug:
+                raise
+            print(f"calofm {args.command}: interrupted; outputs not yet complete were not written (simulate and "
+                  "train resume when the same command is run again)", file=sys.stderr)
+            return 130
 
 
 def _one_line(exc: Exception) -> str:
