@@ -10,6 +10,7 @@ from calofm.cli.options import non_negative_float, non_negative_int, positive_fl
 from calofm.core.errors import CalofmError, InputError
 from calofm.core.files import check_output
 from calofm.core.particles import PARTICLES
+from calofm.inference.fastsim import DEFAULT_MIN_ENERGY_GEV
 from calofm.simulate.detectors import get_detector, preset_names
 from calofm.simulate.gun import Gun, parse_conditions
 from calofm.simulate.physics import PHYSICS_LISTS, Physics, default_physics
@@ -55,6 +56,30 @@ def add_parsers(sub) -> None:
                                  "in the current directory)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output that holds another run (default: refuse)")
+    fast = p.add_argument_group(
+        "fast simulation (the model inside the Geant4 run; README 'Fast simulation inside Geant4')",
+        "A particle of --fast-sim-particles that enters the calorimeter, or is born in it (a pi0 photon of a "
+        "hadronic shower), with an energy in the range below, is killed and the model's shower for its energy, "
+        "direction and entry point is deposited instead, on the model's mesh turned to its direction (as Par04 "
+        "does). Everything else is Geant4. The output records the model and how many particles it took.")
+    fast.add_argument("--fast-sim", metavar="MODEL",
+                      help="a calofm run folder, a shipped model (fm-1, fm-1-fast) or an ONNX file of `calofm export`")
+    fast.add_argument("--fast-sim-particles", default="e-,e+,gamma",
+                      help="comma-separated particles handed to the model (default e-,e+,gamma)")
+    fast.add_argument("--fast-sim-min-energy", type=non_negative_float, default=DEFAULT_MIN_ENERGY_GEV, metavar="GEV",
+                      help=f"lowest energy handed to the model, GeV (default {DEFAULT_MIN_ENERGY_GEV:g})")
+    fast.add_argument("--fast-sim-max-energy", type=positive_float, metavar="GEV",
+                      help="highest energy handed to the model, GeV (default: the highest the model was trained on, "
+                           "when it records it; above it Geant4 simulates)")
+    fast.add_argument("--fast-sim-class", metavar="CLASS|P=CLASS,...",
+                      help="the model class (detector slot) to generate with: one for all particles or one per "
+                           "particle (default DETECTOR-PARTICLE, e.g. par04-siw-gamma; e+ falls back on DETECTOR-e-)")
+    fast.add_argument("--fast-sim-section", metavar="NAME",
+                      help="hand off only in this section of the detector (e.g. ecal of ild-ecal-hcal; default all)")
+    fast.add_argument("--fast-sim-max-angle", type=positive_float, default=90.0, metavar="DEG",
+                      help="hand off only particles within this angle of the layer normal (default 90: all)")
+    fast.add_argument("--fast-sim-steps", type=positive_int, metavar="N",
+                      help="sampling steps of a calofm model (default: the model's own)")
     p.set_defaults(run=simulate)
 
     p = sub.add_parser("detectors", help="list the detector presets",
@@ -103,10 +128,11 @@ def simulate(args) -> int:
         physics = Physics(args.physics or default_physics(args.particle), args.birks_kb, args.range_cut)
     except ValueError as exc:
         raise InputError("physics", str(exc)) from None
+    fast_sim = _fast_sim(args, detector) if args.fast_sim else None
     try:
-        run = Run(detector, gun, args.n, args.seed, _shard(args.shard), args.points, physics)
+        run = Run(detector, gun, args.n, args.seed, _shard(args.shard), args.points, physics, fast_sim)
     except ValueError as exc:
-        raise InputError("--shard", str(exc)) from None
+        raise InputError("--points" if "point clouds" in str(exc) else "--shard", str(exc)) from None
     if args.out is None:
         shard = "" if run.shard == (0, 1) else f"-shard{run.shard[0]}of{run.shard[1]}"
         args.out = f"{detector.name}-{args.particle}-n{args.n}-s{args.seed}{shard}.h5"
@@ -114,10 +140,24 @@ def simulate(args) -> int:
     if stats["already_done"]:
         print(f"{args.out} already holds these {stats['events']} showers (same settings): nothing to do")
         return 0
-    rate = (stats["events"] - stats["resumed"]) / max(stats["seconds"], 1e-9)
+    new = stats["events"] - stats["resumed"]
+    rate = new / max(stats["seconds"], 1e-9)
     print(f"wrote {stats['events']} showers to {args.out} ({stats['resumed']} from an earlier run; "
-          f"{rate:.1f} showers/s, {1e3 * stats['worker_seconds'] / max(stats['gev'], 1e-9):.2f} ms per GeV per core)")
+          f"{rate:.1f} showers/s, {1e3 * stats['worker_seconds'] / max(new, 1):.1f} ms per event per core, "
+          f"{1e3 * stats['worker_seconds'] / max(stats['gev'], 1e-9):.2f} ms per GeV per core)")
+    if fast_sim and new:
+        print(f"fast simulation: {stats['handed_off']} particles ({stats['handed_off_gev']:.1f} GeV of the "
+              f"{stats['gev']:.1f} GeV incident) went to {args.fast_sim}; the model took "
+              f"{1e3 * stats['model_seconds'] / new:.1f} ms per event per core")
     return 0
+
+
+def _fast_sim(args, detector):
+    from calofm.inference.fastsim import FastSim
+
+    particles = tuple(p.strip() for p in args.fast_sim_particles.split(",") if p.strip())
+    return FastSim.open(args.fast_sim, detector, particles, args.fast_sim_class, args.fast_sim_min_energy,
+                        args.fast_sim_max_energy, args.fast_sim_section, args.fast_sim_max_angle, args.fast_sim_steps)
 
 
 def detectors(args) -> int:

@@ -81,6 +81,7 @@ class ExportGraph(nn.Module):
         self.n_latent = math.prod(self.shape) if contract == "par04" else 0
         self.n_inputs = self.n_latent + (2 if contract == "par04" else N_INPUT_KINEMATICS) + self.conditions.n_slots
         self.mesh = _regular_mesh(model) if self.voxels.kind == LayerRatioTransform.kind else None
+        self.meshes = model.describe.get("meshes", model.describe["readouts"])  # per class, for placing cells
 
     def forward(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         if self.contract == "par04":
@@ -127,7 +128,7 @@ class ExportGraph(nn.Module):
     def metadata(self) -> dict[str, str]:
         """What a loader must know to feed the graph: its contract, sizes, normalisations and slots."""
         slots = self.conditions.detectors + ["free"] * (self.conditions.n_slots - len(self.conditions.detectors))
-        meta = {"contract": self.contract, "one_hot_slots": json.dumps(slots),
+        meta = {"contract": self.contract, "one_hot_slots": json.dumps(slots), "meshes": json.dumps(self.meshes),
                 "output": "energies (B, R * A * Z) in the order r outer, phi, z inner"}
         if self.contract == "par04":
             meta.update(par04=PAR04_VERSION, size_latent_vector=str(self.n_latent),

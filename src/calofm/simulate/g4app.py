@@ -12,6 +12,7 @@ import numpy as np
 from calofm.core.particles import PARTICLES
 from calofm.simulate.detectors import Detector
 from calofm.simulate.gun import direction
+from calofm.simulate.handoff import Trigger
 from calofm.simulate.physics import CHARGED, NEUTRAL, PHOTON, Physics, birks_tables, birks_visible
 
 START_MM = 5.0  # the gun starts this far in front of the calorimeter
@@ -71,12 +72,15 @@ class StepRecorder(g4.G4VSensitiveDetector):
 class SlabCalorimeter(g4.G4VUserDetectorConstruction):
     """The detector's slabs stacked along z, front face at z = 0, in vacuum.
 
-    Each active material gets its own recorder, quenched by its Birks constant.
+    Each active material gets its own recorder, quenched by its Birks constant. With
+    ``calorimeter_region``, the slabs form a region of their own (with the world's production
+    cuts), so that a stepping action of the world region runs outside the calorimeter only.
     """
 
-    def __init__(self, detector: Detector, recorders: dict[str, StepRecorder]):
+    def __init__(self, detector: Detector, recorders: dict[str, StepRecorder], calorimeter_region: bool = False):
         super().__init__()
         self.detector, self.recorders = detector, recorders
+        self.region = g4.G4Region("calofm_calorimeter") if calorimeter_region else None
         self._keep: list = []  # Geant4 objects must outlive the run manager
         self._active: list = []
 
@@ -99,6 +103,8 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
                 self._keep += [box, lv]
                 if slab.active:
                     self._active.append((lv, slab.material))
+                if self.region is not None:
+                    self.region.AddRootLogicalVolume(lv)
             centre = g4.G4ThreeVector(0, 0, (edges[i] + edges[i + 1]) / 2)
             self._keep.append(g4.G4PVPlacement(None, centre, volumes[key], f"slab{i}", world_lv, False, i))
         return world
@@ -148,17 +154,74 @@ class Primaries(g4.G4VUserPrimaryGeneratorAction):
 
 
 class Collector(g4.G4UserEventAction):
-    def __init__(self, recorders: list[StepRecorder]):
+    """Each event's steps, and the particles it handed to the fast simulation."""
+
+    def __init__(self, recorders: list[StepRecorder], handoffs: HandOffRecorder | None = None):
         super().__init__()
-        self.recorders = recorders
+        self.recorders, self.handoff_recorder = recorders, handoffs
         self.events: list[np.ndarray] = []
+        self.handoffs: list[np.ndarray] = []
 
     def BeginOfEventAction(self, event):
         for recorder in self.recorders:
             recorder.rows.clear()
+        if self.handoff_recorder:
+            self.handoff_recorder.rows.clear()
 
     def EndOfEventAction(self, event):
         self.events.append(np.concatenate([r.event_rows() for r in self.recorders]))
+        if self.handoff_recorder:
+            self.handoffs.append(np.array(self.handoff_recorder.rows, dtype=np.float64).reshape(-1, 8))
+
+
+class HandOffRecorder:
+    """Kills the particles the trigger accepts and keeps [pdg, E, x, y, z, dx, dy, dz] of each."""
+
+    def __init__(self, trigger: Trigger, half_width: float):
+        self.trigger, self.half_width = trigger, half_width
+        self.rows: list[tuple] = []
+
+    def take(self, track, energy: float, p, d) -> bool:
+        pdg = track.GetDefinition().GetPDGEncoding()
+        if not (self.trigger.accepts(pdg, energy, p.z, d.z)
+                and abs(p.x) <= self.half_width and abs(p.y) <= self.half_width):
+            return False
+        self.rows.append((pdg, energy, p.x, p.y, p.z, d.x, d.y, d.z))
+        return True
+
+
+class HandOffAtEntry(g4.G4UserSteppingAction):
+    """The world region's stepping action: a particle whose step ends on the calorimeter's surface
+    goes to the model, with its energy, position and direction there. No Python runs for the steps
+    inside the calorimeter (its own region)."""
+
+    def __init__(self, recorder: HandOffRecorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def UserSteppingAction(self, step):
+        track = step.GetTrack()
+        volume = track.GetNextVolume()
+        if volume is None or volume.GetName() == "world":
+            return
+        post = step.GetPostStepPoint()
+        if self.recorder.take(track, post.GetKineticEnergy(), post.GetPosition(), post.GetMomentumDirection()):
+            track.SetTrackStatus(g4.G4TrackStatus.fStopAndKill)
+
+
+class HandOffAtBirth(g4.G4UserStackingAction):
+    """A secondary born inside the calorimeter (a photon of a pi0 in a hadronic shower) goes to the
+    model where it is born, before Geant4 tracks it."""
+
+    def __init__(self, recorder: HandOffRecorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def ClassifyNewTrack(self, track):
+        if track.GetParentID() > 0 and self.recorder.take(track, track.GetKineticEnergy(), track.GetPosition(),
+                                                          track.GetMomentumDirection()):
+            return g4.G4ClassificationOfNewTrack.fKill
+        return g4.G4ClassificationOfNewTrack.fUrgent
 
 
 class KillSecondaries(g4.G4UserStackingAction):
@@ -182,9 +245,14 @@ class PrimaryEnd(g4.G4UserTrackingAction):
 
 
 class Session:
-    """A configured Geant4 run manager for one detector, particle and physics, in this process."""
+    """A configured Geant4 run manager for one detector, particle and physics, in this process.
 
-    def __init__(self, detector: Detector, particle: str, physics: Physics, official: bool = False):
+    With a ``trigger``, the particles it accepts are killed where they enter the calorimeter or are
+    born in it, and recorded per event in ``collector.handoffs`` for a fast-simulation model.
+    """
+
+    def __init__(self, detector: Detector, particle: str, physics: Physics, official: bool = False,
+                 trigger: Trigger | None = None):
         if particle not in PARTICLES:
             raise ValueError(f"unknown particle {particle!r}")
         ui = g4.G4UImanager.GetUIpointer()
@@ -193,26 +261,34 @@ class Session:
         self.run_manager = g4.G4RunManagerFactory.CreateRunManager(g4.G4RunManagerType.SerialOnly)
         self.recorders = {name: StepRecorder(f"calofm_{name}", physics.birks(name))
                           for name in detector.active_materials}
-        self.construction = SlabCalorimeter(detector, self.recorders)
+        self.construction = SlabCalorimeter(detector, self.recorders, calorimeter_region=trigger is not None)
         self.physics = physics_list(physics, official)
         self.run_manager.SetUserInitialization(self.construction)
         self.run_manager.SetUserInitialization(self.physics)
         self.primaries = Primaries(particle)  # user actions only after the physics list
-        self.collector = Collector(list(self.recorders.values()))
+        handoffs = HandOffRecorder(trigger, detector.lateral_mm / 2) if trigger else None
+        self.collector = Collector(list(self.recorders.values()), handoffs)
         self.run_manager.SetUserAction(self.primaries)
         self.run_manager.SetUserAction(self.collector)
+        if handoffs:
+            self._handoff_actions = HandOffAtEntry(handoffs), HandOffAtBirth(handoffs)
+            self.run_manager.SetUserAction(self._handoff_actions[1])
         for command in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0",
                         "/process/had/verbose 0", "/process/em/verbose 0", f"/run/setCut {physics.range_cut_mm} mm"):
             ui.ApplyCommand(command)
         self.run_manager.Initialize()
+        if handoffs:
+            world = g4.G4RegionStore.GetInstance().GetRegion("DefaultRegionForTheWorld", False)
+            world.SetRegionalSteppingAction(self._handoff_actions[0])
         self.run_manager.BeamOn(0)  # build the physics tables now, not inside the first timed events
         for name, recorder in self.recorders.items():
             recorder.prepare(name)
 
     def simulate(self, events: list[tuple[float, float, int]]) -> list[np.ndarray]:
-        """Steps [x, y, z, E] (detector frame, mm, MeV) of each (energy MeV, theta, seed) event."""
+        """Steps [x, y, z, E] (detector frame, mm, MeV) of each (energy MeV, theta, seed) event; with a
+        trigger, the particles each event handed off are in ``collector.handoffs``."""
         self.primaries.queue = list(events)
-        self.collector.events = []
+        self.collector.events, self.collector.handoffs = [], []
         self.run_manager.BeamOn(len(events))
         return self.collector.events
 

@@ -33,6 +33,7 @@ from calofm.core.units import GeV
 from calofm.data import PointClouds, ShowerFile, Showers, ShowerWriter
 from calofm.simulate.detectors import Block, Detector, Mesh, Slab
 from calofm.simulate.gun import Gun, Spectrum
+from calofm.simulate.handoff import ShowerModel
 from calofm.simulate.materials import material as material_properties
 from calofm.simulate.physics import Physics, default_physics
 
@@ -48,6 +49,7 @@ class Run:
     shard: tuple[int, int] = (0, 1)
     points: bool = False
     physics: Physics | None = None  # None: default_physics of the particle, Birks' default constants
+    fast_sim: ShowerModel | None = None  # the model the particles its trigger accepts are handed to
 
     def __post_init__(self):
         if self.physics is None:
@@ -59,6 +61,8 @@ class Run:
             raise ValueError("need at least one event")
         if k > self.n:
             raise ValueError(f"shard {i}/{k}: {k} shards for {self.n} events leave some empty")
+        if self.fast_sim is not None and self.points:
+            raise ValueError("a fast-simulated run has no point clouds: the model's deposits are voxel centres")
 
     @property
     def events(self) -> range:
@@ -71,7 +75,7 @@ class Run:
         """JSON-able description, stored in every part and output file."""
         return {"detector": self.detector.name, "detector_fingerprint": self.detector.fingerprint,
                 "gun": self.gun.describe(), "n_events": self.n, "seed": self.seed, "shard": list(self.shard),
-                "points": self.points,
+                "points": self.points, **({"fast_sim": self.fast_sim.describe()} if self.fast_sim else {}),
                 "sampling_fraction": self.detector.sampling_fraction if not self.detector.sections
                 else dict(zip([sec.name for sec in self.detector.sections], self.detector.sampling_fractions))}
 
@@ -115,8 +119,10 @@ def plan(events: range, done: list[tuple[int, int]], size: int) -> list[tuple[in
 _session = None
 
 
-def _init_worker(detector: Detector, particle: str, physics: Physics, log: str) -> None:
-    """Start Geant4 once per worker; its console output goes to ``log`` (read when a worker dies)."""
+def _init_worker(detector: Detector, particle: str, physics: Physics, log: str,
+                 fast_sim: ShowerModel | None = None) -> None:
+    """Start Geant4 (and load the fast-simulation model) once per worker; its console output goes to
+    ``log`` (read when a worker dies)."""
     global _session
     _die_with_parent()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -127,7 +133,9 @@ def _init_worker(detector: Detector, particle: str, physics: Physics, log: str) 
     official = g4env.configure(physics.hadronic)["g4data"] == "official"
     from calofm.simulate.g4app import Session
 
-    _session = (Session(detector, particle, physics, official), detector)
+    _session = (Session(detector, particle, physics, official, fast_sim and fast_sim.trigger), detector, fast_sim)
+    if fast_sim is not None:
+        fast_sim.load()
 
 
 def _die_with_parent() -> None:
@@ -148,19 +156,25 @@ def _queue(conditions: list[tuple[float, float, float, int]]) -> list[tuple[floa
     return [(energy, theta, g4_seed) for energy, theta, _, g4_seed in conditions]
 
 
-def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: str,
-                   metadata: dict) -> tuple[int, float, float]:
-    """Simulate events [a, b) and write them as one complete part file; returns (n, seconds, GeV)."""
+def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: str, metadata: dict) -> dict:
+    """Simulate events [a, b) and write them as one complete part file; returns its statistics
+    (events, seconds, GeV; and for a fast simulation handed_off, handed_off_gev, model_seconds)."""
     from calofm.simulate.scoring import cluster, score_mesh, to_mesh_frame
 
-    session, detector = _session
+    session, detector, fast_sim = _session
     t0 = time.perf_counter()
     conditions = [gun.event(seed, i) for i in range(a, b)]
     all_steps = session.simulate(_queue(conditions))
+    for steps in all_steps:
+        steps[:, 3] *= detector.energy_scale(steps[:, 2])
+    stats = {}
+    if fast_sim is not None:
+        all_steps, stats = _add_model_showers(fast_sim, all_steps, session.collector.handoffs,
+                                              np.array([c[2] for c in conditions]), [seed, a])
+        metadata = {**metadata, **{f"fast_sim_{k}": v for k, v in stats.items() if k != "model_seconds"}}
     mesh, readout = detector.mesh_binning(), detector.readout()
     showers, clouds = [], []
     for (energy, theta, phi, _), steps in zip(conditions, all_steps):
-        steps[:, 3] *= detector.energy_scale(steps[:, 2])
         in_mesh_frame = to_mesh_frame(steps, theta)
         showers.append(score_mesh(in_mesh_frame, mesh))
         if points:
@@ -172,7 +186,22 @@ def _simulate_part(gun: Gun, seed: int, a: int, b: int, points: bool, folder: st
     with ShowerWriter(Path(folder) / _part_name(a, b), "calofm", mesh,
                       {**metadata, "event_start": a, "event_stop": b}) as w:
         w.append(batch)
-    return b - a, time.perf_counter() - t0, float(batch.energy.sum() / GeV)
+    return {"events": b - a, "seconds": time.perf_counter() - t0, "gev": float(batch.energy.sum() / GeV), **stats}
+
+
+def _add_model_showers(fast_sim: ShowerModel, all_steps: list[np.ndarray], handoffs: list[np.ndarray],
+                       phi: np.ndarray, seed: list[int]) -> tuple[list[np.ndarray], dict]:
+    """Each event's steps with the model's showers of the particles it handed off (one model call
+    for the whole part), and how many particles, how much energy and model time that was."""
+    t0 = time.perf_counter()
+    rows = np.concatenate(handoffs)
+    event = np.repeat(np.arange(len(handoffs)), [len(h) for h in handoffs])
+    deposits, owner = fast_sim.deposits(rows, phi[event], int(np.random.default_rng(seed).integers(2**31)))
+    by_event = np.bincount(event[owner], minlength=len(all_steps))
+    parts = np.split(deposits[np.argsort(event[owner], kind="stable")], np.cumsum(by_event)[:-1])
+    steps = [np.concatenate([s, d]) for s, d in zip(all_steps, parts)]
+    return steps, {"handed_off": len(rows), "handed_off_gev": float(rows[:, 1].sum() / GeV),
+                   "model_seconds": time.perf_counter() - t0}
 
 
 # --- orchestration ---------------------------------------------------------------------
@@ -183,7 +212,9 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True, overw
 
     Returns statistics: events, resumed (events found done), seconds (wall), worker_seconds
     (summed time inside workers, without start-up), gev (incident energy simulated now) and
-    already_done (``out`` held the run).
+    already_done (``out`` held the run); with a fast simulation also handed_off (particles given
+    to the model now), handed_off_gev and model_seconds (summed time generating and placing their
+    showers, part of worker_seconds).
     """
     if None in run.detector.sampling_fractions:
         raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure it with "
@@ -211,7 +242,8 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True, overw
     todo = plan(events, _existing_parts(folder), size)
     metadata = _metadata(run, settings)
     stats = {"events": len(events), "resumed": len(events) - sum(b - a for a, b in todo), "seconds": 0.0,
-             "worker_seconds": 0.0, "gev": 0.0, "already_done": False}
+             "worker_seconds": 0.0, "gev": 0.0, "already_done": False,
+             **({"handed_off": 0, "handed_off_gev": 0.0, "model_seconds": 0.0} if run.fast_sim else {})}
     t0 = time.perf_counter()
     if todo:
         _run_parts(run, todo, folder, workers, metadata, stats, progress)
@@ -222,7 +254,9 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True, overw
 
 
 def _metadata(run: Run, settings: dict) -> dict:
-    meta = {"simulator": "calofm simulate (Geant4)", "settings": json.dumps(settings), "detector": run.detector.name,
+    simulator = f"calofm simulate (Geant4 + fast simulation by {run.fast_sim.model})" if run.fast_sim \
+        else "calofm simulate (Geant4)"
+    meta = {"simulator": simulator, "settings": json.dumps(settings), "detector": run.detector.name,
             "detector_description": json.dumps(run.detector.to_dict()), "seed": run.seed,
             "energy_scale": "visible energy in active material / sampling fraction (of its section)"}
     if run.detector.sections:
@@ -276,18 +310,21 @@ def _run_parts(run: Run, todo, folder: Path, workers: int, metadata: dict, stats
     with Progress(*columns, disable=not progress, transient=False) as bar, \
             ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
                                 initializer=_init_worker,
-                                initargs=(run.detector, run.gun.particle, run.physics, str(logs))) as pool:
+                                initargs=(run.detector, run.gun.particle, run.physics, str(logs),
+                                          run.fast_sim)) as pool:
         task = bar.add_task("", total=len(run.events), completed=stats["resumed"], rate="-")
         futures = [pool.submit(_simulate_part, run.gun, run.seed, a, b, run.points, str(folder), metadata)
                    for a, b in todo]
         start, done = time.perf_counter(), 0
         try:
             for future in as_completed(futures):
-                n, seconds, gev = future.result()
-                done += n
-                stats["gev"] += gev
-                stats["worker_seconds"] += seconds
-                bar.update(task, advance=n, rate=f"{done / (time.perf_counter() - start):.1f}")
+                part = future.result()
+                done += part["events"]
+                stats["worker_seconds"] += part.pop("seconds")
+                for key, value in part.items():
+                    if key != "events":
+                        stats[key] += value
+                bar.update(task, advance=part["events"], rate=f"{done / (time.perf_counter() - start):.1f}")
         except BrokenProcessPool:
             raise CalofmError(f"a Geant4 worker died ({_log_tail(logs)}); the parts written so far are kept "
                               f"in {folder}: re-run the same command to resume") from None
@@ -318,21 +355,34 @@ def _merge_parts(folder: Path, out: Path, events: range, metadata: dict) -> None
         raise CalofmError(f"{folder}: parts do not cover events {events.start}..{events.stop - 1} exactly once")
     with ShowerFile(folder / _part_name(*ranges[0])) as first:
         mesh = first.readout
-    with ShowerWriter(out, "calofm", mesh, {**metadata, "event_start": events.start, "event_stop": events.stop}) as w:
+    metadata = {**metadata, **_handoff_totals([folder / _part_name(a, b) for a, b in ranges]),
+                "event_start": events.start, "event_stop": events.stop}
+    with ShowerWriter(out, "calofm", mesh, metadata) as w:
         for a, b in ranges:
             with ShowerFile(folder / _part_name(a, b)) as part:
                 w.append(part.read())
 
 
+def _handoff_totals(files: list[Path]) -> dict:
+    """The particles (and GeV) the files' events handed to a fast simulation, summed; {} for a full one."""
+    totals = {}
+    for path in files:
+        with ShowerFile(path) as f:
+            for key in ("fast_sim_handed_off", "fast_sim_handed_off_gev"):
+                if key in f.metadata:
+                    totals[key] = totals.get(key, 0) + f.metadata[key]
+    return totals
+
+
 def _visible_fractions(gun: Gun, seed: int, n: int) -> list[float]:
-    session, _ = _session
+    session = _session[0]
     conditions = [gun.event(seed, i) for i in range(n)]
     steps = session.simulate(_queue(conditions))
     return [float(s[:, 3].sum(dtype=np.float64) / c[0]) for s, c in zip(steps, conditions)]
 
 
 def _primary_ends(gun: Gun, seed: int, n: int) -> list[tuple[float, str]]:
-    session, _ = _session
+    session = _session[0]
     conditions = [gun.event(seed, i) for i in range(n)]
     return session.primary_ends(_queue(conditions))
 
@@ -404,7 +454,7 @@ def merge_shards(inputs: list[Path], out: Path, progress: bool = True) -> int:
         raise CalofmError(f"events {expected}..{n - 1} of the run's {n} are missing from the inputs")
     with ShowerFile(shards[0][2]) as first:
         mesh, metadata = first.readout, dict(first.metadata)
-    metadata.update(event_start=0, event_stop=n)
+    metadata.update(event_start=0, event_stop=n, **_handoff_totals([path for _, _, path, _ in shards]))
     with ShowerWriter(out, "calofm", mesh, metadata) as w:
         for _, _, path, _ in shards:
             with ShowerFile(path) as f:
