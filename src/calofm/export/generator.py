@@ -33,7 +33,8 @@ ratios times each layer's voxel fractions; then the 15.15 keV threshold). With `
 calofm graph takes the noise as a second input "noise" of the model's state shape ((B, R, A, Z) for
 voxels, (B, L + V) for layer ratios), so it can be compared with PyTorch and with the par04 graph on
 the same noise (the parity checks). Each file records its contract in its metadata (ONNX
-metadata_props, TorchScript extra file ``contract.json``).
+metadata_props, TorchScript extra file ``contract.json``), with the one-hot slots and each slot's
+mesh (``meshes``), so that ``calofm simulate --fast-sim FILE`` places its cells as Par04 would.
 """
 
 from __future__ import annotations

@@ -146,11 +146,14 @@ class _CalofmBackend:
     def __init__(self, model: str, threads: int | None):
         import torch
 
-        from calofm.inference.generators import load_model
+        from calofm.inference.generators import CountModel, load_model
 
         if threads:
             torch.set_num_threads(threads)
         self.model = load_model(model)
+        if isinstance(self.model, CountModel):
+            raise InputError(self.model.path, "is a ShowerFlow run: it gives points per layer, not showers; "
+                                              "use the PointWise run trained with it")
         self.classes = list(self.model.conditions.detectors)
         self.e_max = float(self.model.conditions.e_max)
 

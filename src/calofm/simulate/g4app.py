@@ -215,13 +215,15 @@ class HandOffAtBirth(g4.G4UserStackingAction):
 
     def __init__(self, recorder: HandOffRecorder):
         super().__init__()
-        self.recorder = recorder
+        self.recorder, self.e_min = recorder, recorder.trigger.e_min
+        self.urgent, self.kill = g4.G4ClassificationOfNewTrack.fUrgent, g4.G4ClassificationOfNewTrack.fKill
 
     def ClassifyNewTrack(self, track):
-        if track.GetParentID() > 0 and self.recorder.take(track, track.GetKineticEnergy(), track.GetPosition(),
-                                                          track.GetMomentumDirection()):
-            return g4.G4ClassificationOfNewTrack.fKill
-        return g4.G4ClassificationOfNewTrack.fUrgent
+        energy = track.GetKineticEnergy()  # most tracks stop at this test: keep the Python per track short
+        if energy >= self.e_min and track.GetParentID() > 0 and self.recorder.take(
+                track, energy, track.GetPosition(), track.GetMomentumDirection()):
+            return self.kill
+        return self.urgent
 
 
 class KillSecondaries(g4.G4UserStackingAction):

@@ -48,16 +48,13 @@ class Trigger:
             raise ValueError(f"fast-simulation energy range [{self.e_min:g}, {self.e_max:g}] MeV is empty")
         if not 0 < self.max_angle <= math.pi / 2:
             raise ValueError("the maximum angle to the layer normal must be in (0, 90] degrees")
+        object.__setattr__(self, "_min_cos", math.cos(self.max_angle) - 1e-12)
 
     def accepts(self, pdg: int, energy: float, z: float, dz: float) -> bool:
         """Whether a particle of this code, kinetic energy (MeV), depth (mm) and direction cosine to the
         normal goes to the model (called by Geant4 for every candidate: plain Python, no numpy)."""
         return (pdg in self.pdgs and self.e_min <= energy <= self.e_max
                 and self.z_range[0] <= z <= self.z_range[1] and abs(dz) >= self._min_cos)
-
-    @property
-    def _min_cos(self) -> float:
-        return math.cos(self.max_angle) - 1e-12
 
     def describe(self) -> dict:
         return {"pdgs": list(self.pdgs), "min_energy_MeV": self.e_min, "max_energy_MeV": self.e_max,
