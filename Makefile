@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# the CPU build of torch that lies on these machines; never let pip pull a CUDA build
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -48,3 +48,37 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def cluster_options(parser, tasks: str, how: str) -> None:
+    """The ``--cluster`` options of a command whose ``tasks`` (shards, cells) run as Dask tasks."""
+    group = parser.add_argument_group(
+        "cluster (Dask; pip install 'calofm[cluster]'; README 'Beyond one machine')",
+        f"{how}. A task that fails is retried; a finished one is never run again, so re-running the same "
+        "command after a failure resumes. The progress bar counts finished tasks; the Dask dashboard's address "
+        "is printed first.")
+    group.add_argument("--cluster", nargs="?", const="local", metavar="SPEC",
+                       help="local[:N] (a local Dask cluster of N worker processes; default the cores), slurm, "
+                            "htcondor or pbs (worker jobs through dask-jobqueue, see --cluster-config), or "
+                            "tcp://HOST:PORT (a running Dask scheduler). Without a value: local")
+    group.add_argument("--cluster-config", metavar="YAML",
+                       help="dask-jobqueue options for slurm/htcondor/pbs: queue, cores, memory, walltime, "
+                            "job_extra_directives, ... (the keyword arguments of SLURMCluster and its siblings)")
+    group.add_argument("--cluster-jobs", type=positive_int, default=1, metavar="N",
+                       help="batch jobs of workers to start for slurm/htcondor/pbs (default 1)")
+    group.add_argument("--cluster-tasks", type=positive_int, metavar="K",
+                       help=f"how many {tasks} to cut the work into (default: four per worker)")
+    group.add_argument("--retries", type=non_negative_int, default=2,
+                       help="retries of a task that raises (default 2); Dask also reschedules a task whose "
+                            "worker died")
+
+
+def cluster_spec(args):
+    """The :class:`calofm.core.cluster.ClusterSpec` of parsed ``--cluster`` options."""
+    from calofm.core.cluster import ClusterSpec, read_options
+    from calofm.core.errors import InputError
+
+    try:
+        return ClusterSpec.parse(args.cluster, read_options(args.cluster_config), args.cluster_jobs)
+    except ValueError as exc:
+        raise InputError("--cluster", str(exc)) from None

@@ -6,7 +6,14 @@ import json
 import sys
 from dataclasses import replace
 
-from calofm.cli.options import non_negative_float, non_negative_int, positive_float, positive_int
+from calofm.cli.options import (
+    cluster_options,
+    cluster_spec,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from calofm.core.errors import CalofmError, InputError
 from calofm.core.files import check_output
 from calofm.core.particles import PARTICLES
@@ -56,6 +63,8 @@ def add_parsers(sub) -> None:
                                  "in the current directory)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output that holds another run (default: refuse)")
+    cluster_options(p, "shards", "Each shard of the run is one task: `--shard` is set for you, and the shards "
+                                  "are merged into OUT, with the same showers as a one-machine run of the same seed")
     fast = p.add_argument_group(
         "fast simulation (the model inside the Geant4 run; README 'Fast simulation inside Geant4')",
         "A particle of --fast-sim-particles that enters the calorimeter, or is born in it (a pi0 photon of a "
@@ -136,7 +145,13 @@ def simulate(args) -> int:
     if args.out is None:
         shard = "" if run.shard == (0, 1) else f"-shard{run.shard[0]}of{run.shard[1]}"
         args.out = f"{detector.name}-{args.particle}-n{args.n}-s{args.seed}{shard}.h5"
-    stats = run_simulation(run, check_output(args.out), workers=args.workers, overwrite=args.overwrite)
+    if args.cluster:
+        from calofm.simulate.runner import simulate_on_cluster
+
+        stats = simulate_on_cluster(run, check_output(args.out), cluster_spec(args), args.cluster_tasks,
+                                    args.retries, overwrite=args.overwrite)
+    else:
+        stats = run_simulation(run, check_output(args.out), workers=args.workers, overwrite=args.overwrite)
     if stats["already_done"]:
         print(f"{args.out} already holds these {stats['events']} showers (same settings): nothing to do")
         return 0

@@ -20,13 +20,14 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context, parent_process
 from pathlib import Path
 
 import numpy as np
 
 from calofm import __version__
+from calofm.core.cluster import ClusterSpec, run_tasks, task_count
 from calofm.core.errors import CalofmError, InputError
 from calofm.core.files import atomic_path, check_output
 from calofm.core.units import GeV
@@ -219,19 +220,11 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True, overw
     if None in run.detector.sampling_fractions:
         raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure it with "
                           "`calofm detectors --measure` and put it in its YAML file")
-    from calofm.simulate import g4env
-
-    provenance = g4env.configure(run.physics.hadronic)  # builds the tables once, before the workers start
     out = Path(out)
-    settings = {**run.settings(), "calofm_version": __version__,
-                "physics": run.physics.describe(provenance["g4data"] == "official", run.detector.active_materials),
-                "geant4": f"geant4-pybind {_package_version('geant4_pybind')}", "g4data": provenance}
+    settings = _full_settings(run)
     if _finished(out, settings):
-        return {"events": len(run.events), "resumed": len(run.events), "seconds": 0.0, "worker_seconds": 0.0,
-                "gev": 0.0, "already_done": True}
-    if out.exists() and not overwrite:
-        raise InputError(out, "exists and holds another run (or another file); choose another output, or "
-                              "pass --overwrite to replace it")
+        return _already_done(run)
+    _check_replace(out, overwrite)
     folder = check_output(parts_dir(out), folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     _check_or_write_settings(folder, settings)
@@ -251,6 +244,63 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True, overw
     _merge_parts(folder, out, events, metadata)
     shutil.rmtree(folder)
     return stats
+
+
+def simulate_on_cluster(run: Run, out: Path, cluster: ClusterSpec, tasks: int | None = None, retries: int = 2,
+                        progress: bool = True, overwrite: bool = False) -> dict:
+    """Simulate ``run`` into ``out`` as ``tasks`` shards on a Dask cluster (:mod:`calofm.core.cluster`),
+    one task each, then merge them: the same showers as :func:`simulate` of the same run.
+
+    A shard resumes like any run, a finished one is not simulated again, and a re-run of the same
+    command picks up where a failed one stopped (the shards live in ``OUT.shards/`` until merged).
+    Returns :func:`simulate`'s statistics, summed over the shards simulated now.
+    """
+    if run.shard != (0, 1):
+        raise InputError("--shard", "--cluster cuts the run into shards itself; drop --shard")
+    out = Path(out)
+    if _finished(out, _full_settings(run)):
+        return _already_done(run)
+    _check_replace(out, overwrite)
+    k = tasks or task_count(cluster, run.n)
+    if k > run.n:
+        raise InputError("--cluster-tasks", f"{k} tasks for {run.n} events leave some empty")
+    folder = check_output(out.with_name(out.name + ".shards"), folder=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / f"shard-{i:05d}-of-{k:05d}.h5" for i in range(k)]
+    t0 = time.perf_counter()
+    results = run_tasks(cluster, _simulate_shard, [(replace(run, shard=(i, k)), str(f)) for i, f in enumerate(files)],
+                        "simulating shards", folder / "logs", retries, progress)
+    stats = {key: sum(r[key] for r in results) for key in results[0] if key != "already_done"}
+    stats.update(seconds=time.perf_counter() - t0, already_done=False)
+    merge_shards(files, out, progress=False)
+    shutil.rmtree(folder)
+    return stats
+
+
+def _simulate_shard(run: Run, out: str) -> dict:
+    """One cluster task: one shard, simulated by one Geant4 worker process of the Dask worker."""
+    return simulate(run, Path(out), workers=1, progress=False, overwrite=True)
+
+
+def _full_settings(run: Run) -> dict:
+    """The settings a run's file records: the run's, calofm's version and the physics' provenance."""
+    from calofm.simulate import g4env
+
+    provenance = g4env.configure(run.physics.hadronic)  # builds the tables once, before the workers start
+    return {**run.settings(), "calofm_version": __version__,
+            "physics": run.physics.describe(provenance["g4data"] == "official", run.detector.active_materials),
+            "geant4": f"geant4-pybind {_package_version('geant4_pybind')}", "g4data": provenance}
+
+
+def _already_done(run: Run) -> dict:
+    return {"events": len(run.events), "resumed": len(run.events), "seconds": 0.0, "worker_seconds": 0.0,
+            "gev": 0.0, "already_done": True}
+
+
+def _check_replace(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise InputError(out, "exists and holds another run (or another file); choose another output, or "
+                              "pass --overwrite to replace it")
 
 
 def _metadata(run: Run, settings: dict) -> dict:
@@ -454,7 +504,9 @@ def merge_shards(inputs: list[Path], out: Path, progress: bool = True) -> int:
         raise CalofmError(f"events {expected}..{n - 1} of the run's {n} are missing from the inputs")
     with ShowerFile(shards[0][2]) as first:
         mesh, metadata = first.readout, dict(first.metadata)
-    metadata.update(event_start=0, event_stop=n, **_handoff_totals([path for _, _, path, _ in shards]))
+    whole = {**shards[0][3], "shard": [0, 1]}  # the merged file is the whole run, as one machine writes it
+    metadata.update(event_start=0, event_stop=n, settings=json.dumps(whole),
+                    **_handoff_totals([path for _, _, path, _ in shards]))
     with ShowerWriter(out, "calofm", mesh, metadata) as w:
         for _, _, path, _ in shards:
             with ShowerFile(path) as f:
