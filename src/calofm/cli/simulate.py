@@ -51,7 +51,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--n", type=positive_int, required=True, help="number of showers in the whole run (all shards)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="run seed: the same seed gives the same showers (default 0)")
-    p.add_argument("--workers", type=positive_int, default=1, help="worker processes, one Geant4 each (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes, one Geant4 each (default 1; with --cluster, the cluster's workers instead)")
     p.add_argument("--shard", default="0/1", metavar="I/K", help="simulate only shard I of K (default 0/1: all)")
     p.add_argument("--points", action="store_true", help="also store point clouds pre-clustered on the readout "
                                                          "refined 6 times in each transverse direction")

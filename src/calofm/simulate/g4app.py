@@ -175,7 +175,8 @@ class Collector(g4.G4UserEventAction):
 
 
 class HandOffRecorder:
-    """Kills the particles the trigger accepts and keeps [pdg, E, x, y, z, dx, dy, dz] of each."""
+    """Decides, for the two hooks below, whether a particle goes to the model (the trigger, and inside
+    the calorimeter's lateral extent), and keeps [pdg, E, x, y, z, dx, dy, dz] of each that does."""
 
     def __init__(self, trigger: Trigger, half_width: float):
         self.trigger, self.half_width = trigger, half_width
