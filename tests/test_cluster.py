@@ -1,5 +1,6 @@
 """`--cluster`: shards of a simulation as Dask tasks on a local cluster; batch-system job scripts."""
 
+import json
 import os
 import threading
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from calofm.cli.main import main
 from calofm.core.cluster import ClusterSpec, run_tasks, task_count
@@ -111,3 +113,26 @@ def test_bad_cluster_options_are_one_line_errors(tmp_path, capsys, args, message
     assert main(["simulate", "--detector", "par04-siw", "--n", "4", "--out", "x.h5", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_studys_cells_run_in_parallel_and_give_the_serial_table(toys, tmp_path, one_thread):
+    """Four cells (two strategies x two seeds) on local:2, against the same study run serially."""
+    def config(out):
+        return {"out": str(out), "base": str(toys / "base"),
+                "target": {"name": "c", "train": str(toys / "c.h5"), "test": str(toys / "c_test.h5")},
+                "strategies": {"scratch": {}, "bitfit": {}}, "sizes": [20], "seeds": [0, 1],
+                "train": {"steps": 4, "batch_size": 16, "device": "cpu", "log_every": 2},
+                "evaluate": {"n": 100, "steps": 2, "classifier_epochs": 2}}
+    summaries = []
+    for name, extra in (("serial", []), ("parallel", ["--cluster", "local:2"])):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config(tmp_path / name)))
+        assert main(["study", "--config", str(path), "--no-progress", *extra]) == 0
+        summaries.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    serial, parallel = ({(c["label"], c["seed"]): {k: v for k, v in c.items() if k != "seconds"}
+                         for c in s["cells"]} for s in summaries)
+    assert serial.keys() == parallel.keys() and len(serial) == 4
+    for key in serial:
+        for metric in ("gm", "kl", "auc"):
+            np.testing.assert_allclose(parallel[key][metric][0], serial[key][metric][0], rtol=1e-4)
+    assert summaries[0]["rows"].keys() == summaries[1]["rows"].keys()

@@ -3,6 +3,8 @@
 import math
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -215,3 +217,24 @@ def test_ddp_with_two_gloo_processes_keeps_replicas_identical(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # rank 1 started from other weights: DDP synced them
     assert not all(torch.equal(a[k], tiny_process().state_dict()[k]) for k in a)
     assert (tmp_path / "model.safetensors").exists() and len((tmp_path / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_torchrun_on_two_processes_trains_as_one_process_with_two_chunks(toys, tmp_path, tiny_run_config):
+    """The real launcher, two gloo processes on this machine: the same weights as one process
+    that cuts the same global batch into two chunks (train.accumulate 2), up to rounding; one
+    process with the whole batch at once draws other noise and ends elsewhere."""
+    data = {"a": str(toys / "a.h5")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"ddp": {}, "chunks": {"accumulate": 2}, "whole": {}}
+    for name, train in runs.items():
+        config = tiny_run_config(tmp_path, name, data, 6, log_every=3, **train)
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"] \
+            if name == "ddp" else [sys.executable]
+        subprocess.run([*launcher, "-m", "calofm.cli.main", "train", "--config", str(config), "--no-progress"],
+                       env=env, check=True, timeout=600, capture_output=True)
+    weights = {name: checkpoint.load(tmp_path / name / "model.safetensors")[0] for name in runs}
+    assert checkpoint.load(tmp_path / "ddp" / "checkpoint.safetensors")[1]["world"] == 2
+    for key, value in weights["ddp"].items():
+        torch.testing.assert_close(value, weights["chunks"][key], rtol=1e-4, atol=1e-6)
+    assert any(not torch.allclose(value, weights["whole"][key], rtol=1e-3, atol=1e-5)
+               for key, value in weights["ddp"].items())

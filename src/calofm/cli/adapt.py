@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from calofm.adapt import STRATEGIES
-from calofm.cli.options import fraction, non_negative_int, positive_float, positive_int
+from calofm.cli.options import cluster_options, cluster_spec, fraction, non_negative_int, positive_float, positive_int
 from calofm.cli.train import key_values
 from calofm.core.errors import CalofmError, InputError
 from calofm.data import open_showers
@@ -100,6 +100,9 @@ def add_parsers(sub) -> None:
                        epilog=STUDY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="study YAML (see the example below)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cluster_options(p, "cells", "Each cell of a study is one task, the cells run in parallel, and the table is the "
+                                "serial run's; the study's files must be where the workers see them (a shared file "
+                                "system on a batch cluster). A sequence runs its steps in order and takes no --cluster")
     p.set_defaults(run=study)
 
 
@@ -173,5 +176,12 @@ def _config(raw: dict) -> RunConfig:
 
 
 def study(args) -> int:
-    (run_sequence if is_sequence(args.config) else run_study)(args.config, progress=not args.no_progress)
+    if is_sequence(args.config):
+        if args.cluster:
+            raise InputError("--cluster", f"{args.config} is a sequence: each step adapts the model the step before "
+                                          "left, so its steps run in order")
+        run_sequence(args.config, progress=not args.no_progress)
+    else:
+        run_study(args.config, progress=not args.no_progress, cluster=cluster_spec(args) if args.cluster else None,
+                  retries=args.retries)
     return 0

@@ -29,7 +29,8 @@ example config (CaloDiT-2 pre-training; every key but data.detectors has a defau
   model: {backbone: dit, args: {patch: [3, 2, 3], dim: 384, depth: 6, heads: 6, mlp_dim: 1536}}
   process: {name: edm}     # or {name: cd, teacher: runs/pretrain} for consistency distillation
   train: {steps: 100000, batch_size: 256, lr: 5.0e-4, weight_decay: 1.0e-4, warmup: 0.1, decay: 0.4,
-          ema: 0.999, precision: fp32, compile: false, checkpoint_every: 1000, validate_every: 5000}
+          ema: 0.999, precision: fp32, compile: false, checkpoint_every: 1000, validate_every: 5000,
+          accumulate: 1}    # batch_size is global: processes x accumulate chunks per step
 
 CaloDREAM++ (energy network + universal ViT, factorised flow matching; any layered readout):
 

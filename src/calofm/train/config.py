@@ -63,6 +63,7 @@ class AdaptConfig:
 class TrainConfig:
     steps: int = 100_000
     batch_size: int = 256           # global, split over DDP processes
+    accumulate: int = 1             # chunks per process and step (gradient accumulation); see Trainer
     lr: float = 5e-4
     weight_decay: float = 1e-4
     warmup: float = 0.1             # warmup-stable-decay: fractions of the steps
@@ -92,6 +93,7 @@ class RunConfig:
         checks = [
             (t.steps > 0, "train.steps", "must be positive"),
             (t.batch_size > 0, "train.batch_size", "must be positive"),
+            (t.accumulate > 0, "train.accumulate", "must be positive"),
             (t.lr > 0, "train.lr", "must be positive"),
             (t.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
             (t.seed >= 0, "train.seed", "must be >= 0"),

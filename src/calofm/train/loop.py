@@ -21,6 +21,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 class Trainer:
     """Train ``process`` on (x, cond) with ``settings``, writing to the run folder ``out``.
 
+    Each step's global batch is cut into ``world x accumulate`` equal chunks, in order: process r
+    takes chunks r * accumulate ... (r + 1) * accumulate - 1, and chunk g draws its noise from
+    (seed, step, g). So W processes under torchrun train exactly as one process with ``accumulate``
+    W (the same chunks, the same noise, the mean of the chunk gradients), up to rounding.
+
     ``describe`` is the JSON description stored with the generation model (what a loader needs
     to rebuild it); ``validate(sampler, step)`` returns metrics for validation.csv. ``lr_scale``
     maps parameter names to learning-rate multipliers (default 1); ``fold(process)`` turns a copy
@@ -147,13 +153,17 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
         self.fold = fold
         self.ema = {n: p.detach().clone() for n, p in self.trainable.items()} if settings.ema is not None else None
-        self.batches = Batches(len(x), self._batch_size(len(x)), settings.seed, self.rank, self.world)
+        chunks = self.world * settings.accumulate
+        self.batches = Batches(len(x), self._batch_size(len(x), chunks), settings.seed, self.rank, self.world)
+        if self.batches.batch_size % chunks:
+            raise ValueError(f"train.batch_size {self.batches.batch_size} does not split into {self.world} processes "
+                             f"x {settings.accumulate} chunks")
 
-    def _batch_size(self, n: int) -> int:
+    def _batch_size(self, n: int, chunks: int) -> int:
         """The configured batch, capped at the training rows: a larger one would only repeat them (and
         grow past memory)."""
         size = self.settings.batch_size
-        capped = max(n - n % self.world, self.world)
+        capped = max(n - n % chunks, chunks)
         if size <= capped:
             return size
         if self.main:
@@ -235,19 +245,25 @@ class Trainer:
             factor = wsd(step, s.steps, s.warmup, s.decay)
             for group in self.optimizer.param_groups:
                 group["lr"] = s.lr * factor * group["lr_scale"]
-            index = torch.from_numpy(self.batches(step))
-            xb = self.x[index].to(self.device, non_blocking=True)
-            cb = self.cond[index].to(self.device, non_blocking=True)
-            generator = torch.Generator(device=self.device).manual_seed(step_seed(s.seed, step, self.rank))
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-                loss = forward(xb, cb, generator)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = torch.zeros((), device=self.device)
+            chunks = torch.from_numpy(self.batches(step)).chunk(s.accumulate)
+            for c, index in enumerate(chunks):
+                xb = self.x[index].to(self.device, non_blocking=True)
+                cb = self.cond[index].to(self.device, non_blocking=True)
+                seed = step_seed(s.seed, step, self.rank * s.accumulate + c)
+                generator = torch.Generator(device=self.device).manual_seed(seed)
+                final = c == len(chunks) - 1  # DDP averages the gradients over processes after the last chunk only
+                with model.no_sync() if self.world > 1 and not final else nullcontext():
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                        part = forward(xb, cb, generator) / len(chunks)
+                    part.backward()
+                loss += part.detach()
             self.optimizer.step()
             self.process.after_step()
             if self.ema is not None:
                 ema_update(self.ema, self.trainable, ema_decay(step, s.ema))
-            running += loss.detach().float()
+            running += loss.float()
             count += 1
             done = step + 1
             if done % s.log_every == 0 or done == s.steps:

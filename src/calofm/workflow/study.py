@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from calofm.adapt import STRATEGIES
+from calofm.core.cluster import ClusterSpec, run_tasks
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
 from calofm.data.datasets import read_detector
@@ -255,18 +256,24 @@ def metric_values(comparison: dict) -> dict:
     return {key: [(m or {}).get("value"), (m or {}).get("error")] for key, m in picks.items()}
 
 
-def run_study(path: str | Path, progress: bool = True, log=print, preamble: str = "") -> dict:
+def run_study(path: str | Path, progress: bool = True, log=print, preamble: str = "",
+              cluster: ClusterSpec | None = None, retries: int = 2) -> dict:
     """Run (or finish) every cell of the study at ``path``; write metrics.json, report.md and plots.
-    ``preamble`` (markdown) opens the report."""
+    ``preamble`` (markdown) opens the report. With ``cluster``, the cells run in parallel, one Dask
+    task each (:mod:`calofm.core.cluster`; the study's files must be where the workers see them)."""
     study, strategies = load_study(path)
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
     reference = Reference(study)
     cells = [(label, size, seed) for size in study.sizes for label in strategies for seed in study.seeds]
-    results = []
-    for i, (label, size, seed) in enumerate(cells, 1):
-        log(f"[study {i}/{len(cells)}] {label}, {size} showers, seed {seed}")
-        results.append(run_cell(study, strategies, label, size, seed, reference, progress, log))
+    if cluster is not None:
+        results = run_tasks(cluster, _cluster_cell, [(str(path), *cell, reference) for cell in cells], "study cells",
+                            out / "logs", retries, progress)
+    else:
+        results = []
+        for i, (label, size, seed) in enumerate(cells, 1):
+            log(f"[study {i}/{len(cells)}] {label}, {size} showers, seed {seed}")
+            results.append(run_cell(study, strategies, label, size, seed, reference, progress, log))
     floor = cached(out / "floor.json", reference.floor)
     summary = {"schema": SCHEMA, **summarise(results), "floor": floor, "config": asdict(study)}
     with atomic_path(out / "metrics.json") as tmp:
@@ -279,6 +286,12 @@ def run_study(path: str | Path, progress: bool = True, log=print, preamble: str 
             f"{'-' if g is None else f'{g:+.0f} %'} at {size}" for size, g in gains.items()) + " vs scratch")
     log(f"study done: {out / 'report.md'}")
     return summary
+
+
+def _cluster_cell(path: str, label: str, size: int, seed: int, reference: Reference) -> dict:
+    """One cluster task: one cell of the study at ``path`` (its config read in the worker)."""
+    study, strategies = load_study(path)
+    return run_cell(study, strategies, label, size, seed, reference, progress=False, log=lambda *_: None)
 
 
 def cached(path: Path, compute):
