@@ -107,6 +107,7 @@ def test_batch_specs_build_their_job_scripts(kind, expected):
     (["--cluster", "local:0"], "--cluster: 'local:0': local:N needs a positive number of workers"),
     (["--cluster", "--shard", "1/2"], "--shard: --cluster cuts the run into shards itself"),
     (["--cluster", "slurm", "--cluster-config", "missing.yaml"], "missing.yaml: no such file"),
+    (["--cluster", "slurm", "--cluster-option", "queue"], "--cluster-option: 'queue' is not KEY=VALUE"),
 ])
 def test_bad_cluster_options_are_one_line_errors(tmp_path, capsys, args, message):
     os.chdir(tmp_path)
@@ -136,3 +137,17 @@ def test_a_studys_cells_run_in_parallel_and_give_the_serial_table(toys, tmp_path
         for metric in ("gm", "kl", "auc"):
             np.testing.assert_allclose(parallel[key][metric][0], serial[key][metric][0], rtol=1e-4)
     assert summaries[0]["rows"].keys() == summaries[1]["rows"].keys()
+
+
+def test_cluster_options_come_from_the_yaml_file_and_the_flags(tmp_path):
+    from calofm.cli.main import build_parser
+    from calofm.cli.options import cluster_spec
+
+    (tmp_path / "slurm.yaml").write_text("queue: long\ncores: 8\nmemory: 16GB\n")
+    args = build_parser().parse_args(["simulate", "--detector", "par04-siw", "--n", "4", "--cluster", "slurm",
+                                      "--cluster-config", str(tmp_path / "slurm.yaml"), "--cluster-option",
+                                      "queue=short", "--cluster-option", "job_extra_directives=[--account=calo]",
+                                      "--cluster-jobs", "5"])
+    spec = cluster_spec(args)
+    assert spec.options == {"queue": "short", "cores": 8, "memory": "16GB", "job_extra_directives": ["--account=calo"]}
+    assert spec.jobs == 5 and spec.kind == "slurm"

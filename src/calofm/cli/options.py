@@ -64,6 +64,9 @@ def cluster_options(parser, tasks: str, how: str) -> None:
     group.add_argument("--cluster-config", metavar="YAML",
                        help="dask-jobqueue options for slurm/htcondor/pbs: queue, cores, memory, walltime, "
                             "job_extra_directives, ... (the keyword arguments of SLURMCluster and its siblings)")
+    group.add_argument("--cluster-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="one dask-jobqueue option, over --cluster-config's (repeatable; VALUE is YAML), e.g. "
+                            "--cluster-option queue=short --cluster-option walltime=04:00:00")
     group.add_argument("--cluster-jobs", type=positive_int, default=1, metavar="N",
                        help="batch jobs of workers to start for slurm/htcondor/pbs (default 1)")
     group.add_argument("--cluster-tasks", type=positive_int, metavar="K",
@@ -75,10 +78,18 @@ def cluster_options(parser, tasks: str, how: str) -> None:
 
 def cluster_spec(args):
     """The :class:`calofm.core.cluster.ClusterSpec` of parsed ``--cluster`` options."""
+    import yaml
+
     from calofm.core.cluster import ClusterSpec, read_options
     from calofm.core.errors import InputError
 
+    options = read_options(args.cluster_config)
+    for item in args.cluster_option:
+        key, sep, value = item.partition("=")
+        if not (sep and key):
+            raise InputError("--cluster-option", f"{item!r} is not KEY=VALUE")
+        options[key] = yaml.safe_load(value)
     try:
-        return ClusterSpec.parse(args.cluster, read_options(args.cluster_config), args.cluster_jobs)
+        return ClusterSpec.parse(args.cluster, options, args.cluster_jobs)
     except ValueError as exc:
         raise InputError("--cluster", str(exc)) from None
