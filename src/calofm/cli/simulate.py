@@ -100,6 +100,12 @@ def add_parsers(sub) -> None:
     p.add_argument("names", nargs="*", help="presets or YAML files (default: all presets)")
     p.add_argument("--measure", action="store_true", help="measure the sampling fraction with Geant4")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--gdml", action="store_true",
+                   help="write each named detector as NAME.gdml in the current directory: the same world, boxes, "
+                        "NIST materials and placements Geant4 builds from the preset, active volumes marked with a "
+                        "SensDet auxiliary. Naming a .gdml file instead reads it with Geant4 (validation off, in a "
+                        "child process) and prints what calofm finds in it: world, volumes, materials, sensitive "
+                        "volumes, extent")
     p.set_defaults(run=detectors)
 
     p = sub.add_parser("merge", help="merge the shard files of one simulation run",
@@ -177,8 +183,19 @@ def _fast_sim(args, detector):
 
 
 def detectors(args) -> int:
+    from calofm.simulate.gdml import read_gdml, write_gdml
     from calofm.simulate.runner import measure_sampling_fraction
 
+    if args.gdml:
+        for name in args.names or preset_names():
+            print(f"wrote {write_gdml(get_detector(name), check_output(f'{get_detector(name).name}.gdml'))}")
+        return 0
+    gdml = [name for name in args.names if name.endswith(".gdml")]
+    if gdml:
+        if args.measure:
+            raise InputError("--measure", "measures presets and YAML detectors only")
+        print(json.dumps([{**read_gdml(name).describe()} for name in gdml], indent=2))
+        return 0
     rows = []
     for name in args.names or preset_names():
         det = get_detector(name)

@@ -66,3 +66,24 @@ def configure(hadronic: bool = False) -> dict:
         os.environ["G4PARTICLEXSDATA"] = str(root / XS_VERSION)
         os.environ.update({var: str(empty) for var in UNUSED})
     return provenance
+
+
+DECORATION = ("ExceptionHandler is not defined", "Fatal Exception", "Fatal Exception core dump",
+              "This is just a warning message")  # lines of a G4Exception block that say nothing of the cause
+
+
+def last_exception(log: Path, lines: int = 4) -> str:
+    """The last Geant4 exception in a worker log (code, origin, message), else its last lines."""
+    if not log.exists():
+        return ("it never started; when calling calofm.simulate from a Python script, guard the call "
+                "with `if __name__ == '__main__':` (workers are spawned)")
+    text = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(text) if "G4Exception-START" in line]
+    if starts:
+        block = text[starts[-1] + 1:]
+        block = [line for line in block[:next((i for i, log_line in enumerate(block) if "G4Exception-END" in log_line),
+                                              len(block))]
+                 if not line.startswith("****")]
+        words = [line.strip("* ") for line in block]
+        return " ".join(w for w in words if w and w not in DECORATION)
+    return " | ".join(text[-lines:]) or "empty log"

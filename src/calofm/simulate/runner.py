@@ -33,6 +33,7 @@ from calofm.core.files import atomic_path, check_output
 from calofm.core.units import GeV
 from calofm.data import PointClouds, ShowerFile, Showers, ShowerWriter
 from calofm.simulate.detectors import Block, Detector, Mesh, Slab
+from calofm.simulate.g4env import last_exception
 from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.handoff import ShowerModel
 from calofm.simulate.materials import material as material_properties
@@ -376,24 +377,8 @@ def _run_parts(run: Run, todo, folder: Path, workers: int, metadata: dict, stats
                         stats[key] += value
                 bar.update(task, advance=part["events"], rate=f"{done / (time.perf_counter() - start):.1f}")
         except BrokenProcessPool:
-            raise CalofmError(f"a Geant4 worker died ({_log_tail(logs)}); the parts written so far are kept "
+            raise CalofmError(f"a Geant4 worker died ({last_exception(logs)}); the parts written so far are kept "
                               f"in {folder}: re-run the same command to resume") from None
-
-
-def _log_tail(log: Path, lines: int = 4) -> str:
-    """The last Geant4 exception in a worker log (code, origin, message), else its last lines."""
-    if not log.exists():
-        return ("it never started; when calling calofm.simulate from a Python script, guard the call "
-                "with `if __name__ == '__main__':` (workers are spawned)")
-    text = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    starts = [i for i, line in enumerate(text) if "G4Exception-START" in line]
-    if starts:
-        block = text[starts[-1] + 1:]
-        block = [line for line in block[:next((i for i, log_line in enumerate(block) if "G4Exception-END" in log_line),
-                                              len(block))]
-                 if not line.startswith("****")]
-        return " ".join(block)
-    return " | ".join(text[-lines:]) or "empty log"
 
 
 def _merge_parts(folder: Path, out: Path, events: range, metadata: dict) -> None:
@@ -448,7 +433,7 @@ def _in_worker(detector: Detector, gun: Gun, physics: Physics, job, *args):
         try:
             return pool.submit(job, gun, *args).result()
         except BrokenProcessPool:
-            raise CalofmError(f"the Geant4 worker died ({_log_tail(Path(tmp) / 'worker.log')})") from None
+            raise CalofmError(f"the Geant4 worker died ({last_exception(Path(tmp) / 'worker.log')})") from None
 
 
 def measure_sampling_fraction(detector: Detector, n: int = 50, energy_gev: float = 10.0,

@@ -1,0 +1,157 @@
+"""Detectors as GDML: a preset written out, and a GDML file read safely.
+
+:func:`write_gdml` writes a detector's slabs as GDML: the same world, boxes, materials (by their
+Geant4 NIST names), placements and copy numbers as :class:`calofm.simulate.g4app.SlabCalorimeter`
+builds, with a ``SensDet`` auxiliary on the active volumes. Lengths are written with Python's
+shortest round-trip representation, so Geant4 reads back the very same numbers.
+
+:func:`read_gdml` reads a GDML file with Geant4's parser, schema validation off (with it on,
+Geant4 tries to reach the network and aborts the process). It runs in a child process: Geant4
+ends a process on a fatal exception (an unknown material, a missing reference), which Python
+cannot catch; the child's death becomes a one-line error naming the file and Geant4's reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from calofm.core.errors import InputError
+from calofm.simulate.detectors import Detector
+
+SENSITIVE = "SensDet"  # the GDML auxiliary type that marks an active volume
+
+
+def _slab_volumes(detector: Detector) -> tuple[dict[tuple, str], list[tuple[str, float]]]:
+    """The logical volumes of the slabs (one per (material, thickness, active), named after the first
+    slab that uses it) and each slab's (volume, centre depth in mm), as SlabCalorimeter builds them."""
+    volumes, placements = {}, []
+    edges = detector.slab_edges
+    for i, slab in enumerate(detector.slabs):
+        key = (slab.material, slab.thickness, slab.active)
+        volumes.setdefault(key, f"slab{i}")
+        placements.append((volumes[key], (edges[i] + edges[i + 1]) / 2))
+    return volumes, placements
+
+
+def write_gdml(detector: Detector, path: str | Path) -> Path:
+    """Write ``detector``'s geometry as GDML (see the module docstring); returns the path."""
+    half, depth = detector.lateral_mm / 2, detector.depth_mm
+    volumes, placements = _slab_volumes(detector)
+    root = ET.Element("gdml")
+    ET.SubElement(root, "define")
+    ET.SubElement(root, "materials")
+    solids, structure = ET.SubElement(root, "solids"), ET.SubElement(root, "structure")
+    full = repr(2 * half)
+    ET.SubElement(solids, "box", name="world", x=repr(2 * (half + 10)), y=repr(2 * (half + 10)),
+                  z=repr(2 * (depth + 50)), lunit="mm")
+    for (material, thickness, active), name in volumes.items():
+        ET.SubElement(solids, "box", name=name, x=full, y=full, z=repr(thickness), lunit="mm")
+        volume = ET.SubElement(structure, "volume", name=name)
+        ET.SubElement(volume, "materialref", ref=material)
+        ET.SubElement(volume, "solidref", ref=name)
+        if active:
+            ET.SubElement(volume, "auxiliary", auxtype=SENSITIVE, auxvalue=material)
+    world = ET.SubElement(structure, "volume", name="world")
+    ET.SubElement(world, "materialref", ref="G4_Galactic")
+    ET.SubElement(world, "solidref", ref="world")
+    for i, (name, z) in enumerate(placements):
+        physvol = ET.SubElement(world, "physvol", name=f"slab{i}", copynumber=str(i))
+        ET.SubElement(physvol, "volumeref", ref=name)
+        ET.SubElement(physvol, "position", name=f"slab{i}_position", x="0", y="0", z=repr(float(z)), unit="mm")
+    setup = ET.SubElement(root, "setup", name="Default", version="1.0")
+    ET.SubElement(setup, "world", ref="world")
+    ET.indent(root)
+    path = Path(path)
+    from calofm.core.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        ET.ElementTree(root).write(tmp, encoding="UTF-8", xml_declaration=True)
+    return path
+
+
+@dataclass(frozen=True)
+class GdmlGeometry:
+    """What calofm reads from a GDML file: its world, volumes, active volumes and extent."""
+
+    path: str
+    sha256: str
+    world: str
+    volumes: dict[str, str]              # logical volume -> material
+    sensitive: tuple[str, ...]            # logical volumes carrying a SensDet auxiliary
+    placements: int                       # volumes placed directly in the world
+    extent_mm: tuple[float, float, float]  # half-lengths of the world's bounding box
+
+    def describe(self) -> dict:
+        return {"gdml": self.path, "sha256": self.sha256, "world": self.world, "volumes": len(self.volumes),
+                "placements": self.placements, "sensitive": list(self.sensitive),
+                "materials": sorted(set(self.volumes.values()))}
+
+
+def read_gdml(path: str | Path) -> GdmlGeometry:
+    """Read ``path`` with Geant4 (validation off) in a child process; a one-line :class:`InputError`
+    names the file and the problem: missing, not XML, not GDML, an unknown material or reference,
+    no sensitive volume."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such GDML file" if not path.exists() else "is not a file")
+    data = path.read_bytes()
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise InputError(path, f"is not well-formed XML ({exc})") from None
+    if root.tag.rsplit("}", 1)[-1] != "gdml":
+        raise InputError(path, f"is XML but not GDML (its root element is <{root.tag}>)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out, log = Path(tmp) / "geometry.json", Path(tmp) / "geant4.log"
+        with log.open("w") as sink:
+            done = subprocess.run([sys.executable, "-m", "calofm.simulate.gdml", str(path.resolve()), str(out)],
+                                  stdout=sink, stderr=subprocess.STDOUT)
+        if done.returncode or not out.exists():
+            from calofm.simulate.g4env import last_exception
+
+            raise InputError(path, f"Geant4 cannot build it: {last_exception(log)}")
+        read = json.loads(out.read_text())
+    geometry = GdmlGeometry(str(path), hashlib.sha256(data).hexdigest(), read["world"], read["volumes"],
+                            tuple(read["sensitive"]), read["placements"], tuple(read["extent_mm"]))
+    if not geometry.sensitive:
+        raise InputError(path, f"no volume carries a {SENSITIVE} auxiliary: calofm would score nothing (mark "
+                               f"the active layers with <auxiliary auxtype=\"{SENSITIVE}\" auxvalue=\"...\"/>)")
+    return geometry
+
+
+def _read_in_this_process(path: str, out: str) -> None:
+    """The child process of :func:`read_gdml`: parse with Geant4 and write what it found as JSON."""
+    from calofm.simulate import g4env
+
+    g4env.configure(False)
+    import geant4_pybind as g4
+
+    parser = g4.G4GDMLParser()
+    parser.Read(path, False)  # validation off: with it on, Geant4 reaches for the network and aborts
+    world = parser.GetWorldVolume()
+    volumes, sensitive = {}, []
+    stack = [world.GetLogicalVolume()]
+    while stack:
+        lv = stack.pop()
+        if lv.GetName() in volumes:
+            continue
+        volumes[lv.GetName()] = lv.GetMaterial().GetName()
+        if any(aux.type == SENSITIVE for aux in parser.GetVolumeAuxiliaryInformation(lv)):
+            sensitive.append(lv.GetName())
+        stack += [lv.GetDaughter(i).GetLogicalVolume() for i in range(lv.GetNoDaughters())]
+    low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
+    world.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
+    found = {"world": world.GetName(), "volumes": volumes, "sensitive": sorted(sensitive),
+             "placements": world.GetLogicalVolume().GetNoDaughters(), "extent_mm": [high.x, high.y, high.z]}
+    Path(out).write_text(json.dumps(found))
+
+
+if __name__ == "__main__":
+    _read_in_this_process(*sys.argv[1:3])
