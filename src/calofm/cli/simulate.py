@@ -101,11 +101,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--measure", action="store_true", help="measure the sampling fraction with Geant4")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--gdml", action="store_true",
-                   help="write each named detector as NAME.gdml in the current directory: the same world, boxes, "
+                   help="write each named detector as NAME.gdml in the current directory (the same world, boxes, "
                         "NIST materials and placements Geant4 builds from the preset, active volumes marked with a "
-                        "SensDet auxiliary. Naming a .gdml file instead reads it with Geant4 (validation off, in a "
-                        "child process) and prints what calofm finds in it: world, volumes, materials, sensitive "
-                        "volumes, extent")
+                        "SensDet auxiliary) and NAME-gdml.yaml, the detector YAML that simulates it: the preset's "
+                        "showers, bit for bit. Naming a .gdml file instead reads it with Geant4 (validation off, "
+                        "in a child process) and prints what calofm finds in it: world, volumes, materials, "
+                        "sensitive volumes, extent")
     p.set_defaults(run=detectors)
 
     p = sub.add_parser("merge", help="merge the shard files of one simulation run",
@@ -183,12 +184,18 @@ def _fast_sim(args, detector):
 
 
 def detectors(args) -> int:
-    from calofm.simulate.gdml import read_gdml, write_gdml
+    from calofm.simulate.gdml import read_gdml, write_gdml, write_sidecar
     from calofm.simulate.runner import measure_sampling_fraction
 
     if args.gdml:
         for name in args.names or preset_names():
-            print(f"wrote {write_gdml(get_detector(name), check_output(f'{get_detector(name).name}.gdml'))}")
+            det = get_detector(name)
+            gdml = write_gdml(det, check_output(f"{det.name}.gdml"))
+            try:
+                print(f"wrote {gdml} and {write_sidecar(det, gdml, check_output(f'{det.name}-gdml.yaml'))} "
+                      f"(calofm simulate --detector {det.name}-gdml.yaml)")
+            except InputError as exc:
+                print(f"wrote {gdml}, no detector YAML: {exc}")
         return 0
     gdml = [name for name in args.names if name.endswith(".gdml")]
     if gdml:

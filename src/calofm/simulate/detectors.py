@@ -29,7 +29,7 @@ from calofm.core.errors import InputError
 from calofm.geometry import CylindricalBinning, PlanarGrid, calochallenge_binning
 from calofm.simulate.materials import E_S, MATERIALS, material
 
-YAML_KEYS = ("name", "description", "layers", "mesh", "meshes", "lateral_mm", "cell_mm", "sampling_fraction",
+YAML_KEYS = ("name", "description", "layers", "gdml", "mesh", "meshes", "lateral_mm", "cell_mm", "sampling_fraction",
              "sections")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")  # detector names become file names and labels
 
@@ -84,6 +84,17 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Gdml:
+    """A detector's geometry as a GDML file: calofm builds what the file says instead of slabs. The
+    calorimeter's front face is the plane z = 0 and particles enter along +z (the presets' frame)."""
+
+    path: str
+    sha256: str                        # of the file's content: a changed file is another detector
+    active_materials: tuple[str, ...]  # of the volumes carrying a SensDet auxiliary
+    depth_mm: float                    # the calorimeter's extent behind z = 0
+
+
+@dataclass(frozen=True)
 class Detector:
     name: str
     description: str
@@ -94,6 +105,7 @@ class Detector:
     sampling_fraction: float | None = None  # visible / incident for 10 GeV e-; None: measure it
     meshes: dict = field(default_factory=dict)  # alternative meshes by name (e.g. dataset_3)
     sections: tuple[Section, ...] = ()  # none: one mesh and one sampling fraction for the whole stack
+    gdml: Gdml | None = None  # the geometry as a GDML file (then no blocks)
 
     # --- loading ------------------------------------------------------------------
     @classmethod
@@ -101,6 +113,8 @@ class Detector:
         """Build from the YAML form; the mesh's dz defaults to the depth over its n_z bins."""
         try:
             _known_keys(d, YAML_KEYS, "", source)
+            if "gdml" in d:
+                return cls._from_gdml(d, source)
             for i, block in enumerate(d["layers"]):
                 _known_keys(block, ("repeat", "slabs"), f"layers[{i}].", source)
                 for j, slab in enumerate(block["slabs"]):
@@ -134,6 +148,25 @@ class Detector:
             raise InputError(source, f"not a valid detector description (missing key {exc})") from None
         except (TypeError, ValueError) as exc:
             raise InputError(source, f"not a valid detector description ({exc})") from None
+
+    @classmethod
+    def _from_gdml(cls, d: dict, source: str) -> "Detector":
+        """A detector whose geometry is the GDML file ``d['gdml']`` (relative to the YAML's folder)."""
+        from calofm.simulate.gdml import read_gdml
+
+        if "layers" in d or "sections" in d:
+            raise InputError(source, "gives both gdml and layers/sections: the GDML file is the geometry")
+        path = Path(source).parent / d["gdml"] if Path(source).exists() else Path(d["gdml"])
+        geometry = read_gdml(path)
+        gdml = Gdml(str(path), geometry.sha256, geometry.active_materials, geometry.depth_mm)
+        mesh = dict(d.get("mesh", {}))
+        mesh.setdefault("dz", round(gdml.depth_mm / mesh.get("n_z", 45), 4))
+        det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=(),
+                  mesh=_mesh(mesh, "mesh.", source), lateral_mm=2 * geometry.half_width_mm,
+                  sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),
+                  gdml=gdml)
+        _check_sampling_fraction(det.sampling_fraction, "", source)
+        return det
 
     @classmethod
     def sandwich(cls, name: str, absorber: str, absorber_mm: float, active: str, active_mm: float, layers: int,
@@ -170,6 +203,8 @@ class Detector:
         """The YAML form (layers as repeated blocks)."""
         d = asdict(self)
         d["layers"] = d.pop("blocks")
+        if self.gdml is None:
+            d.pop("gdml")
         if self.sections:  # each section has its mesh and sampling fraction
             for key in ("mesh", "sampling_fraction", "cell_mm", "meshes"):
                 d.pop(key)
@@ -181,6 +216,8 @@ class Detector:
         d = self.to_dict()
         for key in ("name", "description", "meshes"):
             d.pop(key, None)
+        if self.gdml:  # the file's content counts, not where it lies
+            d["gdml"].pop("path")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     # --- derived properties -------------------------------------------------------
@@ -191,7 +228,7 @@ class Detector:
 
     @property
     def depth_mm(self) -> float:
-        return float(sum(s.thickness for s in self.slabs))
+        return self.gdml.depth_mm if self.gdml else float(sum(s.thickness for s in self.slabs))
 
     @property
     def depth_x0(self) -> float:
@@ -225,7 +262,9 @@ class Detector:
 
     @property
     def active_materials(self) -> list[str]:
-        """The materials of the active slabs, each once, sorted."""
+        """The materials of the active slabs (or GDML volumes), each once, sorted."""
+        if self.gdml:
+            return sorted(self.gdml.active_materials)
         return sorted({s.material for s in self.slabs if s.active})
 
     @property

@@ -11,11 +11,9 @@ import numpy as np
 
 from calofm.core.particles import PARTICLES
 from calofm.simulate.detectors import Detector
-from calofm.simulate.gun import direction
+from calofm.simulate.gun import START_MM, direction
 from calofm.simulate.handoff import Trigger
 from calofm.simulate.physics import CHARGED, NEUTRAL, PHOTON, Physics, birks_tables, birks_visible
-
-START_MM = 5.0  # the gun starts this far in front of the calorimeter
 
 
 class StepRecorder(g4.G4VSensitiveDetector):
@@ -83,6 +81,7 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
         self.region = g4.G4Region("calofm_calorimeter") if calorimeter_region else None
         self._keep: list = []  # Geant4 objects must outlive the run manager
         self._active: list = []
+        self.world_name = "world"
 
     def Construct(self):
         nist = g4.G4NistManager.Instance()
@@ -114,6 +113,34 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
             g4.G4SDManager.GetSDMpointer().AddNewDetector(recorder)
         for lv, name in self._active:
             self.SetSensitiveDetector(lv, self.recorders[name])
+
+
+class GdmlCalorimeter(SlabCalorimeter):
+    """The detector's GDML file, read by Geant4 (validation off): the volumes with a SensDet auxiliary
+    record, each with its material's recorder; the world's daughters form the calorimeter region."""
+
+    def Construct(self):
+        from calofm.simulate.gdml import SENSITIVE
+
+        self.parser = g4.G4GDMLParser()
+        self.parser.Read(self.detector.gdml.path, False)
+        world = self.parser.GetWorldVolume()
+        stack, seen = [world.GetLogicalVolume()], set()
+        while stack:
+            lv = stack.pop()
+            if lv.GetName() in seen:
+                continue
+            seen.add(lv.GetName())
+            if any(aux.type == SENSITIVE for aux in self.parser.GetVolumeAuxiliaryInformation(lv)):
+                self._active.append((lv, lv.GetMaterial().GetName()))
+            stack += [lv.GetDaughter(i).GetLogicalVolume() for i in range(lv.GetNoDaughters())]
+        if self.region is not None:
+            world_lv = world.GetLogicalVolume()
+            for lv in {world_lv.GetDaughter(i).GetLogicalVolume().GetName(): world_lv.GetDaughter(i).GetLogicalVolume()
+                       for i in range(world_lv.GetNoDaughters())}.values():
+                self.region.AddRootLogicalVolume(lv)
+        self.world_name = world.GetName()
+        return world
 
 
 class PhysicsList(g4.G4VModularPhysicsList):
@@ -196,14 +223,14 @@ class HandOffAtEntry(g4.G4UserSteppingAction):
     goes to the model, with its energy, position and direction there. No Python runs for the steps
     inside the calorimeter (its own region)."""
 
-    def __init__(self, recorder: HandOffRecorder):
+    def __init__(self, recorder: HandOffRecorder, world_name: str):
         super().__init__()
-        self.recorder = recorder
+        self.recorder, self.world_name = recorder, world_name
 
     def UserSteppingAction(self, step):
         track = step.GetTrack()
         volume = track.GetNextVolume()
-        if volume is None or volume.GetName() == "world":
+        if volume is None or volume.GetName() == self.world_name:
             return
         post = step.GetPostStepPoint()
         if self.recorder.take(track, post.GetKineticEnergy(), post.GetPosition(), post.GetMomentumDirection()):
@@ -264,7 +291,8 @@ class Session:
         self.run_manager = g4.G4RunManagerFactory.CreateRunManager(g4.G4RunManagerType.SerialOnly)
         self.recorders = {name: StepRecorder(f"calofm_{name}", physics.birks(name))
                           for name in detector.active_materials}
-        self.construction = SlabCalorimeter(detector, self.recorders, calorimeter_region=trigger is not None)
+        construction = GdmlCalorimeter if detector.gdml else SlabCalorimeter
+        self.construction = construction(detector, self.recorders, calorimeter_region=trigger is not None)
         self.physics = physics_list(physics, official)
         self.run_manager.SetUserInitialization(self.construction)
         self.run_manager.SetUserInitialization(self.physics)
@@ -274,15 +302,16 @@ class Session:
         self.run_manager.SetUserAction(self.primaries)
         self.run_manager.SetUserAction(self.collector)
         if handoffs:
-            self._handoff_actions = HandOffAtEntry(handoffs), HandOffAtBirth(handoffs)
-            self.run_manager.SetUserAction(self._handoff_actions[1])
+            self._at_birth = HandOffAtBirth(handoffs)
+            self.run_manager.SetUserAction(self._at_birth)
         for command in ("/control/verbose 0", "/run/verbose 0", "/event/verbose 0", "/tracking/verbose 0",
                         "/process/had/verbose 0", "/process/em/verbose 0", f"/run/setCut {physics.range_cut_mm} mm"):
             ui.ApplyCommand(command)
         self.run_manager.Initialize()
-        if handoffs:
+        if handoffs:  # after Initialize: the geometry, and so the world's name, exists now
+            self._at_entry = HandOffAtEntry(handoffs, self.construction.world_name)
             world = g4.G4RegionStore.GetInstance().GetRegion("DefaultRegionForTheWorld", False)
-            world.SetRegionalSteppingAction(self._handoff_actions[0])
+            world.SetRegionalSteppingAction(self._at_entry)
         self.run_manager.BeamOn(0)  # build the physics tables now, not inside the first timed events
         for name, recorder in self.recorders.items():
             recorder.prepare(name)

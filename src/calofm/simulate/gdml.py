@@ -19,11 +19,12 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from calofm.core.errors import InputError
 from calofm.simulate.detectors import Detector
+from calofm.simulate.gun import START_MM
 
 SENSITIVE = "SensDet"  # the GDML auxiliary type that marks an active volume
 
@@ -76,6 +77,24 @@ def write_gdml(detector: Detector, path: str | Path) -> Path:
     return path
 
 
+def write_sidecar(detector: Detector, gdml: Path, path: str | Path) -> Path:
+    """Write the detector YAML that names ``gdml`` as ``detector``'s geometry, with its name, mesh and
+    sampling fraction: simulating it gives the preset's showers, bit for bit."""
+    import yaml
+
+    if detector.sections:
+        raise InputError(detector.name, "has sections (one mesh and sampling fraction each); a GDML detector has "
+                                        "one of each for now")
+    d = {"name": detector.name, "description": f"{detector.description.strip()} Geometry: {gdml.name}.",
+         "gdml": gdml.name, "mesh": asdict(detector.mesh), "sampling_fraction": detector.sampling_fraction}
+    from calofm.core.files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
 @dataclass(frozen=True)
 class GdmlGeometry:
     """What calofm reads from a GDML file: its world, volumes, active volumes and extent."""
@@ -87,11 +106,25 @@ class GdmlGeometry:
     sensitive: tuple[str, ...]            # logical volumes carrying a SensDet auxiliary
     placements: int                       # volumes placed directly in the world
     extent_mm: tuple[float, float, float]  # half-lengths of the world's bounding box
+    calorimeter_mm: tuple[tuple[float, float], ...]  # (low, high) in x, y, z of what the world holds
+
+    @property
+    def active_materials(self) -> tuple[str, ...]:
+        return tuple(sorted({self.volumes[v] for v in self.sensitive}))
+
+    @property
+    def depth_mm(self) -> float:
+        return self.calorimeter_mm[2][1]
+
+    @property
+    def half_width_mm(self) -> float:
+        return max(abs(v) for axis in self.calorimeter_mm[:2] for v in axis)
 
     def describe(self) -> dict:
         return {"gdml": self.path, "sha256": self.sha256, "world": self.world, "volumes": len(self.volumes),
                 "placements": self.placements, "sensitive": list(self.sensitive),
-                "materials": sorted(set(self.volumes.values()))}
+                "materials": sorted(set(self.volumes.values())), "depth_mm": self.depth_mm,
+                "half_width_mm": self.half_width_mm}
 
 
 def read_gdml(path: str | Path) -> GdmlGeometry:
@@ -119,10 +152,19 @@ def read_gdml(path: str | Path) -> GdmlGeometry:
             raise InputError(path, f"Geant4 cannot build it: {last_exception(log)}")
         read = json.loads(out.read_text())
     geometry = GdmlGeometry(str(path), hashlib.sha256(data).hexdigest(), read["world"], read["volumes"],
-                            tuple(read["sensitive"]), read["placements"], tuple(read["extent_mm"]))
+                            tuple(read["sensitive"]), read["placements"], tuple(read["extent_mm"]),
+                            tuple(tuple(axis) for axis in read["calorimeter_mm"]))
     if not geometry.sensitive:
         raise InputError(path, f"no volume carries a {SENSITIVE} auxiliary: calofm would score nothing (mark "
                                f"the active layers with <auxiliary auxtype=\"{SENSITIVE}\" auxvalue=\"...\"/>)")
+    front, world_front = geometry.calorimeter_mm[2][0], -geometry.extent_mm[2]
+    if abs(front) > 1e-6:
+        raise InputError(path, f"the calorimeter's front face is at z = {front:g} mm; calofm fires particles along "
+                               "+z onto the plane z = 0: place the front face there")
+    if world_front > -START_MM or any(abs(v) > e for axis, e in zip(geometry.calorimeter_mm, geometry.extent_mm)
+                                    for v in axis):
+        raise InputError(path, f"the world (half-lengths {geometry.extent_mm} mm) must hold the calorimeter "
+                               f"({geometry.calorimeter_mm} mm) and the gun {START_MM:g} mm in front of it")
     return geometry
 
 
@@ -146,10 +188,18 @@ def _read_in_this_process(path: str, out: str) -> None:
         if any(aux.type == SENSITIVE for aux in parser.GetVolumeAuxiliaryInformation(lv)):
             sensitive.append(lv.GetName())
         stack += [lv.GetDaughter(i).GetLogicalVolume() for i in range(lv.GetNoDaughters())]
-    low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
-    world.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
+    def limits(pv):  # (low, high) corners of a placed volume's bounding box, in its mother's frame
+        low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
+        pv.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
+        t = pv.GetTranslation()
+        return [t.x + low.x, t.y + low.y, t.z + low.z], [t.x + high.x, t.y + high.y, t.z + high.z]
+
+    world_lv = world.GetLogicalVolume()
+    boxes = [limits(world_lv.GetDaughter(i)) for i in range(world_lv.GetNoDaughters())]
+    calorimeter = [[min(b[0][k] for b in boxes), max(b[1][k] for b in boxes)] for k in range(3)] if boxes \
+        else [[0.0, 0.0]] * 3
     found = {"world": world.GetName(), "volumes": volumes, "sensitive": sorted(sensitive),
-             "placements": world.GetLogicalVolume().GetNoDaughters(), "extent_mm": [high.x, high.y, high.z]}
+             "placements": world_lv.GetNoDaughters(), "extent_mm": limits(world)[1], "calorimeter_mm": calorimeter}
     Path(out).write_text(json.dumps(found))
 
 

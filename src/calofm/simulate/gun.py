@@ -19,6 +19,8 @@ import numpy as np
 from calofm.core.particles import PARTICLES
 from calofm.core.units import GeV
 
+START_MM = 5.0  # the gun fires from this far in front of the calorimeter's front face (z = 0)
+
 
 @dataclass(frozen=True)
 class Spectrum:
