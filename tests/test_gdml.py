@@ -139,3 +139,40 @@ def test_a_calorimeter_out_of_place_is_one_line(tmp_path, capsys, gdml, message)
                  "--out", str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "moved.gdml" in err and len(err.splitlines()) == 1
+
+
+OWN_MATERIALS = """
+  <materials>
+    <element name="Lead" formula="Pb" Z="82"><atom value="207.2"/></element>
+    <element name="Tungsten" formula="W" Z="74"><atom value="183.84"/></element>
+    <element name="Oxygen" formula="O" Z="8"><atom value="16.0"/></element>
+    <material name="MyPWO" state="solid">
+      <D value="8.28"/>
+      <composite n="1" ref="Lead"/><composite n="1" ref="Tungsten"/><composite n="4" ref="Oxygen"/>
+    </material>
+  </materials>"""
+
+
+def test_a_gdml_file_with_its_own_materials_and_a_sidecar(tmp_path, capsys):
+    """Elements and a mixture only the GDML file defines; the detector named by the .gdml file itself,
+    its name, mesh and sampling fraction from a sidecar."""
+    text = crystal_matrix().replace("<gdml>", "<gdml>" + OWN_MATERIALS).replace('ref="G4_PbWO4"', 'ref="MyPWO"')
+    (tmp_path / "mine.gdml").write_text(text)
+    (tmp_path / "side.yaml").write_text("name: my-crystals\nsampling_fraction: 1.0\n"
+                                        "mesh: {n_r: 9, n_alpha: 16, n_z: 23, dr: 4.4}\n")
+    detector = get_detector(str(tmp_path / "mine.gdml"), str(tmp_path / "side.yaml"))
+    assert detector.name == "my-crystals" and detector.active_materials == ["MyPWO"]
+    out = tmp_path / "mine.h5"
+    assert main(["simulate", "--detector", str(tmp_path / "mine.gdml"), "--calo-sidecar", str(tmp_path / "side.yaml"),
+                 "--energy", "5", "--n", "2", "--out", str(out)]) == 0
+    with open_showers(out) as f:
+        showers = f.read()
+    contained = showers.showers.sum(1) / showers.energy
+    assert np.all((contained > 0.85) & (contained < 1.0))
+    # without a sidecar the sampling fraction is still to be measured: simulate says how
+    assert main(["simulate", "--detector", str(tmp_path / "mine.gdml"), "--n", "1",
+                 "--out", str(tmp_path / "y.h5")]) == 2
+    assert "calofm detectors --measure" in capsys.readouterr().err
+    assert main(["simulate", "--detector", "par04-siw", "--calo-sidecar", str(tmp_path / "side.yaml"), "--n", "1",
+                 "--out", str(tmp_path / "z.h5")]) == 2
+    assert "--calo-sidecar: goes with a GDML detector" in capsys.readouterr().err

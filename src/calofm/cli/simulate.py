@@ -32,7 +32,13 @@ def add_parsers(sub) -> None:
                                    "process; a killed run resumes when the same command is run again, and a "
                                    "finished one is not run twice. Output: calofm format (see `calofm convert`); "
                                    "the physics, its data and their formulas: docs/hadronic.md.")
-    p.add_argument("--detector", required=True, help=f"preset ({', '.join(preset_names())}) or a detector YAML file")
+    p.add_argument("--detector", required=True,
+                   help=f"preset ({', '.join(preset_names())}), a detector YAML file, or a GDML file (active volumes "
+                        "carry a SensDet auxiliary; front face at z = 0, particles along +z)")
+    p.add_argument("--calo-sidecar", metavar="YAML",
+                   help="for a GDML detector: its name, mesh and sampling_fraction (default: the file's stem, the "
+                        "universal mesh over its depth, and a sampling fraction to measure with "
+                        "`calofm detectors --measure FILE.gdml`)")
     p.add_argument("--particle", default="e-", choices=list(PARTICLES), help="particle (default e-)")
     p.add_argument("--physics", choices=PHYSICS_LISTS,
                    help="Geant4 physics: em (G4EmStandardPhysics_option1) or ftfp_bert (FTFP_BERT: the reference "
@@ -100,6 +106,7 @@ def add_parsers(sub) -> None:
     p.add_argument("names", nargs="*", help="presets or YAML files (default: all presets)")
     p.add_argument("--measure", action="store_true", help="measure the sampling fraction with Geant4")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--calo-sidecar", metavar="YAML", help="the sidecar YAML of a GDML file named (see calofm simulate)")
     p.add_argument("--gdml", action="store_true",
                    help="write each named detector as NAME.gdml in the current directory (the same world, boxes, "
                         "NIST materials and placements Geant4 builds from the preset, active volumes marked with a "
@@ -136,7 +143,7 @@ def simulate(args) -> int:
         gun = Gun(args.particle, *parse_conditions(args.energy, args.theta, args.phi))
     except ValueError as exc:
         raise CalofmError(str(exc)) from None
-    detector = get_detector(args.detector)
+    detector = get_detector(args.detector, args.calo_sidecar)
     try:
         detector = detector.with_mesh(args.mesh)
     except KeyError as exc:
@@ -198,10 +205,15 @@ def detectors(args) -> int:
                 print(f"wrote {gdml}, no detector YAML: {exc}")
         return 0
     gdml = [name for name in args.names if name.endswith(".gdml")]
+    if gdml and args.measure:
+        for name in gdml:
+            det = get_detector(name, args.calo_sidecar)
+            mean, err = measure_sampling_fraction(replace(det, sampling_fraction=1.0))
+            print(f"{name}: sampling fraction {mean:.5f} +- {err:.5f} (50 e- of 10 GeV; put "
+                  f"'sampling_fraction: {mean:.5f}' in its sidecar YAML)")
+        return 0
     if gdml:
-        if args.measure:
-            raise InputError("--measure", "measures presets and YAML detectors only")
-        print(json.dumps([{**read_gdml(name).describe()} for name in gdml], indent=2))
+        print(json.dumps([read_gdml(name).describe() for name in gdml], indent=2))
         return 0
     rows = []
     for name in args.names or preset_names():

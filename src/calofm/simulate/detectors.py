@@ -156,7 +156,11 @@ class Detector:
 
         if "layers" in d or "sections" in d:
             raise InputError(source, "gives both gdml and layers/sections: the GDML file is the geometry")
-        path = Path(source).parent / d["gdml"] if Path(source).exists() else Path(d["gdml"])
+        if not SAFE_NAME.fullmatch(str(d["name"])):
+            raise InputError(source, f"name {d['name']!r}: use letters, digits and . _ + - only")
+        path = Path(d["gdml"])
+        if not path.is_absolute() and Path(source).is_file():
+            path = Path(source).parent / path  # relative to the detector YAML
         geometry = read_gdml(path)
         gdml = Gdml(str(path), geometry.sha256, geometry.active_materials, geometry.depth_mm)
         mesh = dict(d.get("mesh", {}))
@@ -372,8 +376,25 @@ def preset_names() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def get_detector(spec: str) -> Detector:
-    """A preset by name, or a detector YAML file by path."""
+def get_detector(spec: str, sidecar: str | None = None) -> Detector:
+    """A preset by name, a detector YAML file by path, or a GDML file with an optional ``sidecar``
+    detector YAML (name, mesh, sampling fraction; without it: the file's stem, the universal mesh
+    over its depth, a sampling fraction still to measure)."""
+    if spec.endswith(".gdml"):
+        d = {}
+        if sidecar is not None:
+            import yaml
+
+            try:
+                d = yaml.safe_load(Path(sidecar).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise InputError(sidecar, f"cannot read the sidecar YAML ({str(exc).splitlines()[0]})") from None
+            if not isinstance(d, dict):
+                raise InputError(sidecar, "a sidecar YAML must hold a mapping (name, mesh, sampling_fraction)")
+        return Detector.from_dict({"name": Path(spec).stem, **d, "gdml": str(Path(spec).resolve())},
+                                  sidecar or spec)
+    if sidecar is not None:
+        raise InputError("--calo-sidecar", "goes with a GDML detector (--detector FILE.gdml)")
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         if not Path(spec).is_file():
             raise InputError(spec, "no such detector file")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calofm.simulate.materials import material
+from calofm.simulate.materials import MATERIALS, material
 
 PHYSICS_LISTS = ("em", "ftfp_bert")
 PROTON_MASS_MEV, AMU_MEV = 938.27208816, 931.49410242
@@ -55,8 +55,9 @@ class Physics:
         return self.name != "em"
 
     def birks(self, name: str) -> float:
-        """kB in mm/MeV for active material ``name``: 0 unless it is a scintillator."""
-        default = material(name).birks_mm_per_mev
+        """kB in mm/MeV for active material ``name``: 0 unless it is a scintillator calofm knows (a
+        material only a GDML file defines is not quenched unless ``birks_kb`` says so)."""
+        default = material(name).birks_mm_per_mev if name in MATERIALS else self.birks_kb or 0.0
         return default if self.birks_kb is None or not default else self.birks_kb
 
     def constructors(self, official: bool) -> tuple[str, ...]:
