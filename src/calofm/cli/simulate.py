@@ -204,20 +204,22 @@ def detectors(args) -> int:
             except InputError as exc:
                 print(f"wrote {gdml}, no detector YAML: {exc}")
         return 0
-    gdml = [name for name in args.names if name.endswith(".gdml")]
-    if gdml and args.measure:
-        for name in gdml:
-            det = get_detector(name, args.calo_sidecar)
-            mean, err = measure_sampling_fraction(replace(det, sampling_fraction=1.0))
-            print(f"{name}: sampling fraction {mean:.5f} +- {err:.5f} (50 e- of 10 GeV; put "
-                  f"'sampling_fraction: {mean:.5f}' in its sidecar YAML)")
-        return 0
-    if gdml:
-        print(json.dumps([read_gdml(name).describe() for name in gdml], indent=2))
-        return 0
+    named = [get_detector(name, args.calo_sidecar if name.endswith(".gdml") else None)
+             for name in args.names or preset_names()]
+    gdml = [det for det in named if det.gdml]
+    if gdml:  # what Geant4 reads from each file, and its sampling fraction on request
+        found = []
+        for det in gdml:
+            found.append({"name": det.name, **read_gdml(det.gdml.path).describe(),
+                          "sampling_fraction": det.sampling_fraction})
+            if args.measure:
+                mean, err = measure_sampling_fraction(replace(det, sampling_fraction=1.0))
+                found[-1]["measured_sampling_fraction"] = f"{mean:.5f} +- {err:.5f}"
+        print(json.dumps(found, indent=2))
     rows = []
-    for name in args.names or preset_names():
-        det = get_detector(name)
+    for det in named:
+        if det.gdml:
+            continue
         parts = [det.section_detector(i) for i in range(len(det.sections))] or [det]
         row = {"name": det.name, "depth_mm": det.depth_mm, "depth_X0": det.depth_x0, "depth_lambda": det.depth_lambda,
                "moliere_mm": det.moliere_mm,
@@ -230,6 +232,8 @@ def detectors(args) -> int:
             measured = [measure_sampling_fraction(replace(p, sampling_fraction=1.0)) for p in parts]
             row["measured_sampling_fraction"] = " + ".join(f"{mean:.5f} +- {err:.5f}" for mean, err in measured)
         rows.append(row)
+    if not rows:
+        return 0
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
