@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from calofm.core.errors import CalofmError, InputError
+from calofm.core.errors import CalofmError
+from calofm.core.files import read_yaml_mapping
 
 JOBQUEUE = {"slurm": "SLURMCluster", "htcondor": "HTCondorCluster", "pbs": "PBSCluster"}
 NOT_DAEMONIC = "DASK_DISTRIBUTED__WORKER__DAEMON=False"  # lets a task start processes (Geant4 workers)
@@ -145,18 +146,7 @@ def read_options(path: str | Path | None) -> dict:
     """The dask-jobqueue options of a YAML file (a mapping), or {}."""
     if path is None:
         return {}
-    import yaml
-
-    path = Path(path)
-    try:
-        options = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "no such file") from None
-    except yaml.YAMLError as exc:
-        raise InputError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(options, dict):
-        raise InputError(path, "must be a mapping of dask-jobqueue options (queue, cores, memory, walltime, ...)")
-    return options
+    return read_yaml_mapping(path, "dask-jobqueue options YAML", "queue, cores, memory, walltime, ...")
 
 
 def task_count(spec: ClusterSpec, n_items: int, per_worker: int = 4) -> int:

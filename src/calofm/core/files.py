@@ -112,3 +112,20 @@ def io_path(exc: OSError) -> str | None:
         match = re.search(r"filename = '([^']+)'", str(exc))
         name = match[1] if match else None
     return None if name is None else str(final_path(name))
+
+
+def read_yaml_mapping(path: str | Path, what: str, keys: str) -> dict:
+    """The mapping the YAML file ``path`` holds (``what`` it is, with the ``keys`` it takes, for the
+    one-line errors)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(path, f"cannot read {what} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise InputError(path, f"a {what} file must hold a mapping ({keys})")
+    return d

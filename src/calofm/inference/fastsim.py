@@ -24,6 +24,7 @@ import numpy as np
 from calofm.core.errors import CalofmWarning, InputError
 from calofm.core.particles import PARTICLES, particle_name
 from calofm.geometry import CylindricalBinning, readout_from_dict
+from calofm.geometry.orders import reorder
 from calofm.simulate.handoff import Trigger, incidence_theta, place
 
 DEFAULT_MIN_ENERGY_GEV = 1.0  # below it Geant4 simulates: the shipped models start at 1 GeV
@@ -197,7 +198,7 @@ class _OnnxBackend:
                                    "`calofm export` of this version")
         self.contract, self.meta = meta["contract"], meta
         self.classes = json.loads(meta["one_hot_slots"])
-        self.meshes = json.loads(meta["meshes"])
+        self.meshes = {name: readout_from_dict(d) for name, d in json.loads(meta["meshes"]).items()}
         self.e_max = float(meta["max_energy_MeV"]) if self.contract == "par04" else math.inf
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.noise_shape = inputs["noise"].shape[1:] if "noise" in inputs else None
@@ -208,7 +209,7 @@ class _OnnxBackend:
     def mesh(self, name: str) -> CylindricalBinning:
         if name not in self.meshes:
             raise InputError(self.path, f"holds no mesh for class {name!r} (it has {', '.join(self.meshes)})")
-        return readout_from_dict(self.meshes[name])
+        return self.meshes[name]
 
     def showers(self, name, energy, theta, phi, seed, steps) -> np.ndarray:
         n = len(energy)
@@ -229,8 +230,7 @@ class _OnnxBackend:
         out = self.session.run(["energies"], feeds)[0]
         if self.contract == "par04":
             out = out * energy[:, None]
-        n_z, n_a, n_r = self.mesh(name).shape
-        return out.reshape(n, n_r, n_a, n_z).transpose(0, 3, 2, 1).reshape(n, -1)
+        return reorder(out, "par04", "calochallenge", self.mesh(name).shape)
 
     @property
     def generator(self) -> str:

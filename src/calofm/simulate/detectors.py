@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from calofm.core.errors import InputError
+from calofm.core.files import read_yaml_mapping
 from calofm.geometry import CylindricalBinning, PlanarGrid, calochallenge_binning
 from calofm.simulate.materials import E_S, MATERIALS, material
 
@@ -185,7 +186,7 @@ class Detector:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Detector":
-        return cls.from_dict(_read_mapping(path, "detector YAML", "name, layers, ..."), str(path))
+        return cls.from_dict(read_yaml_mapping(path, "detector YAML", "name, layers, ..."), str(path))
 
     def with_mesh(self, name: str | None) -> "Detector":
         """This detector scored on one of its alternative meshes (e.g. ``dataset_3``)."""
@@ -368,25 +369,12 @@ def preset_names() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def _read_mapping(path: str | Path, what: str, keys: str) -> dict:
-    """The mapping a detector YAML (or a GDML file's sidecar) holds; a one-line error otherwise."""
-    import yaml
-
-    try:
-        d = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(path, f"cannot read {what} ({str(exc).splitlines()[0]})") from None
-    if not isinstance(d, dict):
-        raise InputError(path, f"a {what} file must hold a mapping ({keys})")
-    return d
-
-
 def get_detector(spec: str, sidecar: str | None = None) -> Detector:
     """A preset by name, a detector YAML file by path, or a GDML file with an optional ``sidecar``
     detector YAML (name, mesh, sampling fraction; without it: the file's stem, the universal mesh
     over its depth, a sampling fraction still to measure)."""
     if spec.endswith(".gdml"):
-        d = {} if sidecar is None else _read_mapping(sidecar, "sidecar YAML", "name, mesh, sampling_fraction")
+        d = {} if sidecar is None else read_yaml_mapping(sidecar, "sidecar YAML", "name, mesh, sampling_fraction")
         return Detector.from_dict({"name": Path(spec).stem, **d, "gdml": str(Path(spec).resolve())},
                                   sidecar or spec)
     if sidecar is not None:

@@ -120,20 +120,12 @@ class GdmlCalorimeter(SlabCalorimeter):
     record, each with its material's recorder; the world's daughters form the calorimeter region."""
 
     def Construct(self):
-        from calofm.simulate.gdml import SENSITIVE
+        from calofm.simulate.gdml import logical_volumes
 
         self.parser = g4.G4GDMLParser()
         self.parser.Read(self.detector.gdml.path, False)
         world = self.parser.GetWorldVolume()
-        stack, seen = [world.GetLogicalVolume()], set()
-        while stack:
-            lv = stack.pop()
-            if lv.GetName() in seen:
-                continue
-            seen.add(lv.GetName())
-            if any(aux.type == SENSITIVE for aux in self.parser.GetVolumeAuxiliaryInformation(lv)):
-                self._active.append((lv, lv.GetMaterial().GetName()))
-            stack += [lv.GetDaughter(i).GetLogicalVolume() for i in range(lv.GetNoDaughters())]
+        self._active += [(lv, lv.GetMaterial().GetName()) for lv, active in logical_volumes(self.parser) if active]
         if self.region is not None:
             world_lv = world.GetLogicalVolume()
             for lv in {world_lv.GetDaughter(i).GetLogicalVolume().GetName(): world_lv.GetDaughter(i).GetLogicalVolume()

@@ -168,6 +168,21 @@ def read_gdml(path: str | Path) -> GdmlGeometry:
     return geometry
 
 
+def logical_volumes(parser) -> list[tuple]:
+    """(logical volume, carries a SensDet auxiliary) of every volume in the world tree that a
+    ``G4GDMLParser`` has read, each once."""
+    found, seen = [], set()
+    stack = [parser.GetWorldVolume().GetLogicalVolume()]
+    while stack:
+        lv = stack.pop()
+        if lv.GetName() in seen:
+            continue
+        seen.add(lv.GetName())
+        found.append((lv, any(aux.type == SENSITIVE for aux in parser.GetVolumeAuxiliaryInformation(lv))))
+        stack += [lv.GetDaughter(i).GetLogicalVolume() for i in range(lv.GetNoDaughters())]
+    return found
+
+
 def _read_in_this_process(path: str, out: str) -> None:
     """The child process of :func:`read_gdml`: parse with Geant4 and write what it found as JSON."""
     from calofm.simulate import g4env
@@ -178,16 +193,10 @@ def _read_in_this_process(path: str, out: str) -> None:
     parser = g4.G4GDMLParser()
     parser.Read(path, False)  # validation off: with it on, Geant4 reaches for the network and aborts
     world = parser.GetWorldVolume()
-    volumes, sensitive = {}, []
-    stack = [world.GetLogicalVolume()]
-    while stack:
-        lv = stack.pop()
-        if lv.GetName() in volumes:
-            continue
-        volumes[lv.GetName()] = lv.GetMaterial().GetName()
-        if any(aux.type == SENSITIVE for aux in parser.GetVolumeAuxiliaryInformation(lv)):
-            sensitive.append(lv.GetName())
-        stack += [lv.GetDaughter(i).GetLogicalVolume() for i in range(lv.GetNoDaughters())]
+    found = logical_volumes(parser)
+    volumes = {lv.GetName(): lv.GetMaterial().GetName() for lv, _ in found}
+    sensitive = [lv.GetName() for lv, active in found if active]
+
     def limits(pv):  # (low, high) corners of a placed volume's bounding box, in its mother's frame
         low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
         pv.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
