@@ -210,7 +210,7 @@ def detectors(args) -> int:
     if gdml:  # what Geant4 reads from each file, and its sampling fraction on request
         found = []
         for det in gdml:
-            found.append({"name": det.name, **read_gdml(det.gdml.path).describe(),
+            found.append({"name": det.name, **read_gdml(det.gdml.path).describe(det.gdml.frame),
                           "sampling_fraction": det.sampling_fraction})
             if args.measure:
                 mean, err = measure_sampling_fraction(replace(det, sampling_fraction=1.0))

@@ -30,8 +30,8 @@ from calofm.core.files import read_yaml_mapping
 from calofm.geometry import CylindricalBinning, PlanarGrid, calochallenge_binning
 from calofm.simulate.materials import E_S, MATERIALS, material
 
-YAML_KEYS = ("name", "description", "layers", "gdml", "mesh", "meshes", "lateral_mm", "cell_mm", "sampling_fraction",
-             "sections")
+YAML_KEYS = ("name", "description", "layers", "gdml", "frame", "mesh", "meshes", "lateral_mm", "cell_mm",
+             "sampling_fraction", "sections")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")  # detector names become file names and labels
 
 
@@ -85,14 +85,78 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Frame:
+    """Where calofm's frame lies in a GDML file's coordinates.
+
+    calofm simulates and scores in the presets' frame: the calorimeter's front face is the plane
+    z = 0, its inward normal +z, and theta tilts particles towards +y (the beam axis, as in Par04).
+    A GDML file built in its experiment's coordinates names that frame: ``front_mm``, the point of
+    the front face that particles aim at (calofm's origin), ``normal``, the front face's inward
+    normal (calofm's z), and ``beam``, the direction theta is measured from (calofm's y, made
+    orthogonal to the normal). The gun fires at ``front_mm`` from 5 mm in front of it.
+    """
+
+    front_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    beam: tuple[float, float, float] = (0.0, 1.0, 0.0)
+
+    @classmethod
+    def parse(cls, d: dict, front_mm, source: str) -> "Frame":
+        """The sidecar's ``frame`` mapping; ``front_mm`` is the default front point (a function of the
+        normal, found from the geometry)."""
+        _known_keys(d, [f.name for f in fields(cls)], "frame.", source)
+
+        def vector(key: str, default, what: str) -> np.ndarray:
+            try:
+                v = np.asarray(d.get(key, default), dtype=float)
+            except (TypeError, ValueError):
+                v = np.zeros(0)
+            if v.shape != (3,) or not np.all(np.isfinite(v)) or (what != "a point" and not v.any()):
+                raise InputError(source, f"frame.{key}: expected {what} [x, y, z], got {d[key]!r}")
+            return v
+
+        normal = vector("normal", (0.0, 0.0, 1.0), "a non-zero vector")
+        normal /= np.linalg.norm(normal)
+        beam = vector("beam", (0.0, 1.0, 0.0), "a non-zero vector")
+        beam = beam / np.linalg.norm(beam) - beam.dot(normal) / np.linalg.norm(beam) * normal
+        if np.linalg.norm(beam) < 1e-6:
+            raise InputError(source, "frame.beam is parallel to frame.normal: give the beam axis theta is measured "
+                                     "from, across the normal")
+        beam /= np.linalg.norm(beam)
+        front = vector("front_mm", None, "a point") if "front_mm" in d else front_mm(normal, beam)
+        return cls(tuple(map(float, front)), tuple(map(float, normal)), tuple(map(float, beam)))
+
+    @cached_property
+    def rotation(self) -> np.ndarray:
+        """Columns: calofm's x, y, z axes in the GDML file's coordinates."""
+        y, z = np.array(self.beam), np.array(self.normal)
+        return np.stack([np.cross(y, z), y, z], axis=1)
+
+    @property
+    def identity(self) -> bool:
+        """calofm's own frame: nothing to transform (and the presets' showers stay bit for bit)."""
+        return self == Frame()
+
+    def to_calofm(self, points: np.ndarray, directions: bool = False) -> np.ndarray:
+        """Points (or directions) [..., 3] in the GDML file's coordinates, in calofm's frame."""
+        return (points if directions else points - np.array(self.front_mm)) @ self.rotation
+
+    def to_geant4(self, points: np.ndarray, directions: bool = False) -> np.ndarray:
+        """Points (or directions) [..., 3] in calofm's frame, in the GDML file's coordinates."""
+        moved = points @ self.rotation.T
+        return moved if directions else moved + np.array(self.front_mm)
+
+
+@dataclass(frozen=True)
 class Gdml:
-    """A detector's geometry as a GDML file: calofm builds what the file says instead of slabs. The
-    calorimeter's front face is the plane z = 0 and particles enter along +z (the presets' frame)."""
+    """A detector's geometry as a GDML file: calofm builds what the file says instead of slabs, and
+    simulates and scores in calofm's frame (:class:`Frame`)."""
 
     path: str
     sha256: str                        # of the file's content: a changed file is another detector
     active_materials: tuple[str, ...]  # of the volumes carrying a SensDet auxiliary
-    depth_mm: float                    # the calorimeter's extent behind z = 0
+    depth_mm: float                    # the calorimeter's extent behind its front face
+    frame: Frame = Frame()
 
 
 @dataclass(frozen=True)
@@ -116,6 +180,9 @@ class Detector:
             _known_keys(d, YAML_KEYS, "", source)
             if "gdml" in d:
                 return cls._from_gdml(d, source)
+            if "frame" in d:
+                raise InputError(source, "frame: places calofm's frame in a GDML file (gdml: FILE); slabs are built "
+                                         "in it already")
             for i, block in enumerate(d["layers"]):
                 _known_keys(block, ("repeat", "slabs"), f"layers[{i}].", source)
                 for j, slab in enumerate(block["slabs"]):
@@ -163,11 +230,14 @@ class Detector:
         if not path.is_absolute() and Path(source).is_file():
             path = Path(source).parent / path  # relative to the detector YAML
         geometry = read_gdml(path)
-        gdml = Gdml(str(path), geometry.sha256, geometry.active_materials, geometry.depth_mm)
+        frame = Frame.parse(d.get("frame", {}), geometry.front_centre, source)
+        geometry.check(frame)
+        (x0, x1), (y0, y1), (_, depth) = geometry.bounds(frame)
+        gdml = Gdml(str(path), geometry.sha256, geometry.active_materials, float(depth), frame)
         mesh = dict(d.get("mesh", {}))
         mesh.setdefault("dz", round(gdml.depth_mm / mesh.get("n_z", 45), 4))
         det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=(),
-                  mesh=_mesh(mesh, "mesh.", source), lateral_mm=2 * geometry.half_width_mm,
+                  mesh=_mesh(mesh, "mesh.", source), lateral_mm=2 * float(max(-x0, x1, -y0, y1)),
                   sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),
                   gdml=gdml)
         _check_sampling_fraction(det.sampling_fraction, "", source)

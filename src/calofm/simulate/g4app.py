@@ -10,7 +10,7 @@ import geant4_pybind as g4
 import numpy as np
 
 from calofm.core.particles import PARTICLES
-from calofm.simulate.detectors import Detector
+from calofm.simulate.detectors import Detector, Frame
 from calofm.simulate.gun import START_MM, direction
 from calofm.simulate.handoff import Trigger
 from calofm.simulate.physics import CHARGED, NEUTRAL, PHOTON, Physics, birks_tables, birks_visible
@@ -19,14 +19,15 @@ from calofm.simulate.physics import CHARGED, NEUTRAL, PHOTON, Physics, birks_tab
 class StepRecorder(g4.G4VSensitiveDetector):
     """Records [x, y, z, E] (mm, MeV) at the midpoint of every step that deposits energy.
 
+    Positions are in calofm's frame: a GDML detector's ``frame`` turns the file's coordinates into it.
     With Birks' constant ``kb`` > 0 (mm/MeV), E is the visible energy of a scintillator: each step
     also records its length, non-ionising deposit and particle kind, and :meth:`event_rows`
     quenches the whole event at once in numpy (``birks_visible``) rather than per step in Python.
     """
 
-    def __init__(self, name: str, kb: float = 0.0):
+    def __init__(self, name: str, kb: float = 0.0, frame: Frame | None = None):
         super().__init__(name)
-        self.kb = kb
+        self.kb, self.frame = kb, frame
         self.rows: list[tuple] = []
         self.ranges = None  # (log E grid, log proton range, log electron range, mass ratio, charge^2)
 
@@ -64,6 +65,8 @@ class StepRecorder(g4.G4VSensitiveDetector):
         if self.kb:
             rows[:, 3] = birks_visible(rows[:, 3], rows[:, 4], rows[:, 5], rows[:, 6], self.kb, self.ranges)
             rows = rows[:, :4]
+        if self.frame:
+            rows[:, :3] = self.frame.to_calofm(rows[:, :3])
         return rows.astype(np.float32)
 
 
@@ -155,17 +158,20 @@ def physics_list(physics: Physics, official: bool):
 class Primaries(g4.G4VUserPrimaryGeneratorAction):
     """Fires the queued events: each (energy MeV, theta, Geant4 seed) reseeds the engine first."""
 
-    def __init__(self, particle: str):
+    def __init__(self, particle: str, frame: Frame | None = None):
         super().__init__()
         self.gun = g4.G4ParticleGun(1)
         self.gun.SetParticleDefinition(g4.G4ParticleTable.GetParticleTable().FindParticle(particle))
         self.queue: list[tuple[float, float, int]] = []
+        self.frame = frame
 
     def GeneratePrimaries(self, event):
         energy, theta, seed = self.queue.pop(0)
         g4.HepRandom.setTheSeed(seed)
         d = direction(theta)
         start = -START_MM / d[2] * d
+        if self.frame:
+            d, start = self.frame.to_geant4(d, directions=True), self.frame.to_geant4(start)
         self.gun.SetParticleEnergy(energy)
         self.gun.SetParticleMomentumDirection(g4.G4ThreeVector(*d))
         self.gun.SetParticlePosition(g4.G4ThreeVector(*start))
@@ -197,16 +203,19 @@ class HandOffRecorder:
     """Decides, for the two hooks below, whether a particle goes to the model (the trigger, and inside
     the calorimeter's lateral extent), and keeps [pdg, E, x, y, z, dx, dy, dz] of each that does."""
 
-    def __init__(self, trigger: Trigger, half_width: float):
-        self.trigger, self.half_width = trigger, half_width
+    def __init__(self, trigger: Trigger, half_width: float, frame: Frame | None = None):
+        self.trigger, self.half_width, self.frame = trigger, half_width, frame
         self.rows: list[tuple] = []
 
     def take(self, track, energy: float, p, d) -> bool:
         pdg = track.GetDefinition().GetPDGEncoding()
-        if not (self.trigger.accepts(pdg, energy, p.z, d.z)
-                and abs(p.x) <= self.half_width and abs(p.y) <= self.half_width):
+        p, d = (p.x, p.y, p.z), (d.x, d.y, d.z)
+        if self.frame:  # a GDML file's coordinates: in calofm's frame, as the trigger and the model take them
+            p, d = tuple(self.frame.to_calofm(np.array(p))), tuple(self.frame.to_calofm(np.array(d), directions=True))
+        if not (self.trigger.accepts(pdg, energy, p[2], d[2])
+                and abs(p[0]) <= self.half_width and abs(p[1]) <= self.half_width):
             return False
-        self.rows.append((pdg, energy, p.x, p.y, p.z, d.x, d.y, d.z))
+        self.rows.append((pdg, energy, *p, *d))
         return True
 
 
@@ -281,15 +290,16 @@ class Session:
         g4.G4EmParameters.Instance().SetVerbose(0)
         g4.G4HadronicParameters.Instance().SetVerboseLevel(0)
         self.run_manager = g4.G4RunManagerFactory.CreateRunManager(g4.G4RunManagerType.SerialOnly)
-        self.recorders = {name: StepRecorder(f"calofm_{name}", physics.birks(name))
+        frame = detector.gdml.frame if detector.gdml and not detector.gdml.frame.identity else None
+        self.recorders = {name: StepRecorder(f"calofm_{name}", physics.birks(name), frame)
                           for name in detector.active_materials}
         construction = GdmlCalorimeter if detector.gdml else SlabCalorimeter
         self.construction = construction(detector, self.recorders, calorimeter_region=trigger is not None)
         self.physics = physics_list(physics, official)
         self.run_manager.SetUserInitialization(self.construction)
         self.run_manager.SetUserInitialization(self.physics)
-        self.primaries = Primaries(particle)  # user actions only after the physics list
-        handoffs = HandOffRecorder(trigger, detector.lateral_mm / 2) if trigger else None
+        self.primaries = Primaries(particle, frame)  # user actions only after the physics list
+        handoffs = HandOffRecorder(trigger, detector.lateral_mm / 2, frame) if trigger else None
         self.collector = Collector(list(self.recorders.values()), handoffs)
         self.run_manager.SetUserAction(self.primaries)
         self.run_manager.SetUserAction(self.collector)

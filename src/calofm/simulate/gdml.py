@@ -22,8 +22,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from calofm.core.errors import InputError
-from calofm.simulate.detectors import Detector
+from calofm.simulate.detectors import Detector, Frame
 from calofm.simulate.gun import START_MM
 
 SENSITIVE = "SensDet"  # the GDML auxiliary type that marks an active volume
@@ -97,7 +99,8 @@ def write_sidecar(detector: Detector, gdml: Path, path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class GdmlGeometry:
-    """What calofm reads from a GDML file: its world, volumes, active volumes and extent."""
+    """What calofm reads from a GDML file: its world, volumes, active volumes and extent, in the
+    file's coordinates."""
 
     path: str
     sha256: str
@@ -105,26 +108,46 @@ class GdmlGeometry:
     volumes: dict[str, str]              # logical volume -> material
     sensitive: tuple[str, ...]            # logical volumes carrying a SensDet auxiliary
     placements: int                       # volumes placed directly in the world
-    extent_mm: tuple[float, float, float]  # half-lengths of the world's bounding box
-    calorimeter_mm: tuple[tuple[float, float], ...]  # (low, high) in x, y, z of what the world holds
+    world_mm: tuple[tuple[float, float], ...]  # (low, high) in x, y, z of the world's bounding box
+    corners_mm: tuple[tuple[float, float, float], ...]  # of the bounding boxes of what the world holds, as placed
 
     @property
     def active_materials(self) -> tuple[str, ...]:
         return tuple(sorted({self.volumes[v] for v in self.sensitive}))
 
-    @property
-    def depth_mm(self) -> float:
-        return self.calorimeter_mm[2][1]
+    def bounds(self, frame: Frame) -> np.ndarray:
+        """(low, high) in calofm's x, y, z of the calorimeter (what the world holds) seen in ``frame``."""
+        points = frame.to_calofm(np.array(self.corners_mm))
+        return np.stack([points.min(0), points.max(0)], axis=1)
 
-    @property
-    def half_width_mm(self) -> float:
-        return max(abs(v) for axis in self.calorimeter_mm[:2] for v in axis)
+    def front_centre(self, normal: np.ndarray, beam: np.ndarray) -> np.ndarray:
+        """The centre of the calorimeter's front face, seen along ``normal``: the default frame.front_mm."""
+        frame = Frame((0.0, 0.0, 0.0), tuple(normal), tuple(beam))
+        (x0, x1), (y0, y1), (z0, _) = self.bounds(frame)
+        return frame.to_geant4(np.array([(x0 + x1) / 2, (y0 + y1) / 2, z0]))
 
-    def describe(self) -> dict:
+    def check(self, frame: Frame) -> None:
+        """Refuse a frame whose front point is off the calorimeter's front face, or a world that does not
+        hold the calorimeter and the gun."""
+        front = self.bounds(frame)[2, 0]
+        if abs(front) > 1e-6:
+            raise InputError(self.path, f"the calorimeter's front face is {front:g} mm from frame.front_mm "
+                                        f"{list(frame.front_mm)} along the normal {list(frame.normal)}: particles "
+                                        "aim at front_mm, so put it on the front face (or leave it out)")
+        gun = frame.to_geant4(np.array([0.0, 0.0, -START_MM]))
+        world = np.array(self.world_mm)
+        inside = np.all((np.vstack([self.corners_mm, gun]) >= world[:, 0] - 1e-6)
+                        & (np.vstack([self.corners_mm, gun]) <= world[:, 1] + 1e-6))
+        if not inside:
+            raise InputError(self.path, f"the world ({world.tolist()} mm) must hold the calorimeter and the gun "
+                                        f"{START_MM:g} mm in front of it (at {np.round(gun, 6).tolist()} mm)")
+
+    def describe(self, frame: Frame) -> dict:
+        (x0, x1), (y0, y1), (_, z1) = self.bounds(frame)
         return {"gdml": self.path, "sha256": self.sha256, "world": self.world, "volumes": len(self.volumes),
                 "placements": self.placements, "sensitive": list(self.sensitive),
-                "materials": sorted(set(self.volumes.values())), "depth_mm": self.depth_mm,
-                "half_width_mm": self.half_width_mm}
+                "materials": sorted(set(self.volumes.values())), "frame": asdict(frame),
+                "depth_mm": float(z1), "half_width_mm": float(max(-x0, x1, -y0, y1))}
 
 
 def read_gdml(path: str | Path) -> GdmlGeometry:
@@ -151,20 +174,14 @@ def read_gdml(path: str | Path) -> GdmlGeometry:
 
             raise InputError(path, f"Geant4 cannot build it: {last_exception(log)}")
         read = json.loads(out.read_text())
+    if not read["corners_mm"]:
+        raise InputError(path, "its world holds no volume: there is no calorimeter")
     geometry = GdmlGeometry(str(path), hashlib.sha256(data).hexdigest(), read["world"], read["volumes"],
-                            tuple(read["sensitive"]), read["placements"], tuple(read["extent_mm"]),
-                            tuple(tuple(axis) for axis in read["calorimeter_mm"]))
+                            tuple(read["sensitive"]), read["placements"], tuple(map(tuple, read["world_mm"])),
+                            tuple(map(tuple, read["corners_mm"])))
     if not geometry.sensitive:
         raise InputError(path, f"no volume carries a {SENSITIVE} auxiliary: calofm would score nothing (mark "
                                f"the active layers with <auxiliary auxtype=\"{SENSITIVE}\" auxvalue=\"...\"/>)")
-    front, world_front = geometry.calorimeter_mm[2][0], -geometry.extent_mm[2]
-    if abs(front) > 1e-6:
-        raise InputError(path, f"the calorimeter's front face is at z = {front:g} mm; calofm fires particles along "
-                               "+z onto the plane z = 0: place the front face there")
-    if world_front > -START_MM or any(abs(v) > e for axis, e in zip(geometry.calorimeter_mm, geometry.extent_mm)
-                                    for v in axis):
-        raise InputError(path, f"the world (half-lengths {geometry.extent_mm} mm) must hold the calorimeter "
-                               f"({geometry.calorimeter_mm} mm) and the gun {START_MM:g} mm in front of it")
     return geometry
 
 
@@ -197,18 +214,22 @@ def _read_in_this_process(path: str, out: str) -> None:
     volumes = {lv.GetName(): lv.GetMaterial().GetName() for lv, _ in found}
     sensitive = [lv.GetName() for lv, active in found if active]
 
-    def limits(pv):  # (low, high) corners of a placed volume's bounding box, in its mother's frame
+    def corners(pv):  # the 8 corners of a placed volume's bounding box, in its mother's frame
         low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
         pv.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
-        t = pv.GetTranslation()
-        return [t.x + low.x, t.y + low.y, t.z + low.z], [t.x + high.x, t.y + high.y, t.z + high.z]
+        r, t = pv.GetObjectRotationValue(), pv.GetObjectTranslation()
+        rotation = [[r.xx, r.xy, r.xz], [r.yx, r.yy, r.yz], [r.zx, r.zy, r.zz]]
+        box = [(x, y, z) for x in (low.x, high.x) for y in (low.y, high.y) for z in (low.z, high.z)]
+        return [[sum(row[k] * p[k] for k in range(3)) + shift for row, shift in zip(rotation, (t.x, t.y, t.z))]
+                for p in box]
 
     world_lv = world.GetLogicalVolume()
-    boxes = [limits(world_lv.GetDaughter(i)) for i in range(world_lv.GetNoDaughters())]
-    calorimeter = [[min(b[0][k] for b in boxes), max(b[1][k] for b in boxes)] for k in range(3)] if boxes \
-        else [[0.0, 0.0]] * 3
+    low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
+    world_lv.GetSolid().BoundingLimits(low, high)
     found = {"world": world.GetName(), "volumes": volumes, "sensitive": sorted(sensitive),
-             "placements": world_lv.GetNoDaughters(), "extent_mm": limits(world)[1], "calorimeter_mm": calorimeter}
+             "placements": world_lv.GetNoDaughters(),
+             "world_mm": [[low.x, high.x], [low.y, high.y], [low.z, high.z]],
+             "corners_mm": [c for i in range(world_lv.GetNoDaughters()) for c in corners(world_lv.GetDaughter(i))]}
     Path(out).write_text(json.dumps(found))
 
 
