@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from calofm.cli.main import main
 from calofm.core.errors import InputError
 from calofm.data import open_showers
 from calofm.inference.fastsim import FastSim
-from calofm.simulate.detectors import Frame, get_detector
+from calofm.simulate.detectors import Frame, get_detector, record_sampling_fraction
 from calofm.simulate.gdml import read_gdml, write_gdml
 from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.runner import Run, simulate
@@ -145,11 +146,11 @@ def test_the_front_face_is_found_and_a_frame_off_it_is_one_line(tmp_path, capsys
     detector = get_detector(str(tmp_path / "moved.yaml"))
     assert detector.gdml.frame == Frame((0.0, 0.0, 30.0)) and detector.depth_mm == pytest.approx(230.0)
     assert detector.lateral_mm == pytest.approx(110.0)
-    for yaml, gdml, message in (("frame: {front_mm: [0, 0, 0]}\n", crystal_matrix(30.0),
-                                 "the calorimeter's front face is 30 mm from frame.front_mm [0.0, 0.0, 0.0]"),
-                                ("", crystal_matrix().replace('z="700"', 'z="300"'), "must hold the calorimeter")):
+    for extra, gdml, message in (("frame: {front_mm: [0, 0, 0]}\n", crystal_matrix(30.0),
+                                  "the calorimeter's front face is 30 mm from frame.front_mm [0.0, 0.0, 0.0]"),
+                                 ("", crystal_matrix().replace('z="700"', 'z="300"'), "must hold the calorimeter")):
         (tmp_path / "moved.gdml").write_text(gdml)
-        (tmp_path / "moved.yaml").write_text("name: moved\ngdml: moved.gdml\nsampling_fraction: 1.0\n" + yaml)
+        (tmp_path / "moved.yaml").write_text("name: moved\ngdml: moved.gdml\nsampling_fraction: 1.0\n" + extra)
         assert main(["simulate", "--detector", str(tmp_path / "moved.yaml"), "--n", "1",
                      "--out", str(tmp_path / "x.h5")]) == 2
         err = capsys.readouterr().err.strip()
@@ -284,3 +285,40 @@ def test_geant4_in_a_tilted_calorimeter_gives_the_presets_showers_in_distributio
     assert stats[0][0][0] > 0.9 * 5000  # most of the 5 GeV on the mesh
     for (a, ea), (b, eb) in zip(*stats):
         assert abs(a - b) < 4 * math.hypot(ea, eb)
+
+
+# --- recording a measured sampling fraction ------------------------------------------------------
+def test_a_recorded_sampling_fraction_replaces_its_line_and_keeps_the_rest(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("# my detector\nname: mine  # named by me\nsampling_fraction: null\nmesh: {n_z: 20}\n")
+    record_sampling_fraction(mine, 0.123456, 0.0011)
+    assert mine.read_text() == ("# my detector\nname: mine  # named by me\nsampling_fraction: 0.12346  # measured by "
+                                "calofm detectors --measure: 0.12346 +- 0.00110\nmesh: {n_z: 20}\n")
+    side = tmp_path / "new" / "side.yaml"
+    record_sampling_fraction(side, 0.5, 0.01)
+    assert yaml.safe_load(side.read_text()) == {"sampling_fraction": 0.5}
+    (tmp_path / "flow.yaml").write_text("{name: mine, sampling_fraction: 0.2}\n")
+    with pytest.raises(InputError, match="flow.yaml: cannot record the sampling fraction: the file is not a block"):
+        record_sampling_fraction(tmp_path / "flow.yaml", 0.3, 0.01)
+    assert (tmp_path / "flow.yaml").read_text() == "{name: mine, sampling_fraction: 0.2}\n"  # left as it was
+
+
+def test_measure_and_record_a_gdml_detectors_sampling_fraction(tmp_path, capsys):
+    """A bare crystal matrix: --measure --record writes a new sidecar, and the detector then simulates."""
+    gdml, side = tmp_path / "crystals.gdml", tmp_path / "crystals.yaml"
+    gdml.write_text(crystal_matrix())
+    for args, message in ((["--measure", "--record", str(gdml)], "crystals.gdml: --record writes into the GDML "
+                                                                  "file's sidecar: give --calo-sidecar FILE"),
+                          (["--measure", "--record", "par04-siw"], "par04-siw: is a preset"),
+                          (["--record", "par04-siw"], "--record: records what --measure measures"),
+                          (["--measure", "--record", "ild-ecal-hcal"], "ild-ecal-hcal: has sections")):
+        assert main(["detectors", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert main(["detectors", "--measure", "--record", str(gdml), "--calo-sidecar", str(side)]) == 0
+    captured = capsys.readouterr()
+    recorded = yaml.safe_load(side.read_text())["sampling_fraction"]
+    assert 0.85 < recorded < 1.0  # a homogeneous calorimeter: what leaks out of 23 cm of PbWO4 is missing
+    assert f"recorded sampling_fraction {recorded:.5f} of crystals in {side}" in captured.err
+    assert json.loads(captured.out)[0]["measured_sampling_fraction"].startswith(f"{recorded:.5f} +- ")
+    assert get_detector(str(gdml), str(side)).sampling_fraction == recorded

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from calofm.cli.options import (
     cluster_options,
@@ -18,7 +19,7 @@ from calofm.core.errors import CalofmError, InputError
 from calofm.core.files import check_output
 from calofm.core.particles import PARTICLES
 from calofm.inference.fastsim import DEFAULT_MIN_ENERGY_GEV
-from calofm.simulate.detectors import get_detector, preset_names
+from calofm.simulate.detectors import get_detector, preset_names, record_sampling_fraction
 from calofm.simulate.gun import Gun, parse_conditions
 from calofm.simulate.physics import PHYSICS_LISTS, Physics, default_physics
 
@@ -105,6 +106,9 @@ def add_parsers(sub) -> None:
                                    "each, on each section alone).")
     p.add_argument("names", nargs="*", help="presets or YAML files (default: all presets)")
     p.add_argument("--measure", action="store_true", help="measure the sampling fraction with Geant4")
+    p.add_argument("--record", action="store_true",
+                   help="with --measure: write the measured sampling fraction into the detector's YAML file, or "
+                        "into the --calo-sidecar of a GDML file (created if missing), keeping the rest of the file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--calo-sidecar", metavar="YAML", help="the sidecar YAML of a GDML file named (see calofm simulate)")
     p.add_argument("--gdml", action="store_true",
@@ -190,6 +194,29 @@ def _fast_sim(args, detector):
                         args.fast_sim_max_energy, args.fast_sim_section, args.fast_sim_max_angle, args.fast_sim_steps)
 
 
+def _sidecar(name: str, args) -> str | None:
+    """The sidecar to read for detector ``name``: none but for a GDML file, nor one that --record creates."""
+    if not name.endswith(".gdml") or (args.record and args.calo_sidecar and not Path(args.calo_sidecar).exists()):
+        return None
+    return args.calo_sidecar
+
+
+def _record_target(name: str, detector, args) -> str:
+    """The file --record writes ``detector``'s measured sampling fraction into; refused before measuring."""
+    if detector.sections:
+        raise InputError(name, "has sections: write each section's measured value into its "
+                               "sections[i].sampling_fraction yourself")
+    if name.endswith(".gdml"):
+        if not args.calo_sidecar:
+            raise InputError(name, "--record writes into the GDML file's sidecar: give --calo-sidecar FILE "
+                                   "(created if missing)")
+        return args.calo_sidecar
+    if not Path(name).is_file():
+        raise InputError(name, "is a preset: its sampling fraction is part of calofm; record your own in a "
+                               "copy of its YAML file")
+    return name
+
+
 def detectors(args) -> int:
     from calofm.simulate.gdml import read_gdml, write_gdml, write_sidecar
     from calofm.simulate.runner import measure_sampling_fraction
@@ -204,18 +231,28 @@ def detectors(args) -> int:
             except InputError as exc:
                 print(f"wrote {gdml}, no detector YAML: {exc}")
         return 0
-    named = [get_detector(name, args.calo_sidecar if name.endswith(".gdml") else None)
-             for name in args.names or preset_names()]
+    names = args.names or preset_names()
+    if args.record and not args.measure:
+        raise InputError("--record", "records what --measure measures: give both")
+    named = [get_detector(name, _sidecar(name, args)) for name in names]
+    targets = [_record_target(name, det, args) for name, det in zip(names, named)] if args.record else []
+    measured = {}  # name -> (mean, error) of each section (of the whole detector without sections)
+    if args.measure:
+        for det in named:
+            parts = [det.section_detector(i) for i in range(len(det.sections))] or [det]
+            measured[det.name] = [measure_sampling_fraction(replace(p, sampling_fraction=1.0)) for p in parts]
+    for det, target in zip(named, targets):
+        record_sampling_fraction(target, *measured[det.name][0])
+        print(f"recorded sampling_fraction {measured[det.name][0][0]:.5f} of {det.name} in {target}",
+              file=sys.stderr)
+    shown = {det.name: " + ".join(f"{mean:.5f} +- {err:.5f}" for mean, err in measured[det.name])
+             for det in named if det.name in measured}
     gdml = [det for det in named if det.gdml]
-    if gdml:  # what Geant4 reads from each file, and its sampling fraction on request
-        found = []
-        for det in gdml:
-            found.append({"name": det.name, **read_gdml(det.gdml.path).describe(det.gdml.frame),
-                          "sampling_fraction": det.sampling_fraction})
-            if args.measure:
-                mean, err = measure_sampling_fraction(replace(det, sampling_fraction=1.0))
-                found[-1]["measured_sampling_fraction"] = f"{mean:.5f} +- {err:.5f}"
-        print(json.dumps(found, indent=2))
+    if gdml:  # what Geant4 reads from each file
+        print(json.dumps([{"name": det.name, **read_gdml(det.gdml.path).describe(det.gdml.frame),
+                           "sampling_fraction": det.sampling_fraction,
+                           **({"measured_sampling_fraction": shown[det.name]} if det.name in shown else {})}
+                          for det in gdml], indent=2))
     rows = []
     for det in named:
         if det.gdml:
@@ -228,9 +265,8 @@ def detectors(args) -> int:
                                   for p in parts),
                "readout": "the mesh" if det.cell_mm is None else f"{det.cell_mm:g} mm cells",
                "description": det.description}
-        if args.measure:
-            measured = [measure_sampling_fraction(replace(p, sampling_fraction=1.0)) for p in parts]
-            row["measured_sampling_fraction"] = " + ".join(f"{mean:.5f} +- {err:.5f}" for mean, err in measured)
+        if det.name in shown:
+            row["measured_sampling_fraction"] = shown[det.name]
         rows.append(row)
     if not rows:
         return 0

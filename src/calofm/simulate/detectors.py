@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from calofm.core.errors import InputError
-from calofm.core.files import read_yaml_mapping
+from calofm.core.files import atomic_path, read_yaml_mapping
 from calofm.geometry import CylindricalBinning, PlanarGrid, calochallenge_binning
 from calofm.simulate.materials import E_S, MATERIALS, material
 
@@ -432,6 +432,32 @@ def _check_sampling_fraction(value, where: str, source: str) -> None:
     if value is not None and not 0 < float(value) <= 1:
         raise InputError(source, f"{where}sampling_fraction {value}: must be in (0, 1] (visible / incident "
                                  "energy), or left out to be measured")
+
+
+SAMPLING_FRACTION_LINE = re.compile(r"^sampling_fraction:.*$", re.MULTILINE)
+
+
+def record_sampling_fraction(path: str | Path, mean: float, error: float) -> None:
+    """Write a measured sampling fraction into the detector YAML or sidecar ``path`` (created if it does
+    not exist), replacing its top-level ``sampling_fraction`` line and keeping the rest as written."""
+    import yaml
+
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    line = f"sampling_fraction: {mean:.5f}  # measured by calofm detectors --measure: {mean:.5f} +- {error:.5f}"
+    if SAMPLING_FRACTION_LINE.search(text):
+        text = SAMPLING_FRACTION_LINE.sub(line, text, count=1)
+    else:
+        text = f"{text.rstrip()}\n{line}\n".lstrip()
+    try:
+        recorded = yaml.safe_load(text).get("sampling_fraction")
+    except (AttributeError, yaml.YAMLError):
+        recorded = None
+    if recorded != round(mean, 5):
+        raise InputError(path, "cannot record the sampling fraction: the file is not a block mapping with a "
+                               f"top-level sampling_fraction line; write sampling_fraction: {mean:.5f} yourself")
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def preset_names() -> list[str]:
