@@ -14,9 +14,11 @@ from calofm.cli.main import main
 from calofm.core.errors import InputError
 from calofm.data import open_showers
 from calofm.inference.fastsim import FastSim
+from calofm.simulate import runner
 from calofm.simulate.detectors import Frame, get_detector, record_sampling_fraction
 from calofm.simulate.gdml import read_gdml, write_gdml
 from calofm.simulate.gun import Gun, Spectrum
+from calofm.simulate.physics import Physics
 from calofm.simulate.runner import Run, simulate
 
 
@@ -38,11 +40,54 @@ def test_a_written_preset_reads_back_as_its_slabs(siw_gdml):
     assert len(geometry.sha256) == 64
 
 
-def test_every_section_of_a_preset_is_written(tmp_path):
-    geometry = read_gdml(write_gdml(get_detector("ild-ecal-hcal"), tmp_path / "ecal-hcal.gdml"))
+def test_a_preset_with_sections_through_gdml_gives_its_showers_bit_for_bit(tmp_path, monkeypatch, capsys):
+    """ECAL + HCAL: the sidecar gives each section its depth, mesh and sampling fraction; a pion's
+    shower is the preset's, bit for bit, and so is an electron's in the ECAL alone."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["detectors", "ild-ecal-hcal", "--gdml"]) == 0
+    assert "wrote ild-ecal-hcal.gdml and ild-ecal-hcal-gdml.yaml" in capsys.readouterr().out
+    preset, gdml = get_detector("ild-ecal-hcal"), get_detector("ild-ecal-hcal-gdml.yaml")
+    geometry = read_gdml(gdml.gdml.path)
     # one Si volume serves both ECAL blocks (same material and thickness), as in SlabCalorimeter
     assert sorted(geometry.volumes[v] for v in geometry.sensitive) == ["G4_POLYSTYRENE", "G4_Si"]
-    assert geometry.placements == len(get_detector("ild-ecal-hcal").slabs)
+    assert geometry.placements == len(preset.slabs)
+    np.testing.assert_allclose(gdml.section_ranges, preset.section_ranges)
+    assert gdml.sampling_fractions == preset.sampling_fractions
+    assert gdml.mesh_binning().z_edges == preset.mesh_binning().z_edges
+    assert [s.mesh for s in gdml.sections] == [s.mesh for s in preset.sections]
+    pion, electron = Gun("pi+", Spectrum.parse("10")), Gun("e-", Spectrum.parse("5"))
+    for detector, out in ((preset, "preset"), (gdml, "gdml")):
+        simulate(Run(detector, pion, 2, seed=3), tmp_path / f"{out}.h5", progress=False)
+        simulate(Run(detector.section_detector(0), electron, 3, seed=3), tmp_path / f"{out}-ecal.h5", progress=False)
+    for suffix in ("", "-ecal"):
+        with open_showers(tmp_path / f"preset{suffix}.h5") as f, open_showers(tmp_path / f"gdml{suffix}.h5") as g:
+            expected, got = f.read().showers, g.read().showers
+        assert expected.sum() > 0
+        np.testing.assert_array_equal(got, expected)
+
+
+def _placed_in_world(gun) -> list[str]:
+    """In a Geant4 worker: the volumes its session's world holds."""
+    world = runner._session[0].construction.parser.GetWorldVolume().GetLogicalVolume()
+    return [world.GetDaughter(i).GetName() for i in range(world.GetNoDaughters())]
+
+
+def test_a_gdml_section_alone_is_built_from_its_own_volumes(tmp_path, monkeypatch):
+    """The HCAL alone (to measure its sampling fraction): Geant4 builds the slabs behind the ECAL only,
+    their front face at calofm's z = 0, and its electrons deposit at the EM scale."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["detectors", "ild-ecal-hcal", "--gdml"]) == 0
+    preset = get_detector("ild-ecal-hcal")
+    hcal = get_detector("ild-ecal-hcal-gdml.yaml").section_detector(1)
+    assert hcal.gdml.alone and hcal.gdml.frame.front_mm == pytest.approx((0, 0, preset.section_ranges[0][1]))
+    assert hcal.depth_mm == pytest.approx(preset.section_detector(1).depth_mm)
+    assert hcal.mesh == preset.section_detector(1).mesh
+    ecal_slabs = len(preset.section_detector(0).slabs)
+    assert runner._in_worker(hcal, Gun(), Physics(), _placed_in_world) == [
+        f"slab{i}" for i in range(ecal_slabs, len(preset.slabs))]
+    simulate(Run(hcal, Gun("e-", Spectrum.parse("5")), 4, seed=5), tmp_path / "hcal.h5", progress=False)
+    with open_showers(tmp_path / "hcal.h5") as f:
+        assert 0.8 * 5000 < f.read().showers.sum(1).mean() < 1.2 * 5000
 
 
 @pytest.mark.parametrize("spoil, message", [

@@ -225,11 +225,8 @@ def detectors(args) -> int:
         for name in args.names or preset_names():
             det = get_detector(name)
             gdml = write_gdml(det, check_output(f"{det.name}.gdml"))
-            try:
-                print(f"wrote {gdml} and {write_sidecar(det, gdml, check_output(f'{det.name}-gdml.yaml'))} "
-                      f"(calofm simulate --detector {det.name}-gdml.yaml)")
-            except InputError as exc:
-                print(f"wrote {gdml}, no detector YAML: {exc}")
+            print(f"wrote {gdml} and {write_sidecar(det, gdml, check_output(f'{det.name}-gdml.yaml'))} "
+                  f"(calofm simulate --detector {det.name}-gdml.yaml)")
         return 0
     names = args.names or preset_names()
     if args.record and not args.measure:
@@ -250,7 +247,8 @@ def detectors(args) -> int:
     gdml = [det for det in named if det.gdml]
     if gdml:  # what Geant4 reads from each file
         print(json.dumps([{"name": det.name, **read_gdml(det.gdml.path).describe(det.gdml.frame),
-                           "sampling_fraction": det.sampling_fraction,
+                           "sampling_fraction": dict(zip([s.name for s in det.sections], det.sampling_fractions))
+                           if det.sections else det.sampling_fraction,
                            **({"measured_sampling_fraction": shown[det.name]} if det.name in shown else {})}
                           for det in gdml], indent=2))
     rows = []

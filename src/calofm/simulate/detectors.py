@@ -67,13 +67,15 @@ class Mesh:
 
 @dataclass(frozen=True)
 class Section:
-    """Consecutive blocks scored on their own regular mesh with their own sampling fraction
-    (an ECAL followed by an HCAL): the detector's mesh is the sections' meshes one after the other."""
+    """Consecutive blocks (of a GDML detector: a depth range) scored on their own regular mesh with
+    their own sampling fraction (an ECAL followed by an HCAL): the detector's mesh is the sections'
+    meshes one after the other."""
 
     name: str
     blocks: int
     mesh: Mesh
     sampling_fraction: float | None = None
+    depth_mm: float | None = None  # a GDML detector's section: its depth along the normal (no blocks)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class Gdml:
     active_materials: tuple[str, ...]  # of the volumes carrying a SensDet auxiliary
     depth_mm: float                    # the calorimeter's extent behind its front face
     frame: Frame = Frame()
+    alone: bool = False                # build only the volumes within depth_mm of the front face (a section)
 
 
 @dataclass(frozen=True)
@@ -222,8 +225,8 @@ class Detector:
         """A detector whose geometry is the GDML file ``d['gdml']`` (relative to the YAML's folder)."""
         from calofm.simulate.gdml import read_gdml
 
-        if "layers" in d or "sections" in d:
-            raise InputError(source, "gives both gdml and layers/sections: the GDML file is the geometry")
+        if "layers" in d:
+            raise InputError(source, "gives both gdml and layers: the GDML file is the geometry")
         if not SAFE_NAME.fullmatch(str(d["name"])):
             raise InputError(source, f"name {d['name']!r}: use letters, digits and . _ + - only")
         path = Path(d["gdml"])
@@ -234,14 +237,16 @@ class Detector:
         geometry.check(frame)
         (x0, x1), (y0, y1), (_, depth) = geometry.bounds(frame)
         gdml = Gdml(str(path), geometry.sha256, geometry.active_materials, float(depth), frame)
-        mesh = dict(d.get("mesh", {}))
-        mesh.setdefault("dz", round(gdml.depth_mm / mesh.get("n_z", 45), 4))
-        det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=(),
-                  mesh=_mesh(mesh, "mesh.", source), lateral_mm=2 * float(max(-x0, x1, -y0, y1)),
+        det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=(), mesh=Mesh(),
+                  lateral_mm=2 * float(max(-x0, x1, -y0, y1)),
                   sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),
                   gdml=gdml)
         _check_sampling_fraction(det.sampling_fraction, "", source)
-        return det
+        if "sections" in d:
+            return replace(det, sections=_sections(det, d, source))
+        mesh = dict(d.get("mesh", {}))
+        mesh.setdefault("dz", round(gdml.depth_mm / mesh.get("n_z", 45), 4))
+        return replace(det, mesh=_mesh(mesh, "mesh.", source))
 
     @classmethod
     def sandwich(cls, name: str, absorber: str, absorber_mm: float, active: str, active_mm: float, layers: int,
@@ -275,6 +280,8 @@ class Detector:
         if self.sections:  # each section has its mesh and sampling fraction
             for key in ("mesh", "sampling_fraction", "cell_mm", "meshes"):
                 d.pop(key)
+            for section in d["sections"]:  # slab sections count blocks, GDML ones give their depth
+                section.pop("blocks" if self.gdml else "depth_mm")
         return d
 
     @cached_property
@@ -351,6 +358,9 @@ class Detector:
     @property
     def section_ranges(self) -> list[tuple[float, float]]:
         """(start, end) depth in mm of each section."""
+        if self.gdml:
+            ends = np.concatenate([[0.0], np.cumsum([s.depth_mm for s in self.sections])])
+            return [(float(a), float(b)) for a, b in zip(ends[:-1], ends[1:])]
         ends = np.cumsum([0] + [s.blocks for s in self.sections])
         block_depths = np.concatenate([[0.0], np.cumsum([sum(s.thickness for s in b.slabs) * b.repeat
                                                           for b in self.blocks])])
@@ -372,9 +382,16 @@ class Detector:
     def section_detector(self, i: int) -> "Detector":
         """Section ``i`` alone, on its own mesh (to measure its sampling fraction)."""
         section = self.sections[i]
+        alone = replace(self, name=f"{self.name}-{section.name}", mesh=section.mesh,
+                        sampling_fraction=section.sampling_fraction, sections=())
+        if self.gdml:  # the volumes within the section's depth, its front face at calofm's z = 0
+            start, end = self.section_ranges[i]
+            frame = self.gdml.frame
+            front = tuple(float(v) for v in np.array(frame.front_mm) + start * np.array(frame.normal))
+            return replace(alone, gdml=replace(self.gdml, depth_mm=end - start, frame=replace(frame, front_mm=front),
+                                               alone=True))
         first = sum(s.blocks for s in self.sections[:i])
-        return replace(self, name=f"{self.name}-{section.name}", blocks=self.blocks[first:first + section.blocks],
-                       mesh=section.mesh, sampling_fraction=section.sampling_fraction, sections=())
+        return replace(alone, blocks=self.blocks[first:first + section.blocks])
 
     def readout(self) -> CylindricalBinning | PlanarGrid:
         """The detector's own cells: a planar grid over the active-layer pitches, or the mesh."""
@@ -390,17 +407,22 @@ class Detector:
 
 
 def _sections(det: Detector, d: dict, source: str) -> tuple[Section, ...]:
-    """The ``sections`` of a detector YAML: each mesh's dz is its section's depth over its n_z bins."""
+    """The ``sections`` of a detector YAML: consecutive layer blocks, or for a GDML detector depths
+    along the normal (the last one's defaults to the rest); each mesh's dz is its section's depth
+    over its n_z bins."""
     if "mesh" in d or d.get("sampling_fraction") is not None or d.get("cell_mm") is not None:
         raise InputError(source, "a detector with sections gives each section its mesh and sampling fraction "
                                  "(no top-level mesh, sampling_fraction or cell_mm)")
+    extent = "depth_mm" if det.gdml else "blocks"
     for i, raw in enumerate(d["sections"]):
-        _known_keys(raw, ("name", "blocks", "mesh", "sampling_fraction"), f"sections[{i}].", source)
+        _known_keys(raw, ("name", extent, "mesh", "sampling_fraction"), f"sections[{i}].", source)
         _check_sampling_fraction(raw.get("sampling_fraction"), f"sections[{i}].", source)
-    sections = tuple(Section(str(s["name"]), int(s["blocks"]), Mesh(),
+    sections = tuple(Section(str(s["name"]), 0 if det.gdml else int(s["blocks"]), Mesh(),
                              None if s.get("sampling_fraction") is None else float(s["sampling_fraction"]))
                      for s in d["sections"])
-    if sum(s.blocks for s in sections) != len(det.blocks) or any(s.blocks < 1 for s in sections):
+    if det.gdml:
+        sections = _section_depths(sections, d["sections"], det.depth_mm, source)
+    elif sum(s.blocks for s in sections) != len(det.blocks) or any(s.blocks < 1 for s in sections):
         raise InputError(source, f"the sections' blocks ({[s.blocks for s in sections]}) must cover the "
                                  f"{len(det.blocks)} layer blocks in order")
     det = replace(det, sections=sections)
@@ -412,6 +434,20 @@ def _sections(det: Detector, d: dict, source: str) -> tuple[Section, ...]:
         mesh["dz"] = round((end - start) / mesh.get("n_z", 45), 4)
         out.append(replace(section, mesh=_mesh(mesh, f"section {section.name}: mesh.", source)))
     return tuple(out)
+
+
+def _section_depths(sections: tuple[Section, ...], raw: list, depth: float, source: str) -> tuple[Section, ...]:
+    """A GDML detector's sections with their depths: each gives depth_mm but the last, which takes the
+    rest of the calorimeter's depth."""
+    given = [None if s.get("depth_mm") is None else float(s["depth_mm"]) for s in raw]
+    if None in given[:-1] or any(v is not None and v <= 0 for v in given):
+        raise InputError(source, "each section of a GDML detector but the last gives its depth_mm (> 0), from the "
+                                 "front face on; the last takes the rest")
+    rest = depth - sum(given[:-1])
+    if rest <= 0 or (given[-1] is not None and abs(given[-1] - rest) > 1e-3):
+        raise InputError(source, f"the sections' depths {given} must add up to the calorimeter's depth "
+                                 f"{depth:g} mm")
+    return tuple(replace(s, depth_mm=v) for s, v in zip(sections, given[:-1] + [rest]))
 
 
 def _known_keys(d: dict, known, where: str, source: str) -> None:

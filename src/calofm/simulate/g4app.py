@@ -83,7 +83,7 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
         self.detector, self.recorders = detector, recorders
         self.region = g4.G4Region("calofm_calorimeter") if calorimeter_region else None
         self._keep: list = []  # Geant4 objects must outlive the run manager
-        self._active: list = []
+        self.active: list = []  # (logical volume, material) of the volumes that record
         self.world_name = "world"
 
     def Construct(self):
@@ -104,7 +104,7 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
                 volumes[key] = lv
                 self._keep += [box, lv]
                 if slab.active:
-                    self._active.append((lv, slab.material))
+                    self.active.append((lv, slab.material))
                 if self.region is not None:
                     self.region.AddRootLogicalVolume(lv)
             centre = g4.G4ThreeVector(0, 0, (edges[i] + edges[i + 1]) / 2)
@@ -114,21 +114,29 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
     def ConstructSDandField(self):
         for recorder in self.recorders.values():
             g4.G4SDManager.GetSDMpointer().AddNewDetector(recorder)
-        for lv, name in self._active:
+        for lv, name in self.active:
             self.SetSensitiveDetector(lv, self.recorders[name])
 
 
 class GdmlCalorimeter(SlabCalorimeter):
     """The detector's GDML file, read by Geant4 (validation off): the volumes with a SensDet auxiliary
-    record, each with its material's recorder; the world's daughters form the calorimeter region."""
+    record, each with its material's recorder; the world's daughters form the calorimeter region.
+    A section alone keeps only the world's daughters that lie wholly within its depth."""
 
     def Construct(self):
-        from calofm.simulate.gdml import logical_volumes
+        from calofm.simulate.gdml import logical_volumes, placed_corners
 
+        gdml = self.detector.gdml
         self.parser = g4.G4GDMLParser()
-        self.parser.Read(self.detector.gdml.path, False)
+        self.parser.Read(gdml.path, False)
         world = self.parser.GetWorldVolume()
-        self._active += [(lv, lv.GetMaterial().GetName()) for lv, active in logical_volumes(self.parser) if active]
+        if gdml.alone:
+            world_lv = world.GetLogicalVolume()
+            for pv in [world_lv.GetDaughter(i) for i in range(world_lv.GetNoDaughters())]:
+                z = gdml.frame.to_calofm(np.array(placed_corners(pv)))[:, 2]
+                if z.min() < -1e-6 or z.max() > gdml.depth_mm + 1e-6:
+                    world_lv.RemoveDaughter(pv)
+        self.active += [(lv, lv.GetMaterial().GetName()) for lv, active in logical_volumes(self.parser) if active]
         if self.region is not None:
             world_lv = world.GetLogicalVolume()
             for lv in {world_lv.GetDaughter(i).GetLogicalVolume().GetName(): world_lv.GetDaughter(i).GetLogicalVolume()
@@ -315,6 +323,9 @@ class Session:
             world = g4.G4RegionStore.GetInstance().GetRegion("DefaultRegionForTheWorld", False)
             world.SetRegionalSteppingAction(self._at_entry)
         self.run_manager.BeamOn(0)  # build the physics tables now, not inside the first timed events
+        built = {name for _, name in self.construction.active}  # a GDML section alone has some of them
+        self.recorders = {name: recorder for name, recorder in self.recorders.items() if name in built}
+        self.collector.recorders = list(self.recorders.values())
         for name, recorder in self.recorders.items():
             recorder.prepare(name)
 

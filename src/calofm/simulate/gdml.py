@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from calofm.core.errors import InputError
+from calofm.core.files import atomic_path
 from calofm.simulate.detectors import Detector, Frame
 from calofm.simulate.gun import START_MM
 
@@ -72,8 +73,6 @@ def write_gdml(detector: Detector, path: str | Path) -> Path:
     ET.SubElement(setup, "world", ref="world")
     ET.indent(root)
     path = Path(path)
-    from calofm.core.files import atomic_path
-
     with atomic_path(path) as tmp:
         ET.ElementTree(root).write(tmp, encoding="UTF-8", xml_declaration=True)
     return path
@@ -81,16 +80,19 @@ def write_gdml(detector: Detector, path: str | Path) -> Path:
 
 def write_sidecar(detector: Detector, gdml: Path, path: str | Path) -> Path:
     """Write the detector YAML that names ``gdml`` as ``detector``'s geometry, with its name, mesh and
-    sampling fraction: simulating it gives the preset's showers, bit for bit."""
+    sampling fraction (each section's, with its depth): simulating it gives the preset's showers, bit
+    for bit."""
     import yaml
 
-    if detector.sections:
-        raise InputError(detector.name, "has sections (one mesh and sampling fraction each); a GDML detector has "
-                                        "one of each for now")
     d = {"name": detector.name, "description": f"{detector.description.strip()} Geometry: {gdml.name}.",
-         "gdml": gdml.name, "mesh": asdict(detector.mesh), "sampling_fraction": detector.sampling_fraction}
-    from calofm.core.files import atomic_path
-
+         "gdml": gdml.name}
+    if detector.sections:
+        d["sections"] = [{"name": section.name, "depth_mm": end - start,
+                          "mesh": {k: v for k, v in asdict(section.mesh).items() if k != "dz"},
+                          "sampling_fraction": section.sampling_fraction}
+                         for section, (start, end) in zip(detector.sections, detector.section_ranges)]
+    else:
+        d.update(mesh=asdict(detector.mesh), sampling_fraction=detector.sampling_fraction)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(d, sort_keys=False))
@@ -200,6 +202,20 @@ def logical_volumes(parser) -> list[tuple]:
     return found
 
 
+def placed_corners(pv) -> list[list[float]]:
+    """The 8 corners of a placed volume's bounding box in its mother's frame, rotation included (in a
+    process where Geant4 is configured)."""
+    import geant4_pybind as g4
+
+    low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
+    pv.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
+    r, t = pv.GetObjectRotationValue(), pv.GetObjectTranslation()
+    rotation = [[r.xx, r.xy, r.xz], [r.yx, r.yy, r.yz], [r.zx, r.zy, r.zz]]
+    box = [(x, y, z) for x in (low.x, high.x) for y in (low.y, high.y) for z in (low.z, high.z)]
+    return [[sum(row[k] * p[k] for k in range(3)) + shift for row, shift in zip(rotation, (t.x, t.y, t.z))]
+            for p in box]
+
+
 def _read_in_this_process(path: str, out: str) -> None:
     """The child process of :func:`read_gdml`: parse with Geant4 and write what it found as JSON."""
     from calofm.simulate import g4env
@@ -214,22 +230,14 @@ def _read_in_this_process(path: str, out: str) -> None:
     volumes = {lv.GetName(): lv.GetMaterial().GetName() for lv, _ in found}
     sensitive = [lv.GetName() for lv, active in found if active]
 
-    def corners(pv):  # the 8 corners of a placed volume's bounding box, in its mother's frame
-        low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
-        pv.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
-        r, t = pv.GetObjectRotationValue(), pv.GetObjectTranslation()
-        rotation = [[r.xx, r.xy, r.xz], [r.yx, r.yy, r.yz], [r.zx, r.zy, r.zz]]
-        box = [(x, y, z) for x in (low.x, high.x) for y in (low.y, high.y) for z in (low.z, high.z)]
-        return [[sum(row[k] * p[k] for k in range(3)) + shift for row, shift in zip(rotation, (t.x, t.y, t.z))]
-                for p in box]
-
     world_lv = world.GetLogicalVolume()
     low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
     world_lv.GetSolid().BoundingLimits(low, high)
     found = {"world": world.GetName(), "volumes": volumes, "sensitive": sorted(sensitive),
              "placements": world_lv.GetNoDaughters(),
              "world_mm": [[low.x, high.x], [low.y, high.y], [low.z, high.z]],
-             "corners_mm": [c for i in range(world_lv.GetNoDaughters()) for c in corners(world_lv.GetDaughter(i))]}
+             "corners_mm": [corner for i in range(world_lv.GetNoDaughters())
+                            for corner in placed_corners(world_lv.GetDaughter(i))]}
     Path(out).write_text(json.dumps(found))
 
 
