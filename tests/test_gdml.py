@@ -3,8 +3,7 @@
 import hashlib
 import json
 import math
-import xml.etree.ElementTree as ET
-from pathlib import Path
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from calofm.data import open_showers
 from calofm.inference.fastsim import FastSim
 from calofm.simulate import runner
 from calofm.simulate.detectors import Frame, get_detector, record_sampling_fraction
-from calofm.simulate.gdml import read_gdml, write_gdml
+from calofm.simulate.gdml import read_gdml, write_gdml, write_sidecar
 from calofm.simulate.gun import Gun, Spectrum
 from calofm.simulate.physics import Physics
 from calofm.simulate.runner import Run, simulate
@@ -260,31 +259,30 @@ def test_a_frame_is_an_orthonormal_right_handed_turn_and_its_inverse():
         get_detector("par04-siw").from_dict({**get_detector("par04-siw").to_dict(), "frame": {}}, "my.yaml")
 
 
-def tilted(gdml: Path, out: Path, front_mm: tuple, degrees: float) -> Path:
-    """``gdml``'s slabs turned by ``degrees`` about y (each slab a rotated volume) and moved so that
-    the front face's centre is at ``front_mm``: a calorimeter in its experiment's coordinates."""
-    frame = Frame(front_mm, (math.sin(math.radians(degrees)), 0.0, math.cos(math.radians(degrees))))
-    root = ET.parse(gdml).getroot()
-    ET.SubElement(root.find("define"), "rotation", name="tilt", y=repr(-degrees), unit="deg")
-    for k in "xyz":
-        root.find("solids").find("box[@name='world']").set(k, "3000")
-    for physvol in root.iter("physvol"):
-        position = physvol.find("position")
-        for k, v in zip("xyz", frame.to_geant4(np.array([0.0, 0.0, float(position.get("z"))]))):
-            position.set(k, repr(float(v)))
-        ET.SubElement(physvol, "rotationref", ref="tilt")
-    ET.ElementTree(root).write(out)
-    return out
+def test_a_preset_written_in_any_frame_reads_back_in_calofms(tmp_path):
+    """Slabs turned by a general rotation and moved: read with the frame they were written in, they are
+    the preset's, front face at z = 0 and 1 m wide."""
+    frame = Frame.parse({"front_mm": [-300, 20, 75], "normal": [1, 2, 3], "beam": [0, 0, 1]}, None, "any")
+    preset = get_detector("par04-siw")
+    gdml = write_gdml(preset, tmp_path / "any.gdml", frame)
+    detector = get_detector(str(write_sidecar(preset, gdml, tmp_path / "any.yaml", frame)))
+    np.testing.assert_allclose(np.array(astuple(detector.gdml.frame)), np.array(astuple(frame)), atol=1e-12)
+    half = preset.lateral_mm / 2
+    np.testing.assert_allclose(read_gdml(gdml).bounds(frame), [[-half, half], [-half, half], [0, preset.depth_mm]],
+                               atol=1e-9)
+    assert detector.mesh == preset.mesh and detector.sampling_fraction == preset.sampling_fraction
 
 
 @pytest.fixture(scope="module")
-def tilted_siw(siw_gdml):
-    """par04-siw turned by 30 degrees and moved to (100, -50, 400) mm, its sidecar naming the normal."""
-    gdml = tilted(siw_gdml, siw_gdml.with_name("tilted.gdml"), (100.0, -50.0, 400.0), 30.0)
-    sidecar = siw_gdml.with_name("tilted.yaml")
-    sidecar.write_text("name: par04-siw-tilted\nsampling_fraction: 0.02366\nmesh: {dz: 3.4}\n"
-                       f"frame: {{normal: [{math.sin(math.pi / 6)!r}, 0, {math.cos(math.pi / 6)!r}]}}\n")
-    return get_detector(str(gdml), str(sidecar))
+def tilted_siw(tmp_path_factory):
+    """par04-siw turned by 30 degrees about y and moved to (100, -50, 400) mm; its sidecar names the
+    normal only, so the front point is found."""
+    folder = tmp_path_factory.mktemp("tilted")
+    frame = Frame((100.0, -50.0, 400.0), (math.sin(math.pi / 6), 0.0, math.cos(math.pi / 6)))
+    gdml = write_gdml(get_detector("par04-siw"), folder / "tilted.gdml", frame)
+    (folder / "tilted.yaml").write_text("name: par04-siw-tilted\nsampling_fraction: 0.02366\nmesh: {dz: 3.4}\n"
+                                        f"frame: {{normal: {list(frame.normal)}}}\n")
+    return get_detector(str(gdml), str(folder / "tilted.yaml"))
 
 
 def test_a_tilted_moved_calorimeter_is_read_in_calofms_frame(tilted_siw, capsys):

@@ -35,11 +35,14 @@ def add_parsers(sub) -> None:
                                    "the physics, its data and their formulas: docs/hadronic.md.")
     p.add_argument("--detector", required=True,
                    help=f"preset ({', '.join(preset_names())}), a detector YAML file, or a GDML file (active volumes "
-                        "carry a SensDet auxiliary; front face at z = 0, particles along +z)")
+                        "carry a SensDet auxiliary)")
     p.add_argument("--calo-sidecar", metavar="YAML",
-                   help="for a GDML detector: its name, mesh and sampling_fraction (default: the file's stem, the "
-                        "universal mesh over its depth, and a sampling fraction to measure with "
-                        "`calofm detectors --measure FILE.gdml`)")
+                   help="for a GDML detector: its name, mesh and sampling_fraction, or its sections (name, "
+                        "depth_mm, mesh, sampling_fraction each), and its frame (front_mm: the point of the front "
+                        "face particles aim at; normal: the face's inward normal; beam: the axis theta is measured "
+                        "from). Defaults: the file's stem, the universal mesh over the depth, the front face's "
+                        "centre seen along +z, and a sampling fraction to measure with "
+                        "`calofm detectors --measure --record FILE.gdml --calo-sidecar YAML`")
     p.add_argument("--particle", default="e-", choices=list(PARTICLES), help="particle (default e-)")
     p.add_argument("--physics", choices=PHYSICS_LISTS,
                    help="Geant4 physics: em (G4EmStandardPhysics_option1) or ftfp_bert (FTFP_BERT: the reference "

@@ -103,9 +103,9 @@ class Frame:
     beam: tuple[float, float, float] = (0.0, 1.0, 0.0)
 
     @classmethod
-    def parse(cls, d: dict, front_mm, source: str) -> "Frame":
-        """The sidecar's ``frame`` mapping; ``front_mm`` is the default front point (a function of the
-        normal, found from the geometry)."""
+    def parse(cls, d: dict, default_front, source: str) -> "Frame":
+        """The sidecar's ``frame`` mapping; ``default_front(normal, beam)`` gives the front point when it
+        leaves it out (found from the geometry)."""
         _known_keys(d, [f.name for f in fields(cls)], "frame.", source)
 
         def vector(key: str, default, what: str) -> np.ndarray:
@@ -125,7 +125,7 @@ class Frame:
             raise InputError(source, "frame.beam is parallel to frame.normal: give the beam axis theta is measured "
                                      "from, across the normal")
         beam /= np.linalg.norm(beam)
-        front = vector("front_mm", None, "a point") if "front_mm" in d else front_mm(normal, beam)
+        front = vector("front_mm", None, "a point") if "front_mm" in d else default_front(normal, beam)
         return cls(tuple(map(float, front)), tuple(map(float, normal)), tuple(map(float, beam)))
 
     @cached_property

@@ -3,7 +3,9 @@
 :func:`write_gdml` writes a detector's slabs as GDML: the same world, boxes, materials (by their
 Geant4 NIST names), placements and copy numbers as :class:`calofm.simulate.g4app.SlabCalorimeter`
 builds, with a ``SensDet`` auxiliary on the active volumes. Lengths are written with Python's
-shortest round-trip representation, so Geant4 reads back the very same numbers.
+shortest round-trip representation, so Geant4 reads back the very same numbers. Written in another
+:class:`~calofm.simulate.detectors.Frame`, the slabs are turned and moved as an experiment's
+geometry would place them.
 
 :func:`read_gdml` reads a GDML file with Geant4's parser, schema validation off (with it on,
 Geant4 tries to reach the network and aborts the process). It runs in a child process: Geant4
@@ -44,17 +46,26 @@ def _slab_volumes(detector: Detector) -> tuple[dict[tuple, str], list[tuple[str,
     return volumes, placements
 
 
-def write_gdml(detector: Detector, path: str | Path) -> Path:
-    """Write ``detector``'s geometry as GDML (see the module docstring); returns the path."""
+def write_gdml(detector: Detector, path: str | Path, frame: Frame = Frame()) -> Path:
+    """Write ``detector``'s geometry as GDML (see the module docstring); returns the path. With a
+    ``frame``, the slabs are placed in the coordinates where calofm's frame is ``frame`` (each slab
+    turned by the frame's rotation), as an experiment's geometry would place them."""
     half, depth = detector.lateral_mm / 2, detector.depth_mm
     volumes, placements = _slab_volumes(detector)
     root = ET.Element("gdml")
-    ET.SubElement(root, "define")
+    define = ET.SubElement(root, "define")
     ET.SubElement(root, "materials")
     solids, structure = ET.SubElement(root, "solids"), ET.SubElement(root, "structure")
     full = repr(2 * half)
-    ET.SubElement(solids, "box", name="world", x=repr(2 * (half + 10)), y=repr(2 * (half + 10)),
-                  z=repr(2 * (depth + 50)), lunit="mm")
+    if frame.identity:  # the world SlabCalorimeter builds
+        world_half = (half + 10, half + 10, depth + 50)
+    else:  # around the origin, holding the calorimeter's corners and the gun
+        corners = frame.to_geant4(np.array([(x, y, z) for x in (-half, half) for y in (-half, half)
+                                            for z in (-START_MM, depth)]))
+        world_half = tuple(np.abs(corners).max(0) + 50)
+        ET.SubElement(define, "rotation", name="turn", unit="deg",
+                      **dict(zip("xyz", (repr(float(a)) for a in _gdml_angles(frame.rotation)))))
+    ET.SubElement(solids, "box", name="world", lunit="mm", **{k: repr(2 * float(h)) for k, h in zip("xyz", world_half)})
     for (material, thickness, active), name in volumes.items():
         ET.SubElement(solids, "box", name=name, x=full, y=full, z=repr(thickness), lunit="mm")
         volume = ET.SubElement(structure, "volume", name=name)
@@ -68,7 +79,11 @@ def write_gdml(detector: Detector, path: str | Path) -> Path:
     for i, (name, z) in enumerate(placements):
         physvol = ET.SubElement(world, "physvol", name=f"slab{i}", copynumber=str(i))
         ET.SubElement(physvol, "volumeref", ref=name)
-        ET.SubElement(physvol, "position", name=f"slab{i}_position", x="0", y="0", z=repr(float(z)), unit="mm")
+        centre = ("0", "0", repr(float(z))) if frame.identity else \
+            (repr(float(v)) for v in frame.to_geant4(np.array([0.0, 0.0, z])))
+        ET.SubElement(physvol, "position", name=f"slab{i}_position", unit="mm", **dict(zip("xyz", centre)))
+        if not frame.identity:
+            ET.SubElement(physvol, "rotationref", ref="turn")
     setup = ET.SubElement(root, "setup", name="Default", version="1.0")
     ET.SubElement(setup, "world", ref="world")
     ET.indent(root)
@@ -78,14 +93,24 @@ def write_gdml(detector: Detector, path: str | Path) -> Path:
     return path
 
 
-def write_sidecar(detector: Detector, gdml: Path, path: str | Path) -> Path:
+def _gdml_angles(rotation: np.ndarray) -> np.ndarray:
+    """The angles (x, y, z) in degrees of a GDML <rotation> that turns a placed volume by ``rotation``:
+    Geant4 builds Rz(z) Ry(y) Rx(x) and places the volume with its inverse, Rx(-x) Ry(-y) Rz(-z)."""
+    m = rotation
+    a, b, c = np.arctan2(-m[1, 2], m[2, 2]), np.arcsin(np.clip(m[0, 2], -1, 1)), np.arctan2(-m[0, 1], m[0, 0])
+    return -np.degrees([a, b, c])
+
+
+def write_sidecar(detector: Detector, gdml: Path, path: str | Path, frame: Frame = Frame()) -> Path:
     """Write the detector YAML that names ``gdml`` as ``detector``'s geometry, with its name, mesh and
-    sampling fraction (each section's, with its depth): simulating it gives the preset's showers, bit
-    for bit."""
+    sampling fraction (each section's, with its depth) and the ``frame`` it was written in: simulating
+    it gives the preset's showers, bit for bit in calofm's own frame."""
     import yaml
 
     d = {"name": detector.name, "description": f"{detector.description.strip()} Geometry: {gdml.name}.",
          "gdml": gdml.name}
+    if not frame.identity:
+        d["frame"] = {k: list(v) for k, v in asdict(frame).items()}
     if detector.sections:
         d["sections"] = [{"name": section.name, "depth_mm": end - start,
                           "mesh": {k: v for k, v in asdict(section.mesh).items() if k != "dz"},

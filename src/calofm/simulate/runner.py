@@ -219,8 +219,8 @@ def simulate(run: Run, out: Path, workers: int = 1, progress: bool = True, overw
     showers, part of worker_seconds).
     """
     if None in run.detector.sampling_fractions:
-        raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure it with "
-                          "`calofm detectors --measure` and put it in its YAML file")
+        raise CalofmError(f"detector {run.detector.name!r} has no sampling fraction; measure and record it with "
+                          "`calofm detectors --measure --record FILE` (a GDML file: add --calo-sidecar YAML)")
     out = Path(out)
     settings = _full_settings(run)
     if _finished(out, settings):
