@@ -65,24 +65,33 @@ def test_a_preset_with_sections_through_gdml_gives_its_showers_bit_for_bit(tmp_p
         np.testing.assert_array_equal(got, expected)
 
 
-def _placed_in_world(gun) -> list[str]:
-    """In a Geant4 worker: the volumes its session's world holds."""
-    world = runner._session[0].construction.parser.GetWorldVolume().GetLogicalVolume()
-    return [world.GetDaughter(i).GetName() for i in range(world.GetNoDaughters())]
+def _placed_volumes(gun) -> list[str]:
+    """In a Geant4 worker: the volumes its session's world holds, depth first."""
+    names, stack = [], [runner._session[0].construction.parser.GetWorldVolume().GetLogicalVolume()]
+    while stack:
+        lv = stack.pop()
+        daughters = [lv.GetDaughter(i) for i in range(lv.GetNoDaughters())]
+        names += [pv.GetName() for pv in daughters]
+        stack += [pv.GetLogicalVolume() for pv in reversed(daughters)]
+    return names
 
 
-def test_a_gdml_section_alone_is_built_from_its_own_volumes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("turned", [False, True])
+def test_a_gdml_section_alone_is_built_from_its_own_volumes(tmp_path, turned):
     """The HCAL alone (to measure its sampling fraction): Geant4 builds the slabs behind the ECAL only,
-    their front face at calofm's z = 0, and its electrons deposit at the EM scale."""
-    monkeypatch.chdir(tmp_path)
-    assert main(["detectors", "ild-ecal-hcal", "--gdml"]) == 0
+    their front face at calofm's z = 0, also from inside an envelope that holds both sections; its
+    electrons deposit at the EM scale."""
     preset = get_detector("ild-ecal-hcal")
-    hcal = get_detector("ild-ecal-hcal-gdml.yaml").section_detector(1)
-    assert hcal.gdml.alone and hcal.gdml.frame.front_mm == pytest.approx((0, 0, preset.section_ranges[0][1]))
+    frame = Frame((100.0, -50.0, 400.0), (0.5, 0.0, math.sqrt(0.75))) if turned else Frame()
+    gdml = write_gdml(preset, tmp_path / "calo.gdml", frame)
+    hcal = get_detector(str(write_sidecar(preset, gdml, tmp_path / "calo.yaml", frame))).section_detector(1)
+    ecal_depth = preset.section_ranges[0][1]
+    assert hcal.gdml.alone
+    np.testing.assert_allclose(hcal.gdml.frame.front_mm, frame.to_geant4(np.array([0.0, 0.0, ecal_depth])))
     assert hcal.depth_mm == pytest.approx(preset.section_detector(1).depth_mm)
     assert hcal.mesh == preset.section_detector(1).mesh
     ecal_slabs = len(preset.section_detector(0).slabs)
-    assert runner._in_worker(hcal, Gun(), Physics(), _placed_in_world) == [
+    assert runner._in_worker(hcal, Gun(), Physics(), _placed_volumes) == ["calorimeter"] * turned + [
         f"slab{i}" for i in range(ecal_slabs, len(preset.slabs))]
     simulate(Run(hcal, Gun("e-", Spectrum.parse("5")), 4, seed=5), tmp_path / "hcal.h5", progress=False)
     with open_showers(tmp_path / "hcal.h5") as f:

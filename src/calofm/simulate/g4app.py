@@ -121,21 +121,17 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
 class GdmlCalorimeter(SlabCalorimeter):
     """The detector's GDML file, read by Geant4 (validation off): the volumes with a SensDet auxiliary
     record, each with its material's recorder; the world's daughters form the calorimeter region.
-    A section alone keeps only the world's daughters that lie wholly within its depth."""
+    A section alone keeps only the volumes within its depth (:func:`calofm.simulate.gdml.keep_within`)."""
 
     def Construct(self):
-        from calofm.simulate.gdml import logical_volumes, placed_corners
+        from calofm.simulate.gdml import keep_within, logical_volumes
 
         gdml = self.detector.gdml
         self.parser = g4.G4GDMLParser()
         self.parser.Read(gdml.path, False)
         world = self.parser.GetWorldVolume()
         if gdml.alone:
-            world_lv = world.GetLogicalVolume()
-            for pv in [world_lv.GetDaughter(i) for i in range(world_lv.GetNoDaughters())]:
-                z = gdml.frame.to_calofm(np.array(placed_corners(pv)))[:, 2]
-                if z.min() < -1e-6 or z.max() > gdml.depth_mm + 1e-6:
-                    world_lv.RemoveDaughter(pv)
+            keep_within(world.GetLogicalVolume(), gdml.frame, gdml.depth_mm)
         self.active += [(lv, lv.GetMaterial().GetName()) for lv, active in logical_volumes(self.parser) if active]
         if self.region is not None:
             world_lv = world.GetLogicalVolume()

@@ -48,8 +48,8 @@ def _slab_volumes(detector: Detector) -> tuple[dict[tuple, str], list[tuple[str,
 
 def write_gdml(detector: Detector, path: str | Path, frame: Frame = Frame()) -> Path:
     """Write ``detector``'s geometry as GDML (see the module docstring); returns the path. With a
-    ``frame``, the slabs are placed in the coordinates where calofm's frame is ``frame`` (each slab
-    turned by the frame's rotation), as an experiment's geometry would place them."""
+    ``frame``, the slabs lie in an envelope volume (vacuum, the slabs' extent) turned by the frame's
+    rotation and moved to its front point, as an experiment's geometry would place them."""
     half, depth = detector.lateral_mm / 2, detector.depth_mm
     volumes, placements = _slab_volumes(detector)
     root = ET.Element("gdml")
@@ -63,8 +63,6 @@ def write_gdml(detector: Detector, path: str | Path, frame: Frame = Frame()) -> 
         corners = frame.to_geant4(np.array([(x, y, z) for x in (-half, half) for y in (-half, half)
                                             for z in (-START_MM, depth)]))
         world_half = tuple(np.abs(corners).max(0) + 50)
-        ET.SubElement(define, "rotation", name="turn", unit="deg",
-                      **dict(zip("xyz", (repr(float(a)) for a in _gdml_angles(frame.rotation)))))
     ET.SubElement(solids, "box", name="world", lunit="mm", **{k: repr(2 * float(h)) for k, h in zip("xyz", world_half)})
     for (material, thickness, active), name in volumes.items():
         ET.SubElement(solids, "box", name=name, x=full, y=full, z=repr(thickness), lunit="mm")
@@ -73,17 +71,30 @@ def write_gdml(detector: Detector, path: str | Path, frame: Frame = Frame()) -> 
         ET.SubElement(volume, "solidref", ref=name)
         if active:
             ET.SubElement(volume, "auxiliary", auxtype=SENSITIVE, auxvalue=material)
-    world = ET.SubElement(structure, "volume", name="world")
-    ET.SubElement(world, "materialref", ref="G4_Galactic")
-    ET.SubElement(world, "solidref", ref="world")
+    mother, shift = "world", 0.0
+    if not frame.identity:
+        mother, shift = "calorimeter", -depth / 2
+        ET.SubElement(solids, "box", name=mother, x=full, y=full, z=repr(depth), lunit="mm")
+    volume = ET.SubElement(structure, "volume", name=mother)
+    ET.SubElement(volume, "materialref", ref="G4_Galactic")
+    ET.SubElement(volume, "solidref", ref=mother)
     for i, (name, z) in enumerate(placements):
-        physvol = ET.SubElement(world, "physvol", name=f"slab{i}", copynumber=str(i))
+        physvol = ET.SubElement(volume, "physvol", name=f"slab{i}", copynumber=str(i))
         ET.SubElement(physvol, "volumeref", ref=name)
-        centre = ("0", "0", repr(float(z))) if frame.identity else \
-            (repr(float(v)) for v in frame.to_geant4(np.array([0.0, 0.0, z])))
-        ET.SubElement(physvol, "position", name=f"slab{i}_position", unit="mm", **dict(zip("xyz", centre)))
-        if not frame.identity:
-            ET.SubElement(physvol, "rotationref", ref="turn")
+        ET.SubElement(physvol, "position", name=f"slab{i}_position", x="0", y="0", z=repr(float(z + shift)),
+                      unit="mm")
+    if not frame.identity:
+        ET.SubElement(define, "rotation", name="turn", unit="deg",
+                      **dict(zip("xyz", (repr(float(a)) for a in _gdml_angles(frame.rotation)))))
+        world = ET.SubElement(structure, "volume", name="world")
+        ET.SubElement(world, "materialref", ref="G4_Galactic")
+        ET.SubElement(world, "solidref", ref="world")
+        physvol = ET.SubElement(world, "physvol", name=mother)
+        ET.SubElement(physvol, "volumeref", ref=mother)
+        centre = frame.to_geant4(np.array([0.0, 0.0, depth / 2]))
+        ET.SubElement(physvol, "position", name=f"{mother}_position", unit="mm",
+                      **dict(zip("xyz", (repr(float(v)) for v in centre))))
+        ET.SubElement(physvol, "rotationref", ref="turn")
     setup = ET.SubElement(root, "setup", name="Default", version="1.0")
     ET.SubElement(setup, "world", ref="world")
     ET.indent(root)
@@ -227,18 +238,39 @@ def logical_volumes(parser) -> list[tuple]:
     return found
 
 
-def placed_corners(pv) -> list[list[float]]:
+def placement(pv) -> tuple[np.ndarray, np.ndarray]:
+    """(rotation, translation) that take a placed volume's coordinates into its mother's."""
+    r, t = pv.GetObjectRotationValue(), pv.GetObjectTranslation()
+    return np.array([[r.xx, r.xy, r.xz], [r.yx, r.yy, r.yz], [r.zx, r.zy, r.zz]]), np.array([t.x, t.y, t.z])
+
+
+def placed_corners(pv) -> np.ndarray:
     """The 8 corners of a placed volume's bounding box in its mother's frame, rotation included (in a
     process where Geant4 is configured)."""
     import geant4_pybind as g4
 
     low, high = g4.G4ThreeVector(), g4.G4ThreeVector()
     pv.GetLogicalVolume().GetSolid().BoundingLimits(low, high)
-    r, t = pv.GetObjectRotationValue(), pv.GetObjectTranslation()
-    rotation = [[r.xx, r.xy, r.xz], [r.yx, r.yy, r.yz], [r.zx, r.zy, r.zz]]
-    box = [(x, y, z) for x in (low.x, high.x) for y in (low.y, high.y) for z in (low.z, high.z)]
-    return [[sum(row[k] * p[k] for k in range(3)) + shift for row, shift in zip(rotation, (t.x, t.y, t.z))]
-            for p in box]
+    rotation, translation = placement(pv)
+    box = np.array([(x, y, z) for x in (low.x, high.x) for y in (low.y, high.y) for z in (low.z, high.z)])
+    return box @ rotation.T + translation
+
+
+def keep_within(lv, frame: Frame, depth: float, to_file=(np.eye(3), np.zeros(3))) -> None:
+    """Remove from the logical volume ``lv`` (its coordinates taken into the file's by ``to_file``) the
+    volumes that lie wholly outside the depth range [0, ``depth``] of ``frame``; descend into those
+    that straddle it (an envelope holding several sections). A straddling volume without daughters
+    stays whole."""
+    rotation, shift = to_file
+    for pv in [lv.GetDaughter(i) for i in range(lv.GetNoDaughters())]:
+        z = frame.to_calofm(placed_corners(pv) @ rotation.T + shift)[:, 2]
+        if z.min() >= -1e-6 and z.max() <= depth + 1e-6:
+            continue
+        if z.max() <= 1e-6 or z.min() >= depth - 1e-6:
+            lv.RemoveDaughter(pv)
+        else:
+            r, t = placement(pv)
+            keep_within(pv.GetLogicalVolume(), frame, depth, (rotation @ r, rotation @ t + shift))
 
 
 def _read_in_this_process(path: str, out: str) -> None:
@@ -262,7 +294,7 @@ def _read_in_this_process(path: str, out: str) -> None:
              "placements": world_lv.GetNoDaughters(),
              "world_mm": [[low.x, high.x], [low.y, high.y], [low.z, high.z]],
              "corners_mm": [corner for i in range(world_lv.GetNoDaughters())
-                            for corner in placed_corners(world_lv.GetDaughter(i))]}
+                            for corner in placed_corners(world_lv.GetDaughter(i)).tolist()]}
     Path(out).write_text(json.dumps(found))
 
 
