@@ -112,7 +112,7 @@ def test_bad_gdml_is_one_line_naming_the_file(siw_gdml, tmp_path, capsys, spoil,
     if spoil is not None:
         bad.write_text(spoil(siw_gdml.read_text()))
     with pytest.raises(InputError, match=f"^{bad}: "):
-        read_gdml(bad)
+        get_detector(str(bad))
     assert main(["detectors", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -123,7 +123,7 @@ def test_detectors_writes_a_preset_as_gdml(tmp_path, monkeypatch, capsys):
     assert main(["detectors", "pbwo4", "--gdml"]) == 0
     assert "wrote pbwo4.gdml" in capsys.readouterr().out
     assert main(["detectors", "pbwo4.gdml"]) == 0
-    assert '"sensitive"' in capsys.readouterr().out
+    assert '"active_volumes"' in capsys.readouterr().out
 
 
 def test_a_preset_through_gdml_gives_its_showers_bit_for_bit(tmp_path, monkeypatch, capsys):
@@ -210,6 +210,31 @@ def test_the_front_face_is_found_and_a_frame_off_it_is_one_line(tmp_path, capsys
         assert message in err and "moved.gdml" in err and len(err.splitlines()) == 1
 
 
+def test_active_volumes_named_in_the_sidecar(tmp_path, siw_gdml, capsys):
+    """A file without SensDet auxiliaries (as DD4hep exports it): the sidecar's active patterns name the
+    volumes that record, and override SensDet where the file has it."""
+    (tmp_path / "bare.gdml").write_text(crystal_matrix().replace('<auxiliary auxtype="SensDet" auxvalue="crystal"/>',
+                                                                 ""))
+    (tmp_path / "bare.yaml").write_text("sampling_fraction: 1.0\nmesh: {n_z: 23, dr: 4.4}\nactive: ['cry*']\n")
+    detector = get_detector(str(tmp_path / "bare.gdml"), str(tmp_path / "bare.yaml"))
+    assert detector.gdml.active_volumes == ("crystal",) and detector.active_materials == ["G4_PbWO4"]
+    out = tmp_path / "bare.h5"
+    assert main(["simulate", "--detector", str(tmp_path / "bare.gdml"), "--calo-sidecar", str(tmp_path / "bare.yaml"),
+                 "--energy", "5", "--n", "2", "--out", str(out)]) == 0
+    with open_showers(out) as f:
+        showers = f.read()
+    assert np.all(showers.showers.sum(1) > 0.85 * showers.energy)
+    (tmp_path / "w.yaml").write_text("sampling_fraction: 0.5\nactive: [slab0]\n")  # the tungsten, not the silicon
+    assert get_detector(str(siw_gdml), str(tmp_path / "w.yaml")).active_materials == ["G4_W"]
+    (tmp_path / "typo.yaml").write_text("sampling_fraction: 1.0\nactive: [Crystal]\n")
+    assert main(["detectors", str(tmp_path / "bare.gdml"), "--calo-sidecar", str(tmp_path / "typo.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("typo.yaml: active: 'Crystal' names no volume of bare.gdml; its volumes: crystal, world")
+    (tmp_path / "slabs.yaml").write_text("name: x\nactive: [a]\nlayers: [{slabs: [{material: G4_Si, thickness: 1}]}]\n")
+    with pytest.raises(InputError, match="frame and active .volumes. go with a GDML file"):
+        get_detector(str(tmp_path / "slabs.yaml"))
+
+
 OWN_MATERIALS = """
   <materials>
     <element name="Lead" formula="Pb" Z="82"><atom value="207.2"/></element>
@@ -264,7 +289,7 @@ def test_a_frame_is_an_orthonormal_right_handed_turn_and_its_inverse():
                          ({"axis": [0, 0, 1]}, "frame.axis: unknown key")):
         with pytest.raises(InputError, match=f"^side.yaml: {message}"):
             Frame.parse(bad, lambda normal, beam: np.zeros(3), "side.yaml")
-    with pytest.raises(InputError, match="frame: places calofm's frame in a GDML file"):
+    with pytest.raises(InputError, match="frame and active .volumes. go with a GDML file"):
         get_detector("par04-siw").from_dict({**get_detector("par04-siw").to_dict(), "frame": {}}, "my.yaml")
 
 

@@ -34,10 +34,10 @@ def add_parsers(sub) -> None:
                                    "finished one is not run twice. Output: calofm format (see `calofm convert`); "
                                    "the physics, its data and their formulas: docs/hadronic.md.")
     p.add_argument("--detector", required=True,
-                   help=f"preset ({', '.join(preset_names())}), a detector YAML file, or a GDML file (active volumes "
-                        "carry a SensDet auxiliary)")
+                   help=f"preset ({', '.join(preset_names())}), a detector YAML file, or a GDML file")
     p.add_argument("--calo-sidecar", metavar="YAML",
-                   help="for a GDML detector: its name, mesh and sampling_fraction, or its sections (name, "
+                   help="for a GDML detector: its name, active volumes (names or patterns; default: those "
+                        "carrying a SensDet auxiliary), mesh and sampling_fraction, or its sections (name, "
                         "depth_mm, mesh, sampling_fraction each), and its frame (front_mm: the point of the front "
                         "face particles aim at; normal: the face's inward normal; beam: the axis theta is measured "
                         "from). Defaults: the file's stem, the universal mesh over the depth, the front face's "
@@ -249,7 +249,7 @@ def detectors(args) -> int:
              for det in named if det.name in measured}
     gdml = [det for det in named if det.gdml]
     if gdml:  # what Geant4 reads from each file
-        print(json.dumps([{"name": det.name, **read_gdml(det.gdml.path).describe(det.gdml.frame),
+        print(json.dumps([{"name": det.name, **read_gdml(det.gdml.path).describe(det.gdml),
                            "sampling_fraction": dict(zip([s.name for s in det.sections], det.sampling_fractions))
                            if det.sections else det.sampling_fraction,
                            **({"measured_sampling_fraction": shown[det.name]} if det.name in shown else {})}

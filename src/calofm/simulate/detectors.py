@@ -30,7 +30,7 @@ from calofm.core.files import atomic_path, read_yaml_mapping
 from calofm.geometry import CylindricalBinning, PlanarGrid, calochallenge_binning
 from calofm.simulate.materials import E_S, MATERIALS, material
 
-YAML_KEYS = ("name", "description", "layers", "gdml", "frame", "mesh", "meshes", "lateral_mm", "cell_mm",
+YAML_KEYS = ("name", "description", "layers", "gdml", "active", "frame", "mesh", "meshes", "lateral_mm", "cell_mm",
              "sampling_fraction", "sections")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*")  # detector names become file names and labels
 
@@ -156,7 +156,8 @@ class Gdml:
 
     path: str
     sha256: str                        # of the file's content: a changed file is another detector
-    active_materials: tuple[str, ...]  # of the volumes carrying a SensDet auxiliary
+    active_volumes: tuple[str, ...]    # the logical volumes that record (SensDet, or the sidecar's active list)
+    active_materials: tuple[str, ...]  # their materials
     depth_mm: float                    # the calorimeter's extent behind its front face
     frame: Frame = Frame()
     alone: bool = False                # build only the volumes within depth_mm of the front face (a section)
@@ -183,9 +184,9 @@ class Detector:
             _known_keys(d, YAML_KEYS, "", source)
             if "gdml" in d:
                 return cls._from_gdml(d, source)
-            if "frame" in d:
-                raise InputError(source, "frame: places calofm's frame in a GDML file (gdml: FILE); slabs are built "
-                                         "in it already")
+            if "frame" in d or "active" in d:
+                raise InputError(source, "frame and active (volumes) go with a GDML file (gdml: FILE); slabs are "
+                                         "built in calofm's frame and marked active themselves")
             for i, block in enumerate(d["layers"]):
                 _known_keys(block, ("repeat", "slabs"), f"layers[{i}].", source)
                 for j, slab in enumerate(block["slabs"]):
@@ -236,7 +237,12 @@ class Detector:
         frame = Frame.parse(d.get("frame", {}), geometry.front_centre, source)
         geometry.check(frame)
         (x0, x1), (y0, y1), (_, depth) = geometry.bounds(frame)
-        gdml = Gdml(str(path), geometry.sha256, geometry.active_materials, float(depth), frame)
+        patterns = d.get("active", [])
+        if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+            raise InputError(source, f"active: expected a list of volume names or patterns, got {patterns!r}")
+        active = geometry.active_volumes(list(patterns), source)
+        gdml = Gdml(str(path), geometry.sha256, active, tuple(sorted({geometry.volumes[v] for v in active})),
+                    float(depth), frame)
         det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=(), mesh=Mesh(),
                   lateral_mm=2 * float(max(-x0, x1, -y0, y1)),
                   sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),

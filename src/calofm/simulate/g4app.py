@@ -119,8 +119,8 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
 
 
 class GdmlCalorimeter(SlabCalorimeter):
-    """The detector's GDML file, read by Geant4 (validation off): the volumes with a SensDet auxiliary
-    record, each with its material's recorder; the world's daughters form the calorimeter region.
+    """The detector's GDML file, read by Geant4 (validation off): its active volumes (SensDet, or
+    named in the sidecar) record, each with its material's recorder; the world's daughters form the calorimeter region.
     A section alone keeps only the volumes within its depth (:func:`calofm.simulate.gdml.keep_within`)."""
 
     def Construct(self):
@@ -132,7 +132,8 @@ class GdmlCalorimeter(SlabCalorimeter):
         world = self.parser.GetWorldVolume()
         if gdml.alone:
             keep_within(world.GetLogicalVolume(), gdml.frame, gdml.depth_mm)
-        self.active += [(lv, lv.GetMaterial().GetName()) for lv, active in logical_volumes(self.parser) if active]
+        self.active += [(lv, lv.GetMaterial().GetName()) for lv, _ in logical_volumes(self.parser)
+                        if lv.GetName() in gdml.active_volumes]
         if self.region is not None:
             world_lv = world.GetLogicalVolume()
             for lv in {world_lv.GetDaughter(i).GetLogicalVolume().GetName(): world_lv.GetDaughter(i).GetLogicalVolume()

@@ -15,6 +15,7 @@ cannot catch; the child's death becomes a one-line error naming the file and Gea
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import subprocess
@@ -28,7 +29,7 @@ import numpy as np
 
 from calofm.core.errors import InputError
 from calofm.core.files import atomic_path
-from calofm.simulate.detectors import Detector, Frame
+from calofm.simulate.detectors import Detector, Frame, Gdml
 from calofm.simulate.gun import START_MM
 
 SENSITIVE = "SensDet"  # the GDML auxiliary type that marks an active volume
@@ -149,9 +150,21 @@ class GdmlGeometry:
     world_mm: tuple[tuple[float, float], ...]  # (low, high) in x, y, z of the world's bounding box
     corners_mm: tuple[tuple[float, float, float], ...]  # of the bounding boxes of what the world holds, as placed
 
-    @property
-    def active_materials(self) -> tuple[str, ...]:
-        return tuple(sorted({self.volumes[v] for v in self.sensitive}))
+    def active_volumes(self, patterns: list[str], source: str) -> tuple[str, ...]:
+        """The logical volumes that record: those the sidecar's ``active`` patterns (shell-style, such
+        as ``*Scint*``) name, or without patterns those carrying a SensDet auxiliary."""
+        if not patterns:
+            if not self.sensitive:
+                raise InputError(self.path, f"no volume carries a {SENSITIVE} auxiliary: calofm would score nothing "
+                                            f"(mark the active layers with <auxiliary auxtype=\"{SENSITIVE}\" "
+                                            "auxvalue=\"...\"/>, or name them in the sidecar's active list)")
+            return self.sensitive
+        for pattern in patterns:
+            if not fnmatch.filter(self.volumes, pattern):
+                names = sorted(self.volumes)
+                raise InputError(source, f"active: {pattern!r} names no volume of {Path(self.path).name}; its volumes: "
+                                         f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''}")
+        return tuple(sorted(v for v in self.volumes if any(fnmatch.fnmatchcase(v, p) for p in patterns)))
 
     def bounds(self, frame: Frame) -> np.ndarray:
         """(low, high) in calofm's x, y, z of the calorimeter (what the world holds) seen in ``frame``."""
@@ -180,18 +193,20 @@ class GdmlGeometry:
             raise InputError(self.path, f"the world ({world.tolist()} mm) must hold the calorimeter and the gun "
                                         f"{START_MM:g} mm in front of it (at {np.round(gun, 6).tolist()} mm)")
 
-    def describe(self, frame: Frame) -> dict:
-        (x0, x1), (y0, y1), (_, z1) = self.bounds(frame)
+    def describe(self, gdml: Gdml) -> dict:
+        """What calofm found in the file, read as the detector ``gdml`` (its frame, its active volumes)."""
+        (x0, x1), (y0, y1), (_, z1) = self.bounds(gdml.frame)
         return {"gdml": self.path, "sha256": self.sha256, "world": self.world, "volumes": len(self.volumes),
-                "placements": self.placements, "sensitive": list(self.sensitive),
-                "materials": sorted(set(self.volumes.values())), "frame": asdict(frame),
+                "placements": self.placements, "sensdet_volumes": list(self.sensitive),
+                "active_volumes": list(gdml.active_volumes), "materials": sorted(set(self.volumes.values())),
+                "frame": asdict(gdml.frame),
                 "depth_mm": float(z1), "half_width_mm": float(max(-x0, x1, -y0, y1))}
 
 
 def read_gdml(path: str | Path) -> GdmlGeometry:
     """Read ``path`` with Geant4 (validation off) in a child process; a one-line :class:`InputError`
     names the file and the problem: missing, not XML, not GDML, an unknown material or reference,
-    no sensitive volume."""
+    an empty world."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such GDML file" if not path.exists() else "is not a file")
@@ -217,9 +232,6 @@ def read_gdml(path: str | Path) -> GdmlGeometry:
     geometry = GdmlGeometry(str(path), hashlib.sha256(data).hexdigest(), read["world"], read["volumes"],
                             tuple(read["sensitive"]), read["placements"], tuple(map(tuple, read["world_mm"])),
                             tuple(map(tuple, read["corners_mm"])))
-    if not geometry.sensitive:
-        raise InputError(path, f"no volume carries a {SENSITIVE} auxiliary: calofm would score nothing (mark "
-                               f"the active layers with <auxiliary auxtype=\"{SENSITIVE}\" auxvalue=\"...\"/>)")
     return geometry
 
 
