@@ -120,8 +120,9 @@ class SlabCalorimeter(g4.G4VUserDetectorConstruction):
 
 class GdmlCalorimeter(SlabCalorimeter):
     """The detector's GDML file, read by Geant4 (validation off): its active volumes (SensDet, or
-    named in the sidecar) record, each with its material's recorder; the world's daughters form the calorimeter region.
-    A section alone keeps only the volumes within its depth (:func:`calofm.simulate.gdml.keep_within`)."""
+    named in the sidecar) record, each with its material's recorder; the world's daughters form the
+    calorimeter region. A section alone keeps only the volumes within its depth
+    (:func:`calofm.simulate.gdml.keep_within`)."""
 
     def Construct(self):
         from calofm.simulate.gdml import keep_within, logical_volumes

@@ -67,18 +67,14 @@ def write_gdml(detector: Detector, path: str | Path, frame: Frame = Frame()) -> 
     ET.SubElement(solids, "box", name="world", lunit="mm", **{k: repr(2 * float(h)) for k, h in zip("xyz", world_half)})
     for (material, thickness, active), name in volumes.items():
         ET.SubElement(solids, "box", name=name, x=full, y=full, z=repr(thickness), lunit="mm")
-        volume = ET.SubElement(structure, "volume", name=name)
-        ET.SubElement(volume, "materialref", ref=material)
-        ET.SubElement(volume, "solidref", ref=name)
+        volume = _volume(structure, name, material)
         if active:
             ET.SubElement(volume, "auxiliary", auxtype=SENSITIVE, auxvalue=material)
     mother, shift = "world", 0.0
     if not frame.identity:
         mother, shift = "calorimeter", -depth / 2
         ET.SubElement(solids, "box", name=mother, x=full, y=full, z=repr(depth), lunit="mm")
-    volume = ET.SubElement(structure, "volume", name=mother)
-    ET.SubElement(volume, "materialref", ref="G4_Galactic")
-    ET.SubElement(volume, "solidref", ref=mother)
+    volume = _volume(structure, mother, "G4_Galactic")
     for i, (name, z) in enumerate(placements):
         physvol = ET.SubElement(volume, "physvol", name=f"slab{i}", copynumber=str(i))
         ET.SubElement(physvol, "volumeref", ref=name)
@@ -87,10 +83,7 @@ def write_gdml(detector: Detector, path: str | Path, frame: Frame = Frame()) -> 
     if not frame.identity:
         ET.SubElement(define, "rotation", name="turn", unit="deg",
                       **dict(zip("xyz", (repr(float(a)) for a in _gdml_angles(frame.rotation)))))
-        world = ET.SubElement(structure, "volume", name="world")
-        ET.SubElement(world, "materialref", ref="G4_Galactic")
-        ET.SubElement(world, "solidref", ref="world")
-        physvol = ET.SubElement(world, "physvol", name=mother)
+        physvol = ET.SubElement(_volume(structure, "world", "G4_Galactic"), "physvol", name=mother)
         ET.SubElement(physvol, "volumeref", ref=mother)
         centre = frame.to_geant4(np.array([0.0, 0.0, depth / 2]))
         ET.SubElement(physvol, "position", name=f"{mother}_position", unit="mm",
@@ -103,6 +96,14 @@ def write_gdml(detector: Detector, path: str | Path, frame: Frame = Frame()) -> 
     with atomic_path(path) as tmp:
         ET.ElementTree(root).write(tmp, encoding="UTF-8", xml_declaration=True)
     return path
+
+
+def _volume(structure: ET.Element, name: str, material: str) -> ET.Element:
+    """A GDML logical volume of ``material`` whose solid has its name."""
+    volume = ET.SubElement(structure, "volume", name=name)
+    ET.SubElement(volume, "materialref", ref=material)
+    ET.SubElement(volume, "solidref", ref=name)
+    return volume
 
 
 def _gdml_angles(rotation: np.ndarray) -> np.ndarray:
