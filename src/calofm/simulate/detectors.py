@@ -182,6 +182,9 @@ class Detector:
         """Build from the YAML form; the mesh's dz defaults to the depth over its n_z bins."""
         try:
             _known_keys(d, YAML_KEYS, "", source)
+            if not SAFE_NAME.fullmatch(str(d["name"])):
+                raise InputError(source, f"name {d['name']!r}: use letters, digits and . _ + - only (it names "
+                                         "files and the model's detector label), not starting with a dot")
             if "gdml" in d:
                 return cls._from_gdml(d, source)
             if "frame" in d or "active" in d:
@@ -191,9 +194,6 @@ class Detector:
                 _known_keys(block, ("repeat", "slabs"), f"layers[{i}].", source)
                 for j, slab in enumerate(block["slabs"]):
                     _known_keys(slab, ("material", "thickness", "active"), f"layers[{i}].slabs[{j}].", source)
-            if not SAFE_NAME.fullmatch(str(d["name"])):
-                raise InputError(source, f"name {d['name']!r}: use letters, digits and . _ + - only (it names "
-                                         "files and the model's detector label), not starting with a dot")
             blocks = tuple(Block(tuple(Slab(s["material"], float(s["thickness"]), bool(s.get("active", False)))
                                        for s in block["slabs"]), int(block.get("repeat", 1))) for block in d["layers"])
             det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=blocks, mesh=Mesh(),
@@ -210,12 +210,7 @@ class Detector:
                 raise InputError(source, "slab thicknesses (mm) and block repeats must be positive")
             if det.lateral_mm <= 0 or (det.cell_mm is not None and det.cell_mm <= 0):
                 raise InputError(source, "lateral_mm and cell_mm must be positive (mm)")
-            _check_sampling_fraction(det.sampling_fraction, "", source)
-            if "sections" in d:
-                return replace(det, sections=_sections(det, d, source))
-            mesh = dict(d.get("mesh", {}))
-            mesh.setdefault("dz", round(det.depth_mm / mesh.get("n_z", 45), 4))
-            return replace(det, mesh=_mesh(mesh, "mesh.", source))
+            return _scored(det, d, source)
         except KeyError as exc:
             raise InputError(source, f"not a valid detector description (missing key {exc})") from None
         except (TypeError, ValueError) as exc:
@@ -228,8 +223,6 @@ class Detector:
 
         if "layers" in d:
             raise InputError(source, "gives both gdml and layers: the GDML file is the geometry")
-        if not SAFE_NAME.fullmatch(str(d["name"])):
-            raise InputError(source, f"name {d['name']!r}: use letters, digits and . _ + - only")
         path = Path(d["gdml"])
         if not path.is_absolute() and Path(source).is_file():
             path = Path(source).parent / path  # relative to the detector YAML
@@ -247,12 +240,7 @@ class Detector:
                   lateral_mm=2 * float(max(-x0, x1, -y0, y1)),
                   sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),
                   gdml=gdml)
-        _check_sampling_fraction(det.sampling_fraction, "", source)
-        if "sections" in d:
-            return replace(det, sections=_sections(det, d, source))
-        mesh = dict(d.get("mesh", {}))
-        mesh.setdefault("dz", round(gdml.depth_mm / mesh.get("n_z", 45), 4))
-        return replace(det, mesh=_mesh(mesh, "mesh.", source))
+        return _scored(det, d, source)
 
     @classmethod
     def sandwich(cls, name: str, absorber: str, absorber_mm: float, active: str, active_mm: float, layers: int,
@@ -410,6 +398,17 @@ class Detector:
         z_edges = np.concatenate([[0.0], edges[active + 1]])
         return PlanarGrid(n, n, self.cell_mm, self.cell_mm, tuple(float(z) for z in np.round(z_edges, 10)),
                           name=f"{self.name}-cells")
+
+
+def _scored(det: Detector, d: dict, source: str) -> Detector:
+    """``det`` with its sampling fraction checked and its mesh, or its sections, from the YAML ``d``
+    (the mesh's dz defaults to the depth over its n_z bins)."""
+    _check_sampling_fraction(det.sampling_fraction, "", source)
+    if "sections" in d:
+        return replace(det, sections=_sections(det, d, source))
+    mesh = dict(d.get("mesh", {}))
+    mesh.setdefault("dz", round(det.depth_mm / mesh.get("n_z", 45), 4))
+    return replace(det, mesh=_mesh(mesh, "mesh.", source))
 
 
 def _sections(det: Detector, d: dict, source: str) -> tuple[Section, ...]:
