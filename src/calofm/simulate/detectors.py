@@ -229,15 +229,15 @@ class Detector:
         geometry = read_gdml(path)
         frame = Frame.parse(d.get("frame", {}), geometry.front_centre, source)
         geometry.check(frame)
-        (x0, x1), (y0, y1), (_, depth) = geometry.bounds(frame)
+        half_width, depth = geometry.extent(frame)
         patterns = d.get("active", [])
         if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
             raise InputError(source, f"active: expected a list of volume names or patterns, got {patterns!r}")
         active = geometry.active_volumes(list(patterns), source)
         gdml = Gdml(str(path), geometry.sha256, active, tuple(sorted({geometry.volumes[v] for v in active})),
-                    float(depth), frame)
+                    depth, frame)
         det = cls(name=str(d["name"]), description=str(d.get("description", "")), blocks=(), mesh=Mesh(),
-                  lateral_mm=2 * float(max(-x0, x1, -y0, y1)),
+                  lateral_mm=2 * half_width,
                   sampling_fraction=None if d.get("sampling_fraction") is None else float(d["sampling_fraction"]),
                   gdml=gdml)
         return _scored(det, d, source)

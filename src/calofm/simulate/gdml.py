@@ -172,6 +172,12 @@ class GdmlGeometry:
         points = frame.to_calofm(np.array(self.corners_mm))
         return np.stack([points.min(0), points.max(0)], axis=1)
 
+    def extent(self, frame: Frame) -> tuple[float, float]:
+        """(half width, depth) in mm of the calorimeter seen in ``frame``: its farthest reach across the
+        normal, and behind the front face."""
+        (x0, x1), (y0, y1), (_, depth) = self.bounds(frame)
+        return float(max(-x0, x1, -y0, y1)), float(depth)
+
     def front_centre(self, normal: np.ndarray, beam: np.ndarray) -> np.ndarray:
         """The centre of the calorimeter's front face, seen along ``normal``: the default frame.front_mm."""
         frame = Frame((0.0, 0.0, 0.0), tuple(normal), tuple(beam))
@@ -196,12 +202,12 @@ class GdmlGeometry:
 
     def describe(self, gdml: Gdml) -> dict:
         """What calofm found in the file, read as the detector ``gdml`` (its frame, its active volumes)."""
-        (x0, x1), (y0, y1), (_, z1) = self.bounds(gdml.frame)
+        half_width, depth = self.extent(gdml.frame)
         return {"gdml": self.path, "sha256": self.sha256, "world": self.world, "volumes": len(self.volumes),
                 "placements": self.placements, "sensdet_volumes": list(self.sensitive),
                 "active_volumes": list(gdml.active_volumes), "materials": sorted(set(self.volumes.values())),
                 "frame": asdict(gdml.frame),
-                "depth_mm": float(z1), "half_width_mm": float(max(-x0, x1, -y0, y1))}
+                "depth_mm": depth, "half_width_mm": half_width}
 
 
 def read_gdml(path: str | Path) -> GdmlGeometry:
